@@ -1,0 +1,40 @@
+"""Shared fixtures: small synthetic data folders generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from service.scoring.raw import RawData, load_folder
+from training.synth import SynthConfig, write
+
+
+def make_synth(folder: Path, entities: int, months: int = 36, seed: int = 7) -> Path:
+    write(SynthConfig(entities=entities, months=months, seed=seed), folder)
+    return folder
+
+
+def to_csv(src: Path, dst: Path) -> Path:
+    """The same data folder as CSV files (what a risk team often hands over)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in src.glob("*.parquet"):
+        pacsv.write_csv(pq.read_table(p), dst / f"{p.stem}.csv")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synth(tmp_path_factory.mktemp("synth") / "small", entities=3000)
+
+
+@pytest.fixture(scope="session")
+def small_raw(small_dir: Path) -> RawData:
+    return load_folder(small_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synth(tmp_path_factory.mktemp("synth") / "tiny", entities=60, months=24)

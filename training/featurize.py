@@ -1,0 +1,105 @@
+"""Batch features for a data folder: the same ``build_features`` as online scoring, run chunk by chunk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from service.scoring.features import FeatureMatrix, build_features
+from service.scoring.raw import MONTHLY_SOURCES, RawData, load_folder
+
+CHUNK_APPLICATIONS = 100_000  # bounds the (applications x months) window arrays to a few hundred MB
+
+
+def iter_chunks(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> Iterator[tuple[np.ndarray, RawData]]:
+    """Split ``data`` into pieces of whole enterprises with at most ~max_applications applications each.
+
+    Yields the original application rows of each piece and the piece itself (enterprise rows renumbered).
+    Records are sorted by enterprise once, so each piece is a contiguous slice.
+    """
+    apps_order = np.argsort(data.applications["enterprise_row"], kind="stable")
+    app_ent = data.applications["enterprise_row"][apps_order]
+    sorted_tables = {}
+    for name, t in data.monthly.items():
+        order = np.argsort(t["enterprise_row"], kind="stable")
+        sorted_tables[name] = {k: v[order] for k, v in t.items()}
+    n_apps = len(app_ent)
+    start = 0
+    while start < n_apps:
+        stop = min(start + max_applications, n_apps)
+        # Extend to the end of the last enterprise so that no enterprise is split across pieces.
+        stop = int(np.searchsorted(app_ent, app_ent[stop - 1], side="right"))
+        lo, hi = int(app_ent[start]), int(app_ent[stop - 1]) + 1
+        rows = apps_order[start:stop]
+        apps = {k: v[rows] for k, v in data.applications.items()}
+        apps["enterprise_row"] = apps["enterprise_row"] - lo
+        monthly = {}
+        for name, t in sorted_tables.items():
+            a, b = np.searchsorted(t["enterprise_row"], [lo, hi])
+            monthly[name] = {k: v[a:b] for k, v in t.items()}
+            monthly[name]["enterprise_row"] = monthly[name]["enterprise_row"] - lo
+        profile = {k: v[lo:hi] for k, v in data.profile.items()}
+        yield rows, RawData(profile=profile, applications=apps, monthly=monthly)
+        start = stop
+
+
+def build_all(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> FeatureMatrix:
+    """Features for every application of ``data``, in the applications file's order."""
+    n = len(data.applications["application_id"])
+    values: np.ndarray | None = None
+    used = np.zeros((n, len(MONTHLY_SOURCES)), dtype=bool)
+    for rows, piece in iter_chunks(data, max_applications):
+        fm = build_features(piece)
+        if values is None:
+            values = np.empty((n, fm.values.shape[1]))
+        values[rows] = fm.values
+        used[rows] = fm.sources_used
+    if values is None:
+        values = build_features(data).values
+    return FeatureMatrix(application_id=data.applications["application_id"], values=values, sources_used=used)
+
+
+def feature_table(data: RawData, fm: FeatureMatrix) -> pa.Table:
+    """Identifiers, features, the sources used and (when present) the label, as one Arrow table."""
+    apps = data.applications
+    columns: dict[str, object] = {
+        "application_id": pa.array(apps["application_id"], type=pa.string()),
+        "enterprise_id": pa.array(apps["enterprise_id"], type=pa.string()),
+        "application_date": pa.array(apps["application_date"]),
+    }
+    for j, name in enumerate(fm.names):
+        columns[name] = pa.array(fm.values[:, j], from_pandas=True)  # NaN -> null: missing, not zero
+    for j, source in enumerate(MONTHLY_SOURCES):
+        columns[f"used_{source}"] = pa.array(fm.sources_used[:, j])
+    if "defaulted_12m" in apps:
+        columns["defaulted_12m"] = pa.array(apps["defaulted_12m"], from_pandas=True).cast(pa.int8())
+    return pa.table(columns)
+
+
+def write_table(table: pa.Table, out: Path) -> None:
+    """Write atomically: a reader never sees a half-written file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        if out.suffix == ".csv":
+            pacsv.write_csv(table, tmp)
+        else:
+            pq.write_table(table, tmp, compression="zstd")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def featurize_folder(data_dir: Path, out: Path, log: Callable[[str], None] = print) -> tuple[int, int]:
+    data = load_folder(data_dir)
+    log(f"loaded {data.n_enterprises:,} enterprises, {len(data.applications['application_id']):,} applications, "
+        f"sources: {', '.join(data.monthly)}")
+    fm = build_all(data)
+    write_table(feature_table(data, fm), out)
+    return fm.values.shape

@@ -1,0 +1,383 @@
+"""Synthetic SME operating data that follows the raw data contract, for demos, tests and benchmarks.
+
+One latent business-health process per enterprise drives every source:
+
+    health[t] = quality + x[t],  x[t] = 0.85 x[t-1] + 0.35 e[t] + shocks
+
+``quality`` depends on the segment (industry, region, city tier, legal form, age) and on the firm. Revenue
+follows health, the industry's seasonality and scale; payments, tax filings, electricity, social insurance
+and the credit bureau are noisy views of it with their own lags (headcount reacts two months late). Shocks
+hit some firms (and one industry) and persist, so history predicts the future only in part: the default
+label looks at health in the 12 months *after* the application, which the features cannot see.
+
+Regions differ in coverage (western counties have thinner files), months go missing, some firms declare far
+more sales than their payment flows show. Enterprises are generated in fixed-size chunks, each from its own
+seeded stream, and written as Parquet row groups, so memory stays bounded and the output depends only on
+the arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from service.scoring.raw import CONTRACT, PROVINCE_REGION, REGIONS, month_index, month_start
+
+CHUNK = 25_000  # enterprises per chunk: ~0.5 GB of working arrays at 36 months
+
+# Industry mix (GB/T 4754 section -> share), per region: farming weighs more in the centre and west.
+_INDUSTRY_MIX = {
+    "A": (0.04, 0.14, 0.13, 0.12), "C": (0.18, 0.12, 0.08, 0.12), "E": (0.07, 0.08, 0.08, 0.07),
+    "F": (0.30, 0.30, 0.32, 0.30), "G": (0.06, 0.06, 0.06, 0.06), "H": (0.10, 0.09, 0.12, 0.10),
+    "I": (0.05, 0.02, 0.01, 0.02), "L": (0.06, 0.04, 0.04, 0.04), "M": (0.03, 0.02, 0.01, 0.02),
+    "O": (0.07, 0.08, 0.10, 0.10), "R": (0.02, 0.02, 0.02, 0.02), "K": (0.02, 0.03, 0.03, 0.03),
+}
+INDUSTRY_CODES = tuple(_INDUSTRY_MIX)
+_REGION_SHARE = {"east": 0.46, "central": 0.24, "west": 0.22, "northeast": 0.08}
+_TIER_MIX = {  # tier1, tier2, tier3, county
+    "east": (0.22, 0.33, 0.27, 0.18), "central": (0.05, 0.30, 0.35, 0.30),
+    "west": (0.04, 0.22, 0.32, 0.42), "northeast": (0.04, 0.30, 0.36, 0.30),
+}
+# Monthly revenue per employee (CNY), average ticket (CNY per transaction) and quality offset by industry.
+_INDUSTRY = {
+    #      revenue/head  ticket  quality  kWh/10k CNY  invoice share
+    "A": (18_000, 2_000, -0.10, 90, 0.25),
+    "C": (40_000, 20_000, 0.05, 220, 0.95),
+    "E": (45_000, 40_000, -0.15, 60, 0.90),
+    "F": (35_000, 300, 0.00, 30, 0.45),
+    "G": (30_000, 1_500, -0.05, 40, 0.80),
+    "H": (20_000, 90, -0.20, 120, 0.30),
+    "I": (45_000, 8_000, 0.15, 25, 0.95),
+    "L": (40_000, 6_000, 0.05, 15, 0.90),
+    "M": (40_000, 10_000, 0.15, 30, 0.95),
+    "O": (15_000, 120, -0.05, 60, 0.25),
+    "R": (20_000, 200, -0.10, 50, 0.50),
+    "K": (60_000, 50_000, -0.25, 20, 0.95),
+}
+# Revenue seasonality by calendar month (Jan..Dec); Chinese New Year falls in Jan/Feb.
+_SEASON = {
+    "A": (0.55, 0.50, 0.60, 0.70, 0.85, 1.30, 1.05, 0.95, 1.75, 1.95, 1.20, 0.60),  # summer and autumn harvests
+    "F": (1.40, 1.30, 0.85, 0.90, 0.95, 1.05, 0.90, 0.90, 0.95, 1.00, 1.25, 1.20),  # festival, 618, Double 11
+    "H": (1.15, 1.30, 0.85, 0.95, 1.05, 0.95, 1.20, 1.25, 0.95, 1.15, 0.80, 0.90),  # festival, summer, golden week
+    "E": (0.80, 0.40, 0.90, 1.05, 1.10, 1.05, 0.90, 0.95, 1.10, 1.15, 1.20, 1.30),  # festival stop, year-end push
+    "C": (0.95, 0.60, 1.00, 1.05, 1.05, 1.00, 1.00, 1.00, 1.05, 1.05, 1.10, 1.15),
+}
+_FLAT_SEASON = (1.0,) * 12
+_ELEC_SEASON = (1.15, 1.05, 0.95, 0.90, 0.95, 1.05, 1.20, 1.20, 1.00, 0.90, 0.95, 1.10)  # cooling and heating
+# Probability that an enterprise has each source at all, by region (tax, payments, utilities, social, bureau).
+_COVERAGE = {
+    "east": (0.97, 0.92, 0.92, 0.85, 0.65),
+    "central": (0.93, 0.85, 0.86, 0.70, 0.50),
+    "west": (0.80, 0.58, 0.74, 0.45, 0.30),
+    "northeast": (0.92, 0.80, 0.85, 0.68, 0.48),
+}
+_MISSING_MONTH = {"east": 0.02, "central": 0.04, "west": 0.08, "northeast": 0.04}
+SOURCES = ("tax", "payments", "utilities", "social_insurance", "bureau")
+
+DEFAULT_INTERCEPT = -6.1  # sets the overall 12-month default rate near 3.5% (see tests/test_synth.py)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    entities: int
+    months: int = 36
+    seed: int = 7
+    end_month: str = "2025-10"  # the last month with data; outcomes then run 12 months past it
+    chunk: int = CHUNK
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _choice(rng: np.random.Generator, options: tuple, probs: np.ndarray) -> np.ndarray:
+    """Vectorised categorical draw with per-row probabilities ``probs`` of shape (n, k)."""
+    cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
+    idx = (rng.random(len(probs))[:, None] > cum).sum(axis=1)
+    return np.asarray(options, dtype=object)[np.minimum(idx, len(options) - 1)]
+
+
+def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) -> dict[str, pa.Table]:
+    """All files' rows for enterprises ``first_id .. first_id + n - 1``."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index]))
+    end = int(month_index(np.array([np.datetime64(cfg.end_month, "M")]))[0])
+    start = end - cfg.months + 1
+    horizon = cfg.months + 12  # 12 months of outcomes after the last data month
+    cal = start + np.arange(horizon)  # month index of each simulated month
+    moy = (cal % 12)  # 0 = January
+
+    # --- profile ---------------------------------------------------------------------------------------
+    region = rng.choice(REGIONS, size=n, p=[_REGION_SHARE[r] for r in REGIONS])
+    provinces = {r: [p for p, pr in PROVINCE_REGION.items() if pr == r] for r in REGIONS}
+    province = np.array([provinces[r][k % len(provinces[r])] for r, k in zip(region, rng.integers(0, 1000, n))],
+                        dtype=object)
+    ridx = np.array([REGIONS.index(r) for r in region])
+    mix = np.array([_INDUSTRY_MIX[c] for c in INDUSTRY_CODES]).T  # (region, industry)
+    industry = _choice(rng, INDUSTRY_CODES, mix[ridx])
+    tier = _choice(rng, ("tier1", "tier2", "tier3", "county"), np.array([_TIER_MIX[r] for r in region]))
+    company = rng.random(n) < np.where(np.isin(industry, ["F", "H", "O", "A"]), 0.30, 0.65)
+    legal_form = np.where(company, "company", "individual_business").astype(object)
+    employees = np.maximum(1, np.round(np.where(company, rng.lognormal(2.3, 0.8, n), rng.lognormal(0.9, 0.6, n))))
+    employees = np.minimum(employees, 950)
+    # Age at the end of the data: lognormal months, median ~5 years; a tail of very young firms.
+    age_end = np.clip(rng.lognormal(np.log(60), 0.85, n), 3, 360).astype(int)
+    reg_month = end - age_end + 1
+    reg_date = month_start(reg_month) + rng.integers(0, 28, n).astype("timedelta64[D]")
+    west = region == "west"
+    owner_age = np.clip(np.round(rng.normal(42 + 6 * west, 9, n)), 20, 75)
+    owner_gender = np.where(rng.random(n) < np.where(west, 0.45, 0.33), "female", "male").astype(object)
+
+    # --- latent health ---------------------------------------------------------------------------------
+    ind = {c: _INDUSTRY[c] for c in INDUSTRY_CODES}
+    quality = (
+        rng.normal(0, 1.0, n)
+        + np.array([ind[c][2] for c in industry])
+        - 0.15 * (~company)
+        - 0.15 * (tier == "county")
+        - 0.10 * west
+        + 0.12 * np.log1p(np.minimum(age_end, 120) / 24)
+    )
+    burn = 12
+    x = np.zeros(n)
+    health = np.empty((n, horizon))
+    shock = np.zeros(n)
+    macro_industry = INDUSTRY_CODES[int(rng.integers(0, len(INDUSTRY_CODES)))]
+    macro_month = int(rng.integers(horizon // 3, horizon))
+    hit_by_macro = industry == macro_industry
+    for t in range(-burn, horizon):
+        x = 0.85 * x + 0.35 * rng.standard_normal(n)
+        new = rng.random(n) < 0.006  # roughly 7% of firms a year take a lasting hit
+        shock = 0.94 * shock - new * rng.uniform(1.0, 2.5, n)
+        if t == macro_month:
+            shock = shock - hit_by_macro * rng.uniform(0.3, 1.2, n)
+        if t >= 0:
+            health[:, t] = quality + x + shock
+    # Firms that did not exist yet have no activity.
+    alive = cal[None, :] >= reg_month[:, None]
+
+    # --- revenue ---------------------------------------------------------------------------------------
+    season = np.array([_SEASON.get(c, _FLAT_SEASON) for c in industry])  # (n, 12)
+    season = season / season.mean(axis=1, keepdims=True)
+    scale = employees * np.array([ind[c][0] for c in industry]) * rng.lognormal(0, 0.45, n)
+    drift = rng.normal(0.003, 0.006, n)  # monthly growth trend
+    revenue = (
+        scale[:, None]
+        * season[:, moy]
+        * np.exp(0.35 * health + drift[:, None] * np.arange(horizon))
+        * np.exp(rng.standard_normal((n, horizon)) * (0.08 + 0.22 * _sigmoid(-2 * health - 1.5)))  # strain shakes flows
+    )
+    revenue = np.where(alive, revenue, 0.0)
+    lag1 = np.concatenate([health[:, :1], health[:, :-1]], axis=1)
+    lag2 = np.concatenate([health[:, :2], health[:, :-2]], axis=1)
+
+    # --- coverage --------------------------------------------------------------------------------------
+    cover = np.array([_COVERAGE[r] for r in region])  # (n, 5)
+    cover[tier == "county"] *= 0.9
+    cover[~company, 3] *= 0.45  # individual businesses rarely insure staff
+    has = rng.random((n, 5)) < cover
+    onboard = reg_month + rng.integers(0, 18, n) * (rng.random(n) < 0.3)  # joined the payment platform late
+    miss_p = np.array([_MISSING_MONTH[r] for r in region])
+    data_months = slice(0, cfg.months)
+
+    def observed(k: int, first: np.ndarray | None = None) -> np.ndarray:
+        mask = has[:, k][:, None] & alive & (rng.random((n, horizon)) >= miss_p[:, None])
+        if first is not None:
+            mask &= cal[None, :] >= first[:, None]
+        return mask[:, data_months]
+
+    # --- sources ---------------------------------------------------------------------------------------
+    # A segment declares far more sales to the tax office than its payment flows show (inflated invoicing);
+    # cash-heavy shops show the opposite. Inflators are riskier than their flows suggest.
+    inflator = rng.random(n) < np.where(company, 0.06, 0.02)
+    pay_share = np.clip(rng.beta(8, 2, n) - 0.35 * (~company & np.isin(industry, ["F", "H", "O"])), 0.15, 0.98)
+    declare = np.where(inflator, rng.uniform(1.6, 2.6, n), np.clip(rng.normal(0.92, 0.08, n), 0.6, 1.1))
+
+    inflow = revenue * pay_share[:, None] * rng.lognormal(0, 0.10, (n, horizon))
+    outflow = inflow * np.clip(0.93 - 0.06 * health + rng.normal(0, 0.05, (n, horizon)), 0.3, 1.6)
+    ticket = np.array([ind[c][1] for c in industry]) * rng.lognormal(0, 0.3, n)
+    transactions = rng.poisson(np.minimum(inflow / ticket[:, None], 1e6))
+    counterparties = np.minimum(transactions, rng.poisson(np.maximum(transactions, 1) ** 0.6
+                                                          * np.exp(0.15 * health)))
+    refunds = inflow * np.clip(0.01 + 0.03 * _sigmoid(-1.5 * health - 1) + rng.normal(0, 0.004, (n, horizon)), 0, 0.5)
+
+    sales = revenue * declare[:, None] * rng.lognormal(0, 0.06, (n, horizon))
+    vat_rate = np.where(company, rng.choice([0.03, 0.045, 0.06], n), 0.01)
+    vat_paid = sales * vat_rate[:, None] * rng.lognormal(0, 0.1, (n, horizon))
+    invoice_share = np.clip(np.array([ind[c][4] for c in industry]) + rng.normal(0, 0.1, n), 0.05, 1.0)
+    invoice_amount = sales * invoice_share[:, None] * rng.lognormal(0, 0.08, (n, horizon))
+    invoice_ticket = np.maximum(ticket * 3, 500)
+    invoices = rng.poisson(np.minimum(invoice_amount / invoice_ticket[:, None], 1e5))
+    filed_on_time = rng.random((n, horizon)) < _sigmoid(3.2 + 1.3 * lag1)
+    tax_arrears = np.where(rng.random((n, horizon)) < _sigmoid(-4.2 - 1.8 * lag1),
+                           vat_paid * rng.uniform(1, 4, (n, horizon)), 0.0)
+    # Grade assessed each April on the past year's health; firms younger than a year are graded M.
+    grade_at = np.empty((n, horizon), dtype=object)
+    for t in range(horizon):
+        year_back = health[:, max(0, t - 12): t + 1].mean(axis=1) + rng.normal(0, 0.4, n) * (moy[t] == 3)
+        if t == 0 or moy[t] == 3:
+            g = np.select([year_back > 0.9, year_back > -0.4, year_back > -1.4, year_back > -2.2],
+                          ["A", "B", "C", "C"], "D").astype(object)
+            g = np.where(rng.random(n) < 0.4, np.where(g == "C", "B", g), g)  # grades move slowly
+            grade_at[:, t] = np.where(cal[t] - reg_month < 12, "M", g)
+        else:
+            grade_at[:, t] = grade_at[:, t - 1]
+
+    kwh_per = np.array([ind[c][3] for c in industry]) * rng.lognormal(0, 0.35, n)
+    elec_season = np.array(_ELEC_SEASON)[moy]
+    activity = np.concatenate([revenue[:, :1], revenue[:, :-1]], axis=1)  # metered a month behind sales
+    kwh = np.where(alive, 500 + kwh_per[:, None] * (activity / 10_000) ** 0.9 * elec_season
+                   * rng.lognormal(0, 0.10, (n, horizon)), 0.0)
+    price = np.where(west, 0.55, 0.75) + rng.uniform(0, 0.15, n)
+    bill = kwh * price[:, None]
+    days_late = np.where(rng.random((n, horizon)) < _sigmoid(-3.0 - 1.6 * lag1),
+                         rng.poisson(12 * _sigmoid(-lag1) + 1), 0)
+    util_arrears = np.where(days_late > 20, bill * rng.uniform(0.5, 2.0, (n, horizon)), 0.0)
+
+    headcount = np.maximum(0, np.round(np.minimum(employees, 500)[:, None] * np.exp(0.18 * lag2)
+                                       * rng.lognormal(0, 0.05, (n, horizon))))
+    missed = rng.random((n, horizon)) < _sigmoid(-3.6 - 1.7 * lag2)
+    per_head = np.where(region == "east", 1500, 1100) * rng.uniform(0.9, 1.2, n)
+    contributions = np.where(missed, 0.0, headcount * per_head[:, None])
+
+    open_loans = rng.poisson(0.5 + 0.5 * company, n)[:, None] + rng.poisson(1.2 * _sigmoid(-2 * health - 2))
+    inquiries = rng.poisson(0.4 + 3.0 * _sigmoid(-1.5 * health - 1.6))
+    worst_dpd = np.where(rng.random((n, horizon)) < _sigmoid(-4.0 - 1.8 * health),
+                         rng.choice([5, 15, 30, 60, 90], (n, horizon)), 0)
+
+    # --- applications and outcomes ---------------------------------------------------------------------
+    earliest = np.maximum(12, reg_month - start + 1)  # at least a year of calendar history in the data
+    can_apply = earliest < cfg.months
+    n_apps = np.where(can_apply, 1 + (rng.random(n) < 0.25), 0) * (rng.random(n) < 0.9)
+    ent_of_app = np.repeat(np.arange(n), n_apps)
+    lo = earliest[ent_of_app]
+    app_t = lo + (rng.random(len(ent_of_app)) * (cfg.months + 1 - lo)).astype(int)  # month of application
+    app_t = np.minimum(app_t, cfg.months)  # the month after the last data month is allowed
+    app_cal = start + app_t
+    app_date = month_start(app_cal) + rng.integers(0, 28, len(app_t)).astype("timedelta64[D]")
+    a_ind = industry[ent_of_app]
+    purpose = np.where(
+        a_ind == "A", np.where(rng.random(len(app_t)) < 0.7, "seasonal_inputs", "equipment"),
+        rng.choice(["working_capital", "inventory", "equipment", "expansion", "refinancing"], len(app_t),
+                   p=[0.45, 0.25, 0.12, 0.10, 0.08]),
+    ).astype(object)
+    yearly = 12 * scale[ent_of_app]
+    need = rng.lognormal(np.log(0.12), 0.7, len(app_t))
+    requested = np.clip(np.round(yearly * need, -3), 10_000, 5_000_000)
+    term = np.where(purpose == "seasonal_inputs", rng.choice([6, 9, 12], len(app_t)),
+                    rng.choice([3, 6, 12, 12, 24, 36], len(app_t)))
+    # Outcome: health over the 12 months after the application (unseen by any feature), loan burden, fraud.
+    future = np.stack([health[ent_of_app, np.minimum(app_t + k, horizon - 1)] for k in range(12)], axis=1)
+    logit = (DEFAULT_INTERCEPT
+             - 1.3 * future.mean(axis=1) - 0.5 * future.min(axis=1)
+             + 0.45 * np.log(np.clip(requested / np.maximum(yearly, 1), 0.01, 10) / 0.12)
+             + 1.4 * inflator[ent_of_app]
+             + 0.3 * (a_ind == "H") + 0.2 * (region[ent_of_app] == "northeast")
+             + rng.normal(0, 0.5, len(app_t)))
+    defaulted = (rng.random(len(app_t)) < _sigmoid(logit)).astype(np.int64)
+
+    ids = np.array([f"E{first_id + i:08d}" for i in range(n)], dtype=object)
+    out = {
+        "profile": pa.table({
+            "enterprise_id": ids, "industry": industry, "province": province, "region": region.astype(object),
+            "city_tier": tier, "legal_form": legal_form, "registration_date": reg_date,
+            "employees": employees.astype(np.int64), "owner_age": owner_age.astype(np.int64),
+            "owner_gender": owner_gender,
+        }),
+        "applications": pa.table({
+            "application_id": np.array([f"A{first_id + i:08d}-{k}" for i, k in
+                                        zip(ent_of_app, _within_group_index(ent_of_app))], dtype=object),
+            "enterprise_id": ids[ent_of_app], "application_date": app_date, "requested_amount": requested,
+            "term_months": term.astype(np.int64), "purpose": purpose, "defaulted_12m": defaulted,
+        }),
+    }
+    d = data_months
+    monthly = {
+        "tax": (observed(0), {
+            "declared_sales": sales[:, d], "vat_paid": vat_paid[:, d], "invoices_issued": invoices[:, d],
+            "invoice_amount": invoice_amount[:, d], "filed_on_time": filed_on_time[:, d],
+            "tax_arrears": tax_arrears[:, d], "tax_grade": grade_at[:, d]}),
+        "payments": (observed(1, onboard), {
+            "inflow": inflow[:, d], "outflow": outflow[:, d], "transactions": transactions[:, d],
+            "counterparties": counterparties[:, d], "refunds": refunds[:, d]}),
+        "utilities": (observed(2), {
+            "electricity_kwh": kwh[:, d], "electricity_bill": bill[:, d], "days_paid_late": days_late[:, d],
+            "utility_arrears": util_arrears[:, d]}),
+        "social_insurance": (observed(3), {
+            "insured_headcount": headcount[:, d], "contributions_paid": contributions[:, d],
+            "missed_payment": missed[:, d]}),
+        "bureau": (observed(4), {
+            "open_loans": open_loans[:, d], "inquiries_6m": inquiries[:, d],
+            "worst_dpd": worst_dpd[:, d]}),
+    }
+    months = month_start(cal[: cfg.months])
+    for name, (mask, fields) in monthly.items():
+        rows, cols = np.nonzero(mask)  # row-major: enterprise, then month
+        columns = {"enterprise_id": ids[rows], "month": months[cols]}
+        for field, arr in fields.items():
+            columns[field] = _typed(name, field, arr[rows, cols])
+        out[name] = pa.table(columns)
+    return out
+
+
+def _within_group_index(groups: np.ndarray) -> np.ndarray:
+    """0, 1, ... within each run of equal consecutive values."""
+    if groups.size == 0:
+        return groups
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    return np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+
+
+def _typed(source: str, field: str, values: np.ndarray) -> np.ndarray:
+    kind = CONTRACT[source].column(field).kind
+    if kind == "float":
+        return np.round(values.astype(np.float64), 2)
+    if kind == "int":
+        return values.astype(np.int64)
+    if kind == "bool":
+        return values.astype(bool)
+    return values
+
+
+def write(cfg: SynthConfig, out: Path | str, progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Generate ``cfg.entities`` enterprises into ``out`` (one Parquet file per source), chunk by chunk.
+
+    Files are written into a temporary folder beside ``out`` and moved into place only when complete.
+    Returns the number of rows per file.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    writers: dict[str, pq.ParquetWriter] = {}
+    rows = dict.fromkeys(CONTRACT, 0)
+    try:
+        for k, first in enumerate(range(0, cfg.entities, cfg.chunk)):
+            n = min(cfg.chunk, cfg.entities - first)
+            for name, table in generate_chunk(cfg, k, first, n).items():
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(tmp / f"{name}.parquet", table.schema, compression="zstd")
+                writers[name].write_table(table)
+                rows[name] += table.num_rows
+            if progress:
+                progress(n)
+        for w in writers.values():
+            w.close()
+        for p in out.glob("*.parquet") if out.exists() else ():
+            if p.stem in CONTRACT:
+                p.unlink()
+        out.mkdir(exist_ok=True)
+        for p in tmp.iterdir():
+            p.replace(out / p.name)
+    finally:
+        for w in writers.values():
+            w.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
