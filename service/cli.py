@@ -37,9 +37,8 @@ def synth(
 
     try:
         cfg = synth_mod.SynthConfig(entities=entities, months=months, seed=seed, end_month=end_month)
-        synth_mod.month_index(__import__("numpy").array([__import__("numpy").datetime64(end_month, "M")]))
-    except ValueError:
-        _fail(f"--end-month must be YYYY-MM, got {end_month!r}")
+    except ValueError as exc:
+        _fail(str(exc).replace("end_month", "--end-month"))
     started = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("generating enterprises", total=entities)

@@ -18,6 +18,7 @@ the arguments.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Callable
@@ -92,6 +93,19 @@ class SynthConfig:
     end_month: str = "2025-10"  # the last month with data; outcomes then run 12 months past it
     chunk: int = CHUNK
 
+    def __post_init__(self) -> None:
+        if self.entities < 1:
+            raise ValueError(f"entities must be >= 1, got {self.entities}")
+        if not 13 <= self.months <= 120:
+            raise ValueError(f"months must be between 13 and 120 (a year of history, then applications), "
+                             f"got {self.months}")
+        try:
+            end = dt.date.fromisoformat(f"{self.end_month}-01")
+        except ValueError:
+            raise ValueError(f"end_month must be YYYY-MM, got {self.end_month!r}") from None
+        if end > dt.date.today():
+            raise ValueError(f"end_month must not be in the future, got {self.end_month}")
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
@@ -116,8 +130,8 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
     # --- profile ---------------------------------------------------------------------------------------
     region = rng.choice(REGIONS, size=n, p=[_REGION_SHARE[r] for r in REGIONS])
     provinces = {r: [p for p, pr in PROVINCE_REGION.items() if pr == r] for r in REGIONS}
-    province = np.array([provinces[r][k % len(provinces[r])] for r, k in zip(region, rng.integers(0, 1000, n))],
-                        dtype=object)
+    pick = rng.integers(0, 1000, n)
+    province = np.array([provinces[r][k % len(provinces[r])] for r, k in zip(region, pick, strict=True)], dtype=object)
     ridx = np.array([REGIONS.index(r) for r in region])
     mix = np.array([_INDUSTRY_MIX[c] for c in INDUSTRY_CODES]).T  # (region, industry)
     industry = _choice(rng, INDUSTRY_CODES, mix[ridx])
@@ -196,8 +210,8 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
     # A segment declares far more sales to the tax office than its payment flows show (inflated invoicing);
     # cash-heavy shops show the opposite. Inflators are riskier than their flows suggest.
     inflator = rng.random(n) < np.where(company, 0.06, 0.02)
-    pay_share = np.clip(rng.beta(8, 2, n) - 0.35 * (~company & np.isin(industry, ["F", "H", "O"])), 0.15, 0.98)
-    declare = np.where(inflator, rng.uniform(1.6, 2.6, n), np.clip(rng.normal(0.92, 0.08, n), 0.6, 1.1))
+    pay_share = np.clip(rng.beta(8, 2, n) - 0.2 * (~company & np.isin(industry, ["F", "H", "O"])), 0.3, 0.98)
+    declare = np.where(inflator, rng.uniform(2.0, 3.2, n), np.clip(rng.normal(0.92, 0.08, n), 0.6, 1.1))
 
     inflow = revenue * pay_share[:, None] * rng.lognormal(0, 0.10, (n, horizon))
     outflow = inflow * np.clip(0.93 - 0.06 * health + rng.normal(0, 0.05, (n, horizon)), 0.3, 1.6)
@@ -292,7 +306,7 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
         }),
         "applications": pa.table({
             "application_id": np.array([f"A{first_id + i:08d}-{k}" for i, k in
-                                        zip(ent_of_app, _within_group_index(ent_of_app))], dtype=object),
+                                        zip(ent_of_app, _within_group_index(ent_of_app), strict=False)], dtype=object),
             "enterprise_id": ids[ent_of_app], "application_date": app_date, "requested_amount": requested,
             "term_months": term.astype(np.int64), "purpose": purpose, "defaulted_12m": defaulted,
         }),
