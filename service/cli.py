@@ -71,5 +71,20 @@ def features(
                   f"in {time.perf_counter() - started:.1f} s")
 
 
+@app.command()
+def docs(
+    write: Annotated[bool, typer.Option(help="Rewrite docs/data-contract.md and docs/features.md in place")] = False,
+) -> None:
+    """Print (or rewrite) the generated parts of the data contract and feature catalogue docs."""
+    from service.docs import GENERATED, render
+
+    for path, (begin, end, make) in GENERATED.items():
+        if write:
+            Path(path).write_text(render(Path(path).read_text(encoding="utf-8"), begin, end, make()), encoding="utf-8")
+            console.print(f"rewrote {path}")
+        else:
+            print(make())
+
+
 if __name__ == "__main__":
     app()

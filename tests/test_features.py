@@ -17,7 +17,7 @@ from training.featurize import build_all
 def one(folder: Path) -> dict[str, float]:
     fm = build_features(load_folder(folder))
     assert fm.values.shape == (1, len(FEATURE_NAMES))
-    return dict(zip(FEATURE_NAMES, fm.values[0], strict=False))
+    return dict(zip(FEATURE_NAMES, fm.values[0], strict=True))
 
 
 class TestHandComputedValues:
@@ -44,7 +44,7 @@ class TestHandComputedValues:
 
     def test_social_insurance_streak_and_missed_months(self, tmp_path: Path) -> None:
         pattern = [False] * 6 + [True, False, True, False, False, False]  # oldest first, Jul 2023 - Jun 2024
-        si = [make_social(m, missed) for m, missed in zip(months("2023-07", 12), pattern, strict=False)]
+        si = [make_social(m, missed) for m, missed in zip(months("2023-07", 12), pattern, strict=True)]
         f = one(write_folder(tmp_path, social_insurance=si))
         assert f["si_paid_streak_months"] == 3
         assert f["si_missed_months_12m"] == 2
@@ -66,7 +66,7 @@ class TestHandComputedValues:
     def test_a_missing_source_is_missing_not_zero(self, tmp_path: Path) -> None:
         pay = [make_payment(m, 100.0) for m in months("2024-01", 6)]
         fm = build_features(load_folder(write_folder(tmp_path, payments=pay)))
-        f = dict(zip(FEATURE_NAMES, fm.values[0], strict=False))
+        f = dict(zip(FEATURE_NAMES, fm.values[0], strict=True))
         for name in features_of_source("social_insurance") + features_of_source("utilities"):
             assert np.isnan(f[name]), name
         assert f["xsrc_sources_available"] == 1

@@ -306,7 +306,7 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
         }),
         "applications": pa.table({
             "application_id": np.array([f"A{first_id + i:08d}-{k}" for i, k in
-                                        zip(ent_of_app, _within_group_index(ent_of_app), strict=False)], dtype=object),
+                                        zip(ent_of_app, _within_group_index(ent_of_app), strict=True)], dtype=object),
             "enterprise_id": ids[ent_of_app], "application_date": app_date, "requested_amount": requested,
             "term_months": term.astype(np.int64), "purpose": purpose, "defaulted_12m": defaulted,
         }),

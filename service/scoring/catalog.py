@@ -324,3 +324,14 @@ def categorical_features() -> list[str]:
 def features_of_source(source: str) -> list[str]:
     """Features that read ``source`` (they are absent, not zero, when it is missing or not consented)."""
     return [f.name for f in CATALOG if source in f.sources]
+
+
+def catalog_markdown() -> str:
+    """The catalogue as a table (docs/features.md embeds this; a test keeps the two in step)."""
+    arrow = {1: "↑ risk", -1: "↓ risk", 0: "none"}
+    lines = ["| feature | source | group | monotone | applicant can change | en | zh |", "|---|---|---|---|---|---|---|"]
+    for f in CATALOG:
+        kind = " (categorical)" if f.categorical else ""
+        lines.append(f"| `{f.name}`{kind} | {f.source} | {f.group} | {arrow[f.direction]} | "
+                     f"{'yes' if f.actionable else 'no'} | {f.label_en} | {f.label_zh} |")
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ returned, and the first broken rule raises ``ContractError`` naming the file, th
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +248,9 @@ def month_start(index: np.ndarray | int) -> np.ndarray:
 
 @dataclass
 class RawData:
-    """A validated data folder. Monthly tables and applications carry ``enterprise_row``: the row of the
-    enterprise in ``profile``, so joins are integer indexing. Monthly tables carry ``month`` as a month index."""
+    """A validated data folder. Monthly tables and applications carry ``enterprise_row``, the row of the
+    enterprise in ``profile``, so joins are integer indexing; monthly tables carry ``month`` as a month index
+    and no longer the enterprise_id strings."""
 
     profile: Table
     applications: Table
@@ -424,10 +426,11 @@ def read_arrow(path: Path) -> pa.Table:
         import pyarrow.csv as pacsv
 
         # Read every column as text so that a bad cell is reported with its row, not as a parser failure.
-        header = path.open(encoding="utf-8").readline().strip().split(",")
+        with path.open(encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh), [])
         opts = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True)
         return pacsv.read_csv(path, convert_options=opts)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ContractError(path.name, f"cannot be read: {exc}") from exc
 
 
@@ -444,8 +447,19 @@ def validate_table(file: str, source: Source, table: pa.Table, today: dt.date) -
                             column=unknown[0])
     out: Table = {}
     for column in source.columns:
-        if column.name in names:
-            out[column.name] = convert_column(file, column, table.column(column.name), today)
+        if column.name not in names:
+            continue
+        if source.monthly and column.name == "enterprise_id":
+            # Kept in Arrow until link() turns it into profile rows: tens of millions of Python strings
+            # would cost gigabytes for nothing.
+            col = table.column(column.name)
+            empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(pc.cast(col, pa.string())), ""), True)
+            row = _first(empty.to_numpy(zero_copy_only=False))
+            if row is not None:
+                raise ContractError(file, "must not be empty", row=row + 1, column=column.name)
+            out[column.name] = col  # type: ignore[assignment]
+            continue
+        out[column.name] = convert_column(file, column, table.column(column.name), today)
     return out
 
 
@@ -460,12 +474,12 @@ def check_unique(file: str, key: tuple[str, ...], codes: np.ndarray) -> None:
                             column=key[-1])
 
 
-def _link_enterprises(file: str, ids: np.ndarray, profile_ids: pa.Array) -> np.ndarray:
-    rows = pc.index_in(pa.array(ids, type=pa.string()), value_set=profile_ids)
-    missing = rows.is_null().to_numpy(zero_copy_only=False)
-    row = _first(missing)
+def _link_enterprises(file: str, ids: np.ndarray | pa.ChunkedArray, profile_ids: pa.Array) -> np.ndarray:
+    ids = pc.cast(ids if isinstance(ids, pa.ChunkedArray) else pa.array(ids, type=pa.string()), pa.string())
+    rows = pc.index_in(ids, value_set=profile_ids)
+    row = _first(rows.is_null().to_numpy(zero_copy_only=False))
     if row is not None:
-        raise ContractError(file, f"unknown enterprise '{ids[row]}' (not in profile)", row=row + 1,
+        raise ContractError(file, f"unknown enterprise '{ids[row].as_py()}' (not in profile)", row=row + 1,
                             column="enterprise_id")
     return rows.to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -497,7 +511,7 @@ def link(profile: Table, applications: Table, monthly: dict[str, Table], files: 
                                                        profile_ids)
     check_applications(files["applications"], applications, profile)
     for name, t in monthly.items():
-        t["enterprise_row"] = _link_enterprises(files[name], t["enterprise_id"], profile_ids)
+        t["enterprise_row"] = _link_enterprises(files[name], t.pop("enterprise_id"), profile_ids)
         check_unique(files[name], ("enterprise_id", "month"), t["enterprise_row"] * 100_000 + t["month"])
     return RawData(profile=profile, applications=applications, monthly=monthly)
 
@@ -520,3 +534,34 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
         tables[name] = validate_table(path.name, source, read_arrow(path), today)
     monthly = {n: tables[n] for n in MONTHLY_SOURCES if n in tables}
     return link(tables["profile"], tables["applications"], monthly, files)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The contract as documentation (docs/data-contract.md embeds this; a test keeps the two in step).
+
+
+def _rule(c: Column) -> str:
+    rules = [] if c.required else ["optional"]
+    if c.kind == "category":
+        rules.append("one of " + ", ".join(f"`{v}`" for v in c.categories))
+    if c.min is not None:
+        rules.append(f">= {c.min:g}")
+    if c.max is not None:
+        rules.append(f"<= {c.max:g}")
+    if c.kind == "month":
+        rules.append("first day of a month")
+    if c.kind in ("date", "month"):
+        rules.append("not in the future")
+    return "; ".join(rules)
+
+
+def contract_markdown() -> str:
+    lines: list[str] = []
+    for source in CONTRACT.values():
+        optional = " (optional file)" if source.optional else ""
+        lines += [f"### `{source.name}`{optional}", "", source.description,
+                  f"Key: ({', '.join(source.key)}), unique.", "",
+                  "| column | type | rules | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{c.name}` | {c.kind} | {_rule(c)} | {c.description} |" for c in source.columns]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+# Two set-up commands, from a machine with only python3, pip and make:
+#   make run    create .venv, install, and run the main job
+#   make test   create .venv, install, lint and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA := data/synth
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job, as far as the pipeline exists: synthetic data (generated once), then point-in-time features.
+run: $(STAMP)
+	@test -f $(DATA)/profile.parquet || $(BIN)/smecredit synth --entities 20000 --months 36 --seed 7 --out $(DATA)
+	$(BIN)/smecredit features --data $(DATA) --out data/features.parquet
+
+lint: $(STAMP)
+	$(BIN)/ruff check service training tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_features.py
+
+clean:
+	rm -rf $(VENV) data build *.egg-info .pytest_cache .ruff_cache
