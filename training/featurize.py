@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from service.scoring.features import FeatureMatrix, build_features
 from service.scoring.raw import MONTHLY_SOURCES, RawData, load_folder
 
-CHUNK_APPLICATIONS = 100_000  # bounds the (applications x months) window arrays to a few hundred MB
+CHUNK_APPLICATIONS = 20_000  # window arrays stay cache-friendly: measured fastest of 5k-100k (docs/benchmarks.md)
 
 
 def iter_chunks(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> Iterator[tuple[np.ndarray, RawData]]:
