@@ -71,6 +71,181 @@ def features(
                   f"in {time.perf_counter() - started:.1f} s")
 
 
+RegistryOpt = Annotated[Path | None, typer.Option(help="Registry folder (default: $SMECREDIT_REGISTRY or models)")]
+
+
+def _setup_logging(verbose: bool = True) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+
+
+@app.command()
+def train(
+    data: Annotated[Path | None, typer.Option(help="Data folder that follows the data contract")] = None,
+    table: Annotated[Path | None, typer.Option(help="Your own feature table (.csv or .parquet) instead")] = None,
+    target: Annotated[str | None, typer.Option(help="--table: the 0/1 outcome column")] = None,
+    positive: Annotated[str | None, typer.Option(help="--table: the target value meaning 'defaulted'")] = None,
+    id_column: Annotated[str | None, typer.Option("--id", help="--table: an identifier column (not a feature)")] = None,
+    date_column: Annotated[str | None, typer.Option("--date", help="--table: a date column for an out-of-time split")]
+    = None,
+    config: Annotated[Path | None, typer.Option(help="Training config YAML (default: the shipped default)")] = None,
+    registry: RegistryOpt = None,
+    tune_trials: Annotated[int, typer.Option("--tune", min=0, max=500, help="Optuna trials before the final fit")] = 0,
+    promote: Annotated[bool, typer.Option(help="Promote the new model to champion")] = False,
+) -> None:
+    """Train a governed LightGBM PD model, evaluate it out of time, and register the bundle."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from service.scoring.raw import ContractError
+    from training import dataset, pipeline
+    from training.config import load_config
+    from training.registry import Registry, RegistryError, default_registry
+
+    if (data is None) == (table is None):
+        _fail("give exactly one of --data (a contract data folder) or --table (your own feature table)")
+    if table is not None and target is None:
+        _fail("--table needs --target COLUMN")
+    if data is not None and any(v is not None for v in (target, positive, id_column, date_column)):
+        _fail("--target, --positive, --id and --date go with --table, not --data")
+    _setup_logging()
+    started = time.perf_counter()
+    try:
+        cfg = load_config(config)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                      transient=True) as progress:
+            task = progress.add_task("building features", total=None)
+
+            def step(message: str) -> None:
+                console.log(message)
+                progress.update(task, description=message)
+
+            if data is not None:
+                ts = dataset.from_folder(data)
+            else:
+                ts = dataset.from_table(table, target, id_column=id_column, date_column=date_column,
+                                        positive=positive)
+            result = pipeline.train(ts, cfg, Registry(registry or default_registry()), tune_trials=tune_trials,
+                                    step=step)
+        if promote:
+            Registry(registry or default_registry()).promote(result.version, reason="promoted at training (--promote)")
+    except (ContractError, ValueError, RegistryError) as exc:
+        _fail(str(exc))
+    _print_summary(result, time.perf_counter() - started)
+
+
+def _print_summary(result, seconds: float) -> None:  # noqa: ANN001
+    card = result.card
+    table = RichTable(title=f"model {result.version} ({seconds:.0f} s)")
+    for col in ("", "LightGBM", "challenger"):
+        table.add_column(col, justify="right" if col else "left")
+    for m in ("auc", "gini", "ks", "brier", "log_loss", "calibration_error"):
+        table.add_row(m, f"{card['metrics']['lightgbm'][m]:.4f}", f"{card['metrics']['challenger'][m]:.4f}")
+    console.print(table)
+    flags = [name for name, f in card["fairness"].items() if f["flagged"]]
+    monotone = "held" if card["monotone_all_held"] else "VIOLATED"
+    console.print(f"trees {card['training']['trees']}; monotone constraints {monotone}; "
+                  f"fairness flags: {', '.join(flags) or 'none'}")
+    console.print(f"bundle {'registered' if result.created else 'already registered'}: {result.version}")
+    print(result.version)
+
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, verify, promote, rollback.")
+app.add_typer(models_app, name="models")
+
+
+def _registry(path: Path | None):  # noqa: ANN202
+    from training.registry import Registry, default_registry
+
+    return Registry(path or default_registry())
+
+
+@models_app.command("list")
+def models_list(registry: RegistryOpt = None) -> None:
+    """Registered versions, oldest first, with their out-of-time metrics."""
+    reg = _registry(registry)
+    champion = reg.champion()
+    table = RichTable()
+    for col in ("version", "kind", "trees", "oot AUC", "KS", "Brier", "champion"):
+        table.add_column(col)
+    for v in reg.versions():
+        md = reg.metadata(v)
+        oot = md["metrics"]["oot"]
+        table.add_row(v, md["kind"], str(md["training"]["trees"]), f"{oot['auc']:.4f}", f"{oot['ks']:.4f}",
+                      f"{oot['brier']:.4f}", "*" if v == champion else "")
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(version: str, registry: RegistryOpt = None) -> None:
+    """Metadata of one version (without the reference distributions), as JSON."""
+    import json
+
+    from training.registry import RegistryError
+
+    try:
+        md = _registry(registry).metadata(version)
+    except RegistryError as exc:
+        _fail(str(exc))
+    md = {k: v for k, v in md.items() if k not in ("reference", "industry_medians")}
+    print(json.dumps(md, indent=1, ensure_ascii=False))
+
+
+@models_app.command("verify")
+def models_verify(version: str, registry: RegistryOpt = None) -> None:
+    """Check every SHA-256 digest of a bundle; exit 1 on any changed byte."""
+    from training.registry import RegistryError
+
+    try:
+        digests = _registry(registry).verify(version)
+    except RegistryError as exc:
+        console.print(f"[bold red]FAILED[/] {exc}")
+        raise typer.Exit(code=1) from None
+    console.print(f"[green]ok[/] {version}: {len(digests)} files match their digests")
+
+
+@models_app.command("promote")
+def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (kept in the history)")],
+                   by: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
+                   registry: RegistryOpt = None) -> None:
+    """Make a verified version the champion."""
+    from training.registry import RegistryError
+
+    try:
+        event = _registry(registry).promote(version, by=by, reason=reason)
+    except RegistryError as exc:
+        _fail(str(exc))
+    console.print(f"champion: {event.version} (was {event.previous or 'none'})")
+
+
+@models_app.command("rollback")
+def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the history)")],
+                    by: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
+                    registry: RegistryOpt = None) -> None:
+    """Make the previous champion champion again."""
+    from training.registry import RegistryError
+
+    try:
+        event = _registry(registry).rollback(by=by, reason=reason)
+    except RegistryError as exc:
+        _fail(str(exc))
+    console.print(f"champion: {event.version} (rolled back from {event.previous})")
+
+
+@models_app.command("history")
+def models_history(registry: RegistryOpt = None) -> None:
+    """The append-only log of registrations, promotions and rollbacks."""
+    table = RichTable()
+    for col in ("at", "event", "version", "previous", "by", "reason"):
+        table.add_column(col)
+    for e in _registry(registry).events():
+        table.add_row(e.at, e.event, e.version, e.previous or "", e.by, e.reason)
+    console.print(table)
+
+
 @app.command()
 def docs(
     write: Annotated[bool, typer.Option(help="Rewrite docs/data-contract.md and docs/features.md in place")] = False,

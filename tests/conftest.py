@@ -38,3 +38,9 @@ def small_raw(small_dir: Path) -> RawData:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synth(tmp_path_factory.mktemp("synth") / "tiny", entities=60, months=24)
+
+
+@pytest.fixture(scope="session")
+def mid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issues' reference data set: 20,000 enterprises, 36 months, seed 7."""
+    return make_synth(tmp_path_factory.mktemp("synth") / "mid", entities=20_000)

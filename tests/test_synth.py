@@ -23,12 +23,6 @@ def digests(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def mid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The issue's reference data set: 20,000 enterprises, 36 months, seed 7."""
-    return make_synth(tmp_path_factory.mktemp("synth") / "mid", entities=20_000)
-
-
-@pytest.fixture(scope="module")
 def mid(mid_dir: Path) -> RawData:
     return load_folder(mid_dir)
 

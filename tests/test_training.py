@@ -1,0 +1,221 @@
+"""Training on the reference data set: a good, calibrated, reproducible, verifiable bundle, and its registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.scoring.bundle import BUNDLE_FILES, MANIFEST_FILE, BundleError, load_bundle
+from service.scoring.catalog import CATALOG, FEATURE_CODE_VERSION, FEATURE_NAMES
+from training.config import load_config
+from training.dataset import TrainingSet, from_folder
+from training.pipeline import TrainResult, train
+from training.registry import Registry, RegistryError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def mid_set(mid_dir: Path) -> TrainingSet:
+    return from_folder(mid_dir)
+
+
+@pytest.fixture(scope="module")
+def trained(mid_set: TrainingSet, tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, TrainResult]:
+    registry = Registry(tmp_path_factory.mktemp("registry"))
+    return registry, train(mid_set, load_config(None), registry)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+class TestModelQuality:
+    def test_out_of_time_auc_is_in_the_expected_band(self, trained) -> None:
+        _, result = trained
+        assert 0.75 <= result.metadata["metrics"]["oot"]["auc"] <= 0.92
+
+    def test_lightgbm_beats_the_challenger(self, trained) -> None:
+        _, result = trained
+        m = result.card["metrics"]
+        assert m["lightgbm"]["auc"] > m["challenger"]["auc"]
+        assert m["lightgbm"]["brier"] <= m["challenger"]["brier"]
+
+    def test_calibration_error_by_decile_is_small(self, trained) -> None:
+        _, result = trained
+        deciles = result.card["metrics"]["lightgbm"]["calibration_by_decile"]
+        assert result.card["metrics"]["lightgbm"]["calibration_error"] < 0.01
+        riskiest = deciles[-1]
+        assert riskiest["observed"] == pytest.approx(riskiest["expected"], rel=0.35)
+        observed = [d["observed"] for d in deciles]
+        assert observed[-1] > 5 * observed[0]  # PD ranks risk
+
+    def test_every_monotone_constraint_held(self, trained) -> None:
+        _, result = trained
+        assert result.card["monotone_all_held"]
+        assert len(result.card["monotone"]) == sum(1 for f in CATALOG if f.direction != 0)
+
+    def test_pd_stays_sensible_when_a_source_is_withheld(self, trained) -> None:
+        _, result = trained
+        rows = {r["source"]: r for r in result.card["robustness"]}
+        assert set(rows) == {"tax", "payments", "utilities", "social_insurance", "bureau"}
+        for r in rows.values():
+            assert 0.6 < r["mean_pd_without"] / r["observed_default_rate"] < 1.6, r
+            assert r["auc_without"] > 0.72, r
+
+    def test_fairness_and_segments_are_reported(self, trained) -> None:
+        _, result = trained
+        fairness = result.card["fairness"]
+        assert set(fairness) == {"owner_gender", "owner_age_band"}
+        for f in fairness.values():
+            assert f["flagged"] == (f["approval_rate_ratio"] < 0.8)
+            assert sum(g["n"] for g in f["groups"]) == result.card["metrics"]["lightgbm"]["n"]
+        assert {s["group"] for s in result.card["segments"]["region"]} == {"east", "central", "west", "northeast"}
+
+    def test_psi_of_every_feature_and_the_score(self, trained) -> None:
+        _, result = trained
+        psi = result.card["psi"]
+        assert set(psi["features"]) == set(FEATURE_NAMES)
+        assert 0 <= psi["score"] < 0.25
+
+
+class TestBundle:
+    def test_files_manifest_and_metadata(self, trained) -> None:
+        registry, result = trained
+        folder = registry.path(result.version)
+        assert sorted(p.name for p in folder.iterdir()) == sorted([*BUNDLE_FILES, MANIFEST_FILE])
+        for p in folder.iterdir():
+            p.read_text(encoding="utf-8")  # every artifact is text: no pickle, no opaque binary
+        md = json.loads((folder / "metadata.json").read_text())
+        assert [f["name"] for f in md["features"]] == list(FEATURE_NAMES)
+        assert md["feature_code_version"] == FEATURE_CODE_VERSION
+        assert {"auc", "ks", "brier"} <= set(md["metrics"]["oot"])
+        assert {"calibration", "scaling", "grades"} <= set(md["scorer"])
+        assert set(md["reference"]["features"]) == set(FEATURE_NAMES)
+        assert md["data"]["sha256"] and md["seed"] == 7 and md["libraries"]["lightgbm"]
+        assert md["config"]["lightgbm"]["num_leaves"] == 7
+
+    def test_the_card_has_plots_and_the_numbers(self, trained) -> None:
+        registry, result = trained
+        html = (registry.path(result.version) / "model_card.html").read_text()
+        assert html.count("<svg") >= 5
+        for needle in (result.version, "Intended use", "Limitations", "Calibration by decile", "Fairness",
+                       "Robustness to absent sources", result.metadata["data"]["sha256"]):
+            assert needle in html
+        assert result.card["importance"]["shap_cross_check"].get("max_abs_difference", 1) < 1e-6
+
+    def test_the_bundle_loads_and_scores(self, trained, mid_set: TrainingSet) -> None:
+        registry, result = trained
+        bundle = load_bundle(registry.path(result.version))
+        contrib = bundle.contributions(mid_set.X[:50])
+        np.testing.assert_allclose(contrib.sum(axis=1), bundle.margin(mid_set.X[:50]), atol=1e-9)
+
+    def test_same_data_config_and_seed_give_the_same_bytes(self, trained, mid_set, tmp_path: Path) -> None:
+        registry, result = trained
+        again = train(mid_set, load_config(None), Registry(tmp_path))
+        assert again.version == result.version
+        for name in BUNDLE_FILES:
+            assert (tmp_path / again.version / name).read_bytes() == \
+                (registry.path(result.version) / name).read_bytes(), name
+
+
+class TestRegistry:
+    @pytest.fixture()
+    def copy(self, trained, tmp_path: Path) -> tuple[Registry, str]:
+        import shutil
+
+        registry, result = trained
+        shutil.copytree(registry.path(result.version), tmp_path / result.version)
+        return Registry(tmp_path), result.version
+
+    def test_verify_fails_after_one_changed_byte(self, copy) -> None:
+        registry, version = copy
+        model = registry.path(version) / "model.txt"
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        model.write_bytes(bytes(data))
+        result = runner.invoke(app, ["models", "verify", version, "--registry", str(registry.root)])
+        assert result.exit_code == 1
+        assert f"bundle {version}: model.txt has SHA-256" in flat(result.output)
+        with pytest.raises(BundleError, match="model.txt"):
+            load_bundle(registry.path(version))
+        with pytest.raises(RegistryError, match="model.txt"):
+            registry.promote(version, reason="should be refused")
+
+    def test_an_extra_file_is_refused(self, copy) -> None:
+        registry, version = copy
+        (registry.path(version) / "model.pkl").write_bytes(b"\x80\x04")
+        with pytest.raises(RegistryError, match=r"unexpected files \['model.pkl'\]"):
+            registry.verify(version)
+
+    def test_promote_rollback_and_history(self, copy, trained) -> None:
+        registry, version = copy
+        assert runner.invoke(app, ["models", "verify", version, "--registry", str(registry.root)]).exit_code == 0
+        with pytest.raises(RegistryError, match="needs a reason"):
+            registry.promote(version, reason=" ")
+        registry.promote(version, by="risk-lead", reason="first champion")
+        assert registry.champion() == version
+        with pytest.raises(RegistryError, match="no earlier champion"):
+            registry.rollback(reason="nothing before")
+        with pytest.raises(RegistryError, match="already the champion"):
+            registry.promote(version, reason="again")
+        events = [(e.event, e.version, e.by, e.reason, e.previous) for e in registry.events()]
+        assert events == [("promote", version, "risk-lead", "first champion", None)]
+        assert runner.invoke(app, ["models", "history", "--registry", str(registry.root)]).exit_code == 0
+
+    def test_unknown_version(self, copy) -> None:
+        registry, _ = copy
+        result = runner.invoke(app, ["models", "show", "m000000000000", "--registry", str(registry.root)])
+        assert result.exit_code == 2 and "no model version 'm000000000000'" in flat(result.output)
+        with pytest.raises(RegistryError, match="no model version"):
+            registry.path("../etc")
+
+
+def test_a_second_champion_can_be_rolled_back(tmp_path: Path, small_dir: Path) -> None:
+    """Two real versions (two seeds), promoted in turn; rollback returns to the first and is logged."""
+    registry = tmp_path / "reg"
+    versions = []
+    for seed in (1, 2):
+        cfg = tmp_path / f"seed{seed}.yaml"
+        cfg.write_text(f"seed: {seed}\nsplit: {{valid_share: 0.25, test_share: 0.25}}\n")
+        result = runner.invoke(app, ["train", "--data", str(small_dir), "--config", str(cfg), "--registry",
+                                     str(registry), "--promote"])
+        assert result.exit_code == 0, result.output
+        versions.append(result.output.strip().splitlines()[-1])
+    reg = Registry(registry)
+    assert reg.champion() == versions[1] and reg.versions() == versions
+    result = runner.invoke(app, ["models", "rollback", "--reason", "drift on new data", "--by", "cro",
+                                 "--registry", str(registry)])
+    assert result.exit_code == 0, result.output
+    assert reg.champion() == versions[0]
+    assert [(e.event, e.version) for e in reg.events()][-1] == ("rollback", versions[0])
+    listing = runner.invoke(app, ["models", "list", "--registry", str(registry)])
+    assert all(v in listing.output for v in versions)
+
+
+class TestConfig:
+    def test_unknown_key_is_named(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("lightgbm:\n  num_leafs: 7\n")
+        with pytest.raises(ValueError, match=r"lightgbm.num_leafs: Extra inputs are not permitted"):
+            load_config(cfg)
+
+    def test_bad_split_dates(self, tmp_path: Path, small_dir: Path) -> None:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("split:\n  valid_from: 2030-01-01\n  test_from: 2031-01-01\n")
+        result = runner.invoke(app, ["train", "--data", str(small_dir), "--config", str(cfg), "--registry",
+                                     str(tmp_path / "r")])
+        assert result.exit_code == 2
+        assert "the valid part" in flat(result.output) and "Adjust split.valid_from" in flat(result.output)
+        assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+    def test_dates_out_of_order(self, tmp_path: Path) -> None:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text("split:\n  valid_from: 2025-06-01\n  test_from: 2025-01-01\n")
+        with pytest.raises(ValueError, match="valid_from must be before test_from"):
+            load_config(cfg)

@@ -1,0 +1,130 @@
+"""The model card: model_card.json (the numbers) and model_card.html (the same, readable, with plots).
+
+Plots are matplotlib SVG embedded inline, drawn with fixed ids and no timestamps so that the same model gives
+the same card bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+
+matplotlib.rcParams["svg.hashsalt"] = "smecredit-model-card"
+matplotlib.rcParams["svg.fonttype"] = "none"
+
+INTENDED_USE = (
+    "Estimate the probability that a small or micro enterprise applying for a working-capital or "
+    "equipment loan becomes 90+ days past due within 12 months, from its operating data (tax filings and "
+    "invoices, payment flows, electricity, social insurance, optional bureau data), to support an automated "
+    "decision that a lender's policy completes and a human can review."
+)
+LIMITATIONS = [
+    "Trained and tested on the data fingerprinted below; performance elsewhere must be re-validated out of time.",
+    "Thin files (few months or sources) get wider uncertainty; see robustness to withheld sources.",
+    "Owner age and gender are never model inputs; they are used only for the fairness checks below.",
+    "Outcomes of declined applicants are unobserved (selection bias); reject inference is not applied.",
+    "Scores are calibrated on the validation period; recalibrate when the default rate drifts (see PSI).",
+]
+
+
+def _svg(fig: plt.Figure) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def plots(report: dict) -> dict[str, str]:
+    curves = report["curves"]
+    out = {}
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot(curves["roc"]["fpr"], curves["roc"]["tpr"], label=f"LightGBM (AUC {report['oot']['auc']:.3f})")
+    ax.plot(curves["challenger_roc"]["fpr"], curves["challenger_roc"]["tpr"], "--",
+            label=f"scorecard (AUC {report['challenger_oot']['auc']:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, out of time")
+    ax.legend(loc="lower right", fontsize=8)
+    out["roc"] = _svg(fig)
+
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fpr, tpr = curves["roc"]["fpr"], curves["roc"]["tpr"]
+    ax.plot(range(len(fpr)), tpr, label="defaults captured")
+    ax.plot(range(len(fpr)), fpr, label="non-defaults captured")
+    ax.set(xlabel="threshold (riskiest first)", ylabel="cumulative share",
+           title=f"KS = {report['oot']['ks']:.3f}")
+    ax.set_xticks([])
+    ax.legend(fontsize=8)
+    out["ks"] = _svg(fig)
+
+    deciles = report["oot"]["calibration_by_decile"]
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    exp, obs = [d["expected"] for d in deciles], [d["observed"] for d in deciles]
+    ax.plot(exp, obs, "o-", label="deciles")
+    top = max(max(exp), max(obs)) * 1.05
+    ax.plot([0, top], [0, top], ":", color="grey", label="perfect")
+    ax.set(xlabel="expected default rate (mean PD)", ylabel="observed default rate", title="Calibration by decile")
+    ax.legend(fontsize=8)
+    out["calibration"] = _svg(fig)
+
+    hist = curves["score_hist"]
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    edges = hist["edges"]
+    width = edges[1] - edges[0]
+    ax.bar(edges[:-1], hist["good"], width=width, align="edge", alpha=0.6, label="repaid")
+    ax2 = ax.twinx()
+    ax2.bar(edges[:-1], hist["bad"], width=width, align="edge", alpha=0.6, color="C3", label="defaulted")
+    ax.set(xlabel="score", ylabel="repaid", title="Score distribution, out of time")
+    ax2.set_ylabel("defaulted")
+    out["scores"] = _svg(fig)
+
+    imp = list(report["importance"]["mean_abs_contribution"].items())[:20][::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.barh([k for k, _ in imp], [v for _, v in imp])
+    ax.set(xlabel="mean |TreeSHAP contribution| (log-odds)", title="Global importance (top 20)")
+    ax.tick_params(axis="y", labelsize=7)
+    out["importance"] = _svg(fig)
+    return out
+
+
+def card_data(version: str, metadata: dict, report: dict) -> dict:
+    return {
+        "version": version,
+        "kind": metadata["kind"],
+        "target": metadata["target"],
+        "intended_use": INTENDED_USE if metadata["kind"] == "catalog" else
+        "A bring-your-own-table model: intended use as stated by the risk team that trained it.",
+        "limitations": LIMITATIONS,
+        "data": metadata["data"],
+        "split": metadata["training"]["split"],
+        "training": {k: v for k, v in metadata["training"].items() if k != "split"},
+        "scorer": metadata["scorer"],
+        "metrics": {"lightgbm": report["oot"], "challenger": report["challenger_oot"], "validation": report["valid"]},
+        "champion_beats_challenger": report["champion_beats_challenger"],
+        "psi": report["psi"],
+        "monotone": report["monotone"],
+        "monotone_all_held": report["monotone_all_held"],
+        "segments": report["segments"],
+        "fairness": report["fairness"],
+        "robustness": report["robustness"],
+        "importance": report["importance"],
+        "libraries": metadata["libraries"],
+        "seed": metadata["seed"],
+    }
+
+
+_env = Environment(loader=PackageLoader("training", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                   trim_blocks=True, lstrip_blocks=True)
+
+
+def render_card(version: str, metadata: dict, report: dict) -> tuple[dict, str]:
+    from training.pipeline import _round
+
+    data = _round(card_data(version, metadata, report))
+    html = _env.get_template("model_card.html.j2").render(card=data, plots=plots(report))
+    return data, html

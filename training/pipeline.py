@@ -1,0 +1,320 @@
+"""The training pipeline, wired in one place: split -> fit -> calibrate -> evaluate -> card -> bundle.
+
+Each step is a plain function; ``train`` runs them in order on a ``TrainingSet`` (from a data folder or a
+user's table) and registers the bundle. With dates the evaluation is out of time (train, validation, test);
+without, it is stratified 5-fold cross-validation and the "oot" metrics are out-of-fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import sklearn
+
+from service.scoring.bundle import CARD_FILES, METADATA_FILE, MODEL_FILE, canonical_json, sha256_bytes, version_of
+from service.scoring.catalog import FEATURE_CODE_VERSION
+from service.scoring.raw import MONTHLY_SOURCES
+from service.scoring.score import Calibration, Grades, Scaling, Scorer
+from training import evaluate as ev
+from training.card import render_card
+from training.challenger import BinnedLogisticScorecard
+from training.config import TrainConfig
+from training.dataset import TrainingSet, industry_medians
+from training.fit import fit_lightgbm, fit_platt, lgb_params, model_text, tune
+from training.registry import Registry
+
+log = logging.getLogger(__name__)
+MIN_PART = 200  # rows in each of train / validation / test
+MIN_DEFAULTS = 10  # defaults in each part
+CV_FOLDS = 5
+
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    description: dict
+
+
+def out_of_time_split(ts: TrainingSet, cfg: TrainConfig) -> Split:
+    """Train before valid_from, validate up to test_from, test after; dates from the config or by share."""
+    assert ts.dates is not None
+    d = ts.dates.astype("datetime64[D]")
+    if cfg.split.valid_from is not None and cfg.split.test_from is not None:
+        valid_from, test_from = np.datetime64(cfg.split.valid_from), np.datetime64(cfg.split.test_from)
+    else:
+        order = np.sort(d)
+        valid_from = order[int(len(d) * (1 - cfg.split.test_share - cfg.split.valid_share))]
+        test_from = order[int(len(d) * (1 - cfg.split.test_share))]
+    parts = {"train": d < valid_from, "valid": (d >= valid_from) & (d < test_from), "test": d >= test_from}
+    for name, mask in parts.items():
+        n, bad = int(mask.sum()), int(ts.y[mask].sum())
+        if n < MIN_PART or bad < MIN_DEFAULTS or n - bad < MIN_DEFAULTS:
+            raise ValueError(f"split: the {name} part ({name} dates from {valid_from} / {test_from}) has {n} rows "
+                             f"and {bad} defaults; need at least {MIN_PART} rows and {MIN_DEFAULTS} of each class. "
+                             "Adjust split.valid_from / split.test_from in the config.")
+    desc = {"method": "out_of_time", "valid_from": str(valid_from), "test_from": str(test_from),
+            "first_date": str(d.min()), "last_date": str(d.max())}
+    desc |= {f"{k}_rows": int(v.sum()) for k, v in parts.items()}
+    desc |= {f"{k}_default_rate": float(ts.y[v].mean()) for k, v in parts.items()}
+    return Split(*(np.flatnonzero(parts[k]) for k in ("train", "valid", "test")), description=desc)
+
+
+def augment_with_withheld_sources(ts: TrainingSet, train: np.ndarray, rate: float,
+                                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows plus, per source, a share of the rows that had it, recomputed with it withheld."""
+    if not ts.withheld or rate == 0:
+        return ts.X[train], ts.y[train]
+    rng = np.random.default_rng(seed)
+    blocks, labels = [ts.X[train]], [ts.y[train]]
+    for source in sorted(ts.withheld):
+        had = train[ts.sources_used[train, MONTHLY_SOURCES.index(source)]]
+        pick = np.sort(rng.choice(had, size=int(rate * len(had)), replace=False))
+        blocks.append(ts.withheld[source][pick])
+        labels.append(ts.y[pick])
+    X, y = np.vstack(blocks), np.concatenate(labels)
+    log.info("source masking: %d training rows + %d with one source withheld", len(train), len(X) - len(train))
+    return X, y
+
+
+def _fit(ts: TrainingSet, cfg: TrainConfig, lgb_cfg, train: np.ndarray, valid: np.ndarray) -> lgb.Booster:
+    X, y = augment_with_withheld_sources(ts, train, cfg.source_masking_rate, cfg.seed)
+    return fit_lightgbm(lgb_cfg, X, y, ts.X[valid], ts.y[valid], names=ts.names, categorical=ts.categorical,
+                        monotone=ts.monotone, seed=cfg.seed)
+
+
+def _margin(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+    return booster.predict(X, raw_score=True, num_iteration=booster.best_iteration or None)
+
+
+@dataclass
+class Fitted:
+    booster: lgb.Booster
+    calibration: Calibration
+    test_rows: np.ndarray  # rows evaluated (test part, or every row out-of-fold)
+    test_margin: np.ndarray
+    valid_rows: np.ndarray
+    valid_margin: np.ndarray
+    train_rows: np.ndarray
+    challenger_test_pd: np.ndarray
+    challenger: BinnedLogisticScorecard
+    split: dict
+    lgb_cfg: object
+
+
+def fit_out_of_time(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> Fitted:
+    split = out_of_time_split(ts, cfg)
+    lgb_cfg = cfg.lightgbm
+    if tune_trials:
+        X, y = augment_with_withheld_sources(ts, split.train, cfg.source_masking_rate, cfg.seed)
+        lgb_cfg = tune(lgb_cfg, tune_trials, X, y, ts.X[split.valid], ts.y[split.valid], names=ts.names,
+                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
+    booster = _fit(ts, cfg, lgb_cfg, split.train, split.valid)
+    valid_margin = _margin(booster, ts.X[split.valid])
+    calibration = fit_platt(valid_margin, ts.y[split.valid])
+    challenger = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
+    challenger.fit(ts.X[split.train], ts.y[split.train])
+    return Fitted(booster, calibration, split.test, _margin(booster, ts.X[split.test]), split.valid, valid_margin,
+                  split.train, challenger.predict_proba(ts.X[split.test]), challenger, split.description, lgb_cfg)
+
+
+def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> Fitted:
+    """No dates: out-of-fold predictions for evaluation and calibration; the final model sees every row."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    n = len(ts.y)
+    if n < 5 * MIN_DEFAULTS or ts.y.sum() < CV_FOLDS * 2:
+        raise ValueError(f"cross-validation needs more data: {n} rows, {int(ts.y.sum())} positives")
+    lgb_cfg = cfg.lightgbm
+    if tune_trials:
+        tr, va = train_test_split(np.arange(n), test_size=0.25, stratify=ts.y, random_state=cfg.seed)
+        lgb_cfg = tune(lgb_cfg, tune_trials, ts.X[tr], ts.y[tr], ts.X[va], ts.y[va], names=ts.names,
+                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
+    oof = np.empty(n)
+    oof_challenger = np.empty(n)
+    rounds = []
+    folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=cfg.seed)
+    for k, (rest, test) in enumerate(folds.split(np.zeros(n), ts.y)):
+        train, valid = train_test_split(rest, test_size=0.2, stratify=ts.y[rest], random_state=cfg.seed + k)
+        booster = _fit(ts, cfg, lgb_cfg, np.sort(train), np.sort(valid))
+        rounds.append(booster.best_iteration or booster.current_iteration())
+        oof[test] = _margin(booster, ts.X[test])
+        ch = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
+        oof_challenger[test] = ch.fit(ts.X[rest], ts.y[rest]).predict_proba(ts.X[test])
+    final_rounds = int(np.median(rounds))
+    final_cfg = lgb_cfg.model_copy(update={"num_boost_round": final_rounds})
+    everything = np.arange(n)
+    X, y = augment_with_withheld_sources(ts, everything, cfg.source_masking_rate, cfg.seed)
+    booster = lgb.train(lgb_params(final_cfg, seed=cfg.seed, monotone=ts.monotone),
+                        lgb.Dataset(X, y, feature_name=list(ts.names), categorical_feature=ts.categorical,
+                                    params={"verbose": -1}), num_boost_round=final_rounds)
+    log.info("cross-validation: %d folds, best rounds %s; final model %d trees on all %d rows", CV_FOLDS, rounds,
+             final_rounds, n)
+    calibration = fit_platt(oof, ts.y)
+    challenger = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
+    challenger.fit(ts.X, ts.y)
+    desc = {"method": "stratified_cross_validation", "folds": CV_FOLDS, "rows": n,
+            "default_rate": float(ts.y.mean()), "fold_rounds": rounds}
+    return Fitted(booster, calibration, everything, oof, everything, oof, everything, oof_challenger, challenger,
+                  desc, final_cfg)
+
+
+def evaluate(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer) -> dict:
+    """Every number of the report: the model and challenger on the test part, stability, segments, fairness."""
+    y_test = ts.y[f.test_rows]
+    pd_test = scorer.calibration.pd(f.test_margin)
+    report: dict = {
+        "oot": ev.binary_metrics(y_test, pd_test),
+        "valid": ev.binary_metrics(ts.y[f.valid_rows], scorer.calibration.pd(f.valid_margin)),
+        "challenger_oot": ev.binary_metrics(y_test, f.challenger_test_pd),
+    }
+    report["champion_beats_challenger"] = report["oot"]["auc"] > report["challenger_oot"]["auc"]
+    train_X = ts.X[f.train_rows]
+    train_score = scorer.scaling.score(scorer.calibration.logit(_margin(f.booster, train_X)))
+    test_score = scorer.scaling.score(scorer.calibration.logit(f.test_margin))
+    references = {name: ev.reference_distribution(train_X[:, j]) for j, name in enumerate(ts.names)}
+    score_ref = ev.reference_distribution(train_score)
+    report["psi"] = {
+        "score": ev.psi_against(score_ref, test_score),
+        "features": {name: ev.psi_against(references[name], ts.X[f.test_rows][:, j])
+                     for j, name in enumerate(ts.names)},
+    } if ts.dates is not None else {"note": "no dates: cross-validation has no time shift to measure"}
+    report["monotone"] = ev.monotone_check(lambda X: _margin(f.booster, X), ts.X[f.test_rows], ts.names,
+                                           ts.monotone, seed=cfg.seed)
+    report["monotone_all_held"] = all(m["held"] for m in report["monotone"])
+    approved = pd_test < cfg.approval_pd_cutoff
+    report["segments"] = {name: ev.by_group(groups[f.test_rows], y_test, pd_test, approved)
+                          for name, groups in ts.segments.items()}
+    report["fairness"] = {name: ev.fairness(groups[f.test_rows], y_test, pd_test, cfg.approval_pd_cutoff,
+                                            cfg.fairness_min_ratio) for name, groups in ts.fairness_groups.items()}
+    report["robustness"] = _robustness(ts, f, scorer)
+    report["curves"] = _curves(y_test, pd_test, f.challenger_test_pd, test_score)
+    report["reference"] = {"features": references, "score": score_ref}
+    return report
+
+
+def _curves(y: np.ndarray, pd: np.ndarray, challenger_pd: np.ndarray, score: np.ndarray) -> dict:
+    """What the card draws, reduced to a few hundred numbers so the card is data, not arrays."""
+    from sklearn.metrics import roc_curve
+
+    def roc(p: np.ndarray) -> dict:
+        fpr, tpr, _ = roc_curve(y, p)
+        keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int))
+        return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+
+    edges = np.linspace(np.floor(score.min() / 10) * 10, np.ceil(score.max() / 10) * 10 + 10, 31)
+    return {"roc": roc(pd), "challenger_roc": roc(challenger_pd),
+            "score_hist": {"edges": edges.tolist(), "good": np.histogram(score[y == 0], edges)[0].tolist(),
+                           "bad": np.histogram(score[y == 1], edges)[0].tolist()}}
+
+
+def _robustness(ts: TrainingSet, f: Fitted, scorer: Scorer) -> list[dict]:
+    """PD on the test part with each source withheld, among applicants who had it: does it stay sensible?"""
+    out = []
+    for source, X_without in sorted(ts.withheld.items()):
+        had = ts.sources_used[f.test_rows, MONTHLY_SOURCES.index(source)]
+        rows = f.test_rows[had]
+        y = ts.y[rows]
+        with_pd = scorer.calibration.pd(_margin(f.booster, ts.X[rows]))
+        without_pd = scorer.calibration.pd(_margin(f.booster, X_without[rows]))
+        out.append({"source": source, "rows": int(len(rows)), "observed_default_rate": float(y.mean()),
+                    "mean_pd_with": float(with_pd.mean()), "mean_pd_without": float(without_pd.mean()),
+                    "auc_with": ev.auc_or_none(y, with_pd), "auc_without": ev.auc_or_none(y, without_pd)})
+    return out
+
+
+def shap_importance(ts: TrainingSet, f: Fitted, rows: int = 1000) -> dict:
+    """Global importance from exact TreeSHAP (LightGBM pred_contrib), cross-checked with the shap package."""
+    sample = ts.X[f.test_rows[: min(rows, len(f.test_rows))]]
+    contrib = f.booster.predict(sample, pred_contrib=True, num_iteration=f.booster.best_iteration or None)
+    importance = np.abs(contrib[:, :-1]).mean(axis=0)
+    check: dict = {"rows": int(len(sample))}
+    try:
+        import shap
+
+        with warnings.catch_warnings():  # shap warns that its LightGBM output format changed; we handle both
+            warnings.simplefilter("ignore", UserWarning)
+            values = shap.TreeExplainer(f.booster).shap_values(sample)
+        values = values[1] if isinstance(values, list) else values
+        check["max_abs_difference"] = float(np.abs(values - contrib[:, :-1]).max())
+    except Exception as exc:  # noqa: BLE001 - the cross-check is advisory; its failure is reported, not fatal
+        check["error"] = f"{type(exc).__name__}: {exc}"
+    order = np.argsort(-importance)
+    return {"mean_abs_contribution": {ts.names[j]: float(importance[j]) for j in order},
+            "base_value": float(contrib[0, -1]), "shap_cross_check": check}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: str
+    created: bool
+    metadata: dict
+    card: dict
+
+
+def train(ts: TrainingSet, cfg: TrainConfig, registry: Registry, *, tune_trials: int = 0,
+          step: Step = log.info) -> TrainResult:
+    step("fitting LightGBM and the challenger")
+    fitted = fit_out_of_time(ts, cfg, tune_trials) if ts.dates is not None else fit_cross_validated(ts, cfg,
+                                                                                                     tune_trials)
+    scaling = Scaling(base_score=cfg.scaling.base_score, base_odds=cfg.scaling.base_odds, pdo=cfg.scaling.pdo)
+    scorer = Scorer(fitted.calibration, scaling, Grades.from_json([g.model_dump() for g in cfg.grades]))
+    step("evaluating")
+    report = evaluate(ts, cfg, fitted, scorer)
+    report["importance"] = shap_importance(ts, fitted)
+    text = model_text(fitted.booster)
+    metadata = build_metadata(ts, cfg, fitted, scorer, report)
+    step("writing the model card")
+    version = version_of(sha256_bytes(text.encode("utf-8")), sha256_bytes(canonical_json(metadata)))
+    card_json, card_html = render_card(version, metadata, report)
+    files = {MODEL_FILE: text.encode("utf-8"), METADATA_FILE: canonical_json(metadata),
+             CARD_FILES[0]: card_html.encode("utf-8"), CARD_FILES[1]: canonical_json(card_json)}
+    version, created = registry.register(files)
+    log.info("bundle %s %s in %s", version, "registered" if created else "already registered (same content)",
+             registry.root)
+    return TrainResult(version, created, metadata, card_json)
+
+
+def _round(obj: object) -> object:
+    """Round floats to 10 significant digits: metadata must be the same bytes on every identical run."""
+    if isinstance(obj, float):
+        return float(f"{obj:.10g}")
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_round(v) for v in obj]
+    return obj
+
+
+def build_metadata(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer, report: dict) -> dict:
+    drop = {"calibration_by_decile"}
+    metrics = {k: {m: v for m, v in report[k].items() if m not in drop} for k in ("oot", "valid", "challenger_oot")}
+    return _round({
+        "kind": ts.kind,
+        "target": ts.target,
+        "feature_code_version": FEATURE_CODE_VERSION,
+        "features": ts.features,
+        "scorer": scorer.to_json(),
+        "points_per_margin": scorer.points_per_margin,
+        "base_value": report["importance"]["base_value"],
+        "metrics": metrics,
+        "reference": report["reference"],
+        "industry_medians": industry_medians(ts),
+        "training": {"trees": f.booster.best_iteration or f.booster.current_iteration(),
+                     "lightgbm": f.lgb_cfg.model_dump(), "source_masking_rate": cfg.source_masking_rate,
+                     "split": f.split},
+        "libraries": {"python": platform.python_version(), "lightgbm": lgb.__version__, "numpy": np.__version__,
+                      "scikit-learn": sklearn.__version__},
+        "data": ts.fingerprint,
+        "config": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+    })
