@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job, as far as the pipeline exists: synthetic data (generated once), then point-in-time features.
+# The main job, as far as the pipeline exists: synthetic data (generated once), point-in-time features,
+# and a default model trained and promoted when the registry has no champion yet.
 run: $(STAMP)
 	@test -f $(DATA)/profile.parquet || $(BIN)/smecredit synth --entities 20000 --months 36 --seed 7 --out $(DATA)
 	$(BIN)/smecredit features --data $(DATA) --out data/features.parquet
+	@test -f models/champion.json || $(BIN)/smecredit train --data $(DATA) --promote
+	$(BIN)/smecredit models list
 
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests benchmarks
@@ -30,6 +33,8 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_model_shape.py
+	$(BIN)/python benchmarks/bench_training.py --sizes 10000 100000
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .pytest_cache .ruff_cache

@@ -39,8 +39,8 @@ def fit_lightgbm(cfg: LightGBMConfig, X: np.ndarray, y: np.ndarray, X_valid: np.
     booster = lgb.train(lgb_params(cfg, seed=seed, monotone=monotone), train, num_boost_round=cfg.num_boost_round,
                         valid_sets=[valid], valid_names=["valid"],
                         callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
-    log.info("LightGBM: %d trees (best of %d by validation AUC %.4f)", booster.best_iteration,
-             booster.current_iteration(), booster.best_score["valid"]["auc"])
+    log.info("LightGBM: %d trees, validation AUC %.4f", booster.best_iteration or booster.current_iteration(),
+             booster.best_score["valid"]["auc"])
     return booster
 
 
