@@ -247,6 +247,128 @@ def models_history(registry: RegistryOpt = None) -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 1,
+) -> None:
+    """Serve the scoring API (settings from SMECREDIT_* environment variables; DATABASE_URL for PostgreSQL)."""
+    import uvicorn
+
+    from service.config import get_settings
+
+    try:
+        get_settings()
+    except ValueError as exc:
+        _fail(str(exc))
+    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
+                timeout_graceful_shutdown=30, log_level="info")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys per tenant.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant (lender) name; created if new")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: score, review, admin")] = "score",
+    policy: Annotated[str | None, typer.Option(help="Policy name for a new tenant (<policies_dir>/<name>.yaml)")]
+    = None,
+    label: Annotated[str | None, typer.Option(help="A note to recognise the key by")] = None,
+) -> None:
+    """Create an API key and print it once; only its hash is stored."""
+    from service.config import get_settings
+    from service.db import repo
+    from service.db.session import make_engine, migrate, session_factory
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    with session_factory(engine).begin() as session:
+        t = repo.get_or_create_tenant(session, name=tenant, policy=policy)
+        try:
+            key = repo.create_api_key(session, tenant=t, scopes=[s.strip() for s in scopes.split(",") if s.strip()],
+                                      label=label)
+        except ValueError as exc:
+            _fail(str(exc))
+        repo.append_audit(session, tenant_id=t.id, actor="cli", action="key.created", subject=key.split("_")[1],
+                          payload={"scopes": scopes, "label": label})
+    console.print(f"tenant {tenant}: new key with scopes {scopes} (shown once, store it now):")
+    print(key)
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option(help="Data folder that follows the data contract")],
+    out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv)")],
+    registry: RegistryOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model version (default: the champion)")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped default)")] = None,
+) -> None:
+    """Score every application of a data folder offline, with the same code as the API."""
+    from service.runtime import DEFAULT_POLICY
+    from service.scoring.bundle import BundleError
+    from service.scoring.policy import PolicyError, load_policy
+    from service.scoring.raw import ContractError
+    from training.featurize import write_table
+    from training.offline import score_folder
+    from training.registry import RegistryError
+
+    if out.suffix not in (".parquet", ".csv"):
+        _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
+    reg = _registry(registry)
+    version = model or reg.champion()
+    if version is None:
+        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    started = time.perf_counter()
+    try:
+        table = score_folder(data, reg.path(version), load_policy(policy or DEFAULT_POLICY))
+    except (ContractError, BundleError, RegistryError, PolicyError, ValueError) as exc:
+        _fail(str(exc))
+    write_table(table, out)
+    counts = {d: table.column("decision").to_pylist().count(d) for d in ("approve", "refer", "decline")}
+    console.print(f"scored {table.num_rows:,} applications with {version} in {time.perf_counter() - started:.1f} s: "
+                  + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+@app.command()
+def openapi(
+    write: Annotated[bool, typer.Option(help="Write openapi/openapi.json instead of printing")] = False,
+) -> None:
+    """The OpenAPI document generated from the app (committed as openapi/openapi.json)."""
+    from service.openapi_doc import openapi_json
+
+    text = openapi_json()
+    if write:
+        Path("openapi/openapi.json").write_text(text, encoding="utf-8")
+        console.print("wrote openapi/openapi.json")
+    else:
+        print(text, end="")
+
+
+@app.command()
+def example(
+    data: Annotated[Path, typer.Option(help="Data folder to take the applicant from")],
+    out: Annotated[Path, typer.Option(help="Where to write the request JSON")],
+    application_id: Annotated[str | None, typer.Option(help="Default: the first with every source")] = None,
+) -> None:
+    """Write a valid POST /v1/scores request built from a data folder."""
+    import json
+
+    from service.scoring.raw import ContractError, load_folder
+    from training.offline import request_for
+
+    try:
+        body = request_for(load_folder(data), application_id)
+    except (ContractError, ValueError) as exc:
+        _fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    console.print(f"wrote {out} (application {body['application']['application_id']})")
+
+
+@app.command()
 def docs(
     write: Annotated[bool, typer.Option(help="Rewrite docs/data-contract.md and docs/features.md in place")] = False,
 ) -> None:

@@ -565,3 +565,37 @@ def contract_markdown() -> str:
         lines += [f"| `{c.name}` | {c.kind} | {_rule(c)} | {c.description} |" for c in source.columns]
         lines.append("")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One applicant from a request: already-validated records (dicts) -> the same tables the files give.
+
+
+def table_from_records(source: Source, rows: list[dict], *, enterprise_row: int = 0) -> Table:
+    """Columns of ``source`` (except enterprise_id) from records, converted as ``convert_column`` does."""
+    out: Table = {}
+    for column in source.columns:
+        if column.name == "enterprise_id" and source.monthly:
+            continue
+        values = [r.get(column.name) for r in rows]
+        if column.kind in ("int", "float", "bool"):
+            out[column.name] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        elif column.kind == "date":
+            out[column.name] = np.array([np.datetime64("NaT") if v is None else np.datetime64(v, "D")
+                                         for v in values], dtype="datetime64[D]")
+        elif column.kind == "month":
+            out[column.name] = month_index(np.array([np.datetime64(v, "D") for v in values], dtype="datetime64[D]"))
+        else:
+            out[column.name] = np.array(values, dtype=object)
+    if source.monthly or source.name == "applications":
+        out["enterprise_row"] = np.full(len(rows), enterprise_row, dtype=np.int64)
+    return out
+
+
+def raw_for_applicant(profile: dict, application: dict, monthly: dict[str, list[dict]]) -> RawData:
+    """A one-applicant RawData: the online twin of load_folder (rows already validated by the API schema)."""
+    return RawData(
+        profile=table_from_records(CONTRACT["profile"], [profile]),
+        applications=table_from_records(CONTRACT["applications"], [application]),
+        monthly={name: table_from_records(CONTRACT[name], rows) for name, rows in monthly.items()},
+    )

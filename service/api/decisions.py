@@ -1,0 +1,36 @@
+"""Decisions: read one decision (with its reviews) and its full contribution table. Tenants see only their own."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.api import schemas
+from service.db import repo
+from service.decisions import explanation_out, review_out, to_response
+from service.deps import ReaderDep, SessionDep, SettingsDep
+from service.errors import ERROR_RESPONSES, NotFound
+
+router = APIRouter(prefix="/v1/decisions", tags=["decisions"], responses=ERROR_RESPONSES)
+
+
+def _get_or_404(session, tenant_id: int, decision_id: str):  # noqa: ANN001, ANN202
+    decision = repo.get_decision(session, tenant_id=tenant_id, decision_id=decision_id)
+    if decision is None:
+        raise NotFound(f"no decision {decision_id!r} for this tenant")
+    return decision
+
+
+@router.get("/{decision_id}", operation_id="get_decision", response_model=schemas.DecisionOut)
+def get_decision(decision_id: str, caller: ReaderDep, session: SessionDep,
+                 settings: SettingsDep) -> schemas.DecisionOut:
+    decision = _get_or_404(session, caller.tenant.id, decision_id)
+    base = to_response(decision, None, settings)
+    return schemas.DecisionOut(**base.model_dump(), reviews=[review_out(r) for r in
+                                                             repo.reviews_of(session, decision_id=decision.id)])
+
+
+@router.get("/{decision_id}/explanation", operation_id="get_decision_explanation",
+            response_model=schemas.ExplanationOut)
+def get_decision_explanation(decision_id: str, caller: ReaderDep, session: SessionDep) -> schemas.ExplanationOut:
+    """Every feature's contribution (log-odds and points), group totals and the base value."""
+    return explanation_out(_get_or_404(session, caller.tenant.id, decision_id))

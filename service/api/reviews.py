@@ -1,0 +1,33 @@
+"""Human review: the queue, and a reviewer's decision with a mandatory reason (the original is kept)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+
+from service.api import schemas
+from service.db import repo
+from service.decisions import review_out
+from service.deps import ReviewerDep, SessionDep
+from service.errors import ERROR_RESPONSES, NotFound
+
+router = APIRouter(prefix="/v1/reviews", tags=["reviews"], responses=ERROR_RESPONSES)
+
+
+@router.get("", operation_id="list_reviews", response_model=list[schemas.ReviewOut])
+def list_reviews(caller: ReviewerDep, session: SessionDep,
+                 status: Literal["pending", "decided"] | None = None) -> list[schemas.ReviewOut]:
+    return [review_out(r) for r in repo.list_reviews(session, tenant_id=caller.tenant.id, status=status)]
+
+
+@router.post("/{decision_id}", operation_id="decide_review", response_model=schemas.ReviewOut)
+def decide_review(decision_id: str, body: schemas.ReviewIn, caller: ReviewerDep,
+                  session: SessionDep) -> schemas.ReviewOut:
+    decision = repo.get_decision(session, tenant_id=caller.tenant.id, decision_id=decision_id)
+    if decision is None:
+        raise NotFound(f"no decision {decision_id!r} for this tenant")
+    review = repo.decide_review(session, decision=decision, reviewer=body.reviewer, outcome=body.outcome,
+                                reason=body.reason)
+    session.commit()
+    return review_out(review)

@@ -1,0 +1,238 @@
+"""Request and response schemas. The raw-data parts are generated from the data contract, so the API accepts
+exactly what a data folder may hold, with the same ranges and categories."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+
+from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, Column
+
+MAX_MONTHS = 60  # monthly rows per source in one request: five years is more than any feature reads
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _not_future(d: dt.date) -> dt.date:
+    if d > dt.date.today():
+        raise ValueError(f"must not be in the future (after {dt.date.today().isoformat()})")
+    return d
+
+
+def _month_start(d: dt.date) -> dt.date:
+    if d.day != 1:
+        raise ValueError("must be the first day of a month")
+    return d
+
+
+def _annotation(c: Column) -> Any:
+    if c.kind in ("id", "text"):
+        return Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+    if c.kind == "category":
+        return Literal[c.categories]  # type: ignore[valid-type]
+    if c.kind == "date":
+        return Annotated[dt.date, AfterValidator(_not_future)]
+    if c.kind == "month":
+        return Annotated[dt.date, AfterValidator(_month_start), AfterValidator(_not_future)]
+    if c.kind == "bool":
+        return bool
+    bounds = {"ge": c.min, "le": c.max}
+    if c.kind == "int":
+        return Annotated[int, Field(**bounds)]
+    return Annotated[float, Field(allow_inf_nan=False, **bounds)]
+
+
+def contract_model(source: str, *, name: str, skip: tuple[str, ...] = ()) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for c in CONTRACT[source].columns:
+        if c.name in skip:
+            continue
+        ann = _annotation(c)
+        fields[c.name] = (ann, Field(description=c.description)) if c.required else \
+            (ann | None, Field(None, description=c.description))
+    return create_model(name, __base__=Strict, __doc__=CONTRACT[source].description, **fields)
+
+
+ProfileIn = contract_model("profile", name="ProfileIn")
+ApplicationIn = contract_model("applications", name="ApplicationIn", skip=("enterprise_id", "defaulted_12m"))
+MONTHLY_MODELS = {s: contract_model(s, name=f"{s.title().replace('_', '')}Month", skip=("enterprise_id",))
+                  for s in MONTHLY_SOURCES}
+
+
+class ConsentIn(Strict):
+    """The applicant's consent per data source (PIPL: separate, specific). A source without consent is not used."""
+
+    tax: bool
+    payments: bool
+    utilities: bool
+    social_insurance: bool
+    bureau: bool = False
+
+
+MonthlyDataIn = create_model(
+    "MonthlyDataIn", __base__=Strict, __doc__="Monthly operating data per source; one row per month.",
+    **{s: (list[m], Field(default_factory=list, max_length=MAX_MONTHS))  # type: ignore[valid-type]
+       for s, m in MONTHLY_MODELS.items()},
+)
+
+
+class ScoreRequest(Strict):
+    application: ApplicationIn  # type: ignore[valid-type]
+    profile: ProfileIn  # type: ignore[valid-type]
+    consent: ConsentIn
+    data: MonthlyDataIn  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ScoreRequest:
+        if self.application.application_date < self.profile.registration_date:
+            raise ValueError("application.application_date must not be before profile.registration_date")
+        for source in MONTHLY_SOURCES:
+            rows = getattr(self.data, source)
+            if rows and not getattr(self.consent, source):
+                raise ValueError(f"data.{source} was sent without consent (consent.{source} is false); "
+                                 "do not send data the applicant has not agreed to share")
+            seen: set[dt.date] = set()
+            for i, row in enumerate(rows):
+                if row.month in seen:
+                    raise ValueError(f"data.{source}[{i}].month: duplicate month {row.month.isoformat()}")
+                seen.add(row.month)
+        return self
+
+
+class BatchScoreRequest(Strict):
+    items: list[ScoreRequest] = Field(min_length=1)
+
+
+class FeatureScoreRequest(Strict):
+    """A bring-your-own-table model: the feature vector as the model's table had it (null = missing)."""
+
+    features: dict[str, float | str | None]
+    application_ref: str = Field(min_length=1, max_length=128)
+
+
+class OfferOut(BaseModel):
+    limit: float
+    term_months: int
+    apr: float
+    green_discount_bps: int
+
+
+class ReasonOut(BaseModel):
+    code: str
+    group: str
+    feature: str
+    text_zh: str
+    text_en: str
+    impact_points: float
+
+
+class RuleHitOut(BaseModel):
+    code: str
+    action: str
+    text_en: str
+    text_zh: str
+
+
+class ExplanationLink(BaseModel):
+    url: str
+    token: str
+    expires_at: dt.datetime
+
+
+class ScoreResponse(BaseModel):
+    decision_id: str
+    application_id: str
+    model_version: str
+    policy_version: str
+    pd: float
+    score: float
+    grade: str
+    decision: Literal["approve", "refer", "decline"]
+    offer: OfferOut | None
+    reasons: list[ReasonOut]
+    rule_hits: list[RuleHitOut]
+    sources_used: list[str]
+    explanation: ExplanationLink | None
+    created_at: dt.datetime
+
+
+class BatchScoreResponse(BaseModel):
+    items: list[ScoreResponse]
+
+
+class FeatureScoreResponse(BaseModel):
+    model_version: str
+    application_ref: str
+    pd: float
+    score: float
+    grade: str
+    contributions: dict[str, float]
+
+
+class ContributionOut(BaseModel):
+    feature: str
+    group: str
+    value: float | None
+    contribution: float  # log-odds, from exact TreeSHAP
+    points: float
+
+
+class GroupOut(BaseModel):
+    group: str
+    points: float
+
+
+class ExplanationOut(BaseModel):
+    decision_id: str
+    model_version: str
+    base_value: float
+    margin: float
+    points_per_margin: float
+    contributions: list[ContributionOut]
+    groups: list[GroupOut]
+
+
+class ReviewOut(BaseModel):
+    id: int
+    decision_id: str
+    status: str
+    requested_by: str
+    request_note: str | None
+    reviewer: str | None
+    outcome: str | None
+    reason: str | None
+    created_at: dt.datetime
+    decided_at: dt.datetime | None
+
+
+class DecisionOut(ScoreResponse):
+    reviews: list[ReviewOut]
+
+
+class ReviewIn(Strict):
+    outcome: Literal["approve", "decline"]
+    reason: str = Field(min_length=5, max_length=2000, description="Why; kept with the review")
+    reviewer: str = Field(min_length=1, max_length=128)
+
+
+class ModelOut(BaseModel):
+    version: str
+    kind: str
+    champion: bool
+    trees: int
+    metrics: dict[str, float | int]
+
+
+class ModelDetail(ModelOut):
+    features: list[str]
+    split: dict[str, Any]
+    libraries: dict[str, str]
+    data_fingerprint: str
+
+
+class PromoteIn(Strict):
+    reason: str = Field(min_length=5, max_length=2000)

@@ -1,0 +1,81 @@
+"""Scores: one application, a batch, or a bring-your-own-table feature vector."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Header
+
+from service.api import schemas
+from service.decisions import score_requests, to_response
+from service.deps import ChampionDep, EngineDep, PoliciesDep, ScorerDep, SessionDep, SettingsDep
+from service.errors import ERROR_RESPONSES, Invalid
+from service.scoring.bundle import load_bundle
+
+router = APIRouter(prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
+
+
+@router.post("", operation_id="create_score", response_model=schemas.ScoreResponse)
+def create_score(body: schemas.ScoreRequest, caller: ScorerDep, session: SessionDep, settings: SettingsDep,
+                 engine: EngineDep, policies: PoliciesDep,
+                 idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> schemas.ScoreResponse:
+    """Score one application: PD, score, grade, decision with offer and reasons; the decision is recorded."""
+    [(decision, token)] = score_requests(
+        session, settings=settings, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
+        tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", requests=[body], idempotency_key=idempotency_key)
+    return to_response(decision, token, settings)
+
+
+@router.post("/batch", operation_id="create_scores_batch", response_model=schemas.BatchScoreResponse)
+def create_scores_batch(body: schemas.BatchScoreRequest, caller: ScorerDep, session: SessionDep,
+                        settings: SettingsDep, engine: EngineDep, policies: PoliciesDep) -> schemas.BatchScoreResponse:
+    """Score up to ``max_batch`` applications in one transaction: all are recorded, or none."""
+    if len(body.items) > settings.max_batch:
+        raise Invalid(f"body.items: at most {settings.max_batch} applications per batch, got {len(body.items)}",
+                      errors=[{"loc": ["body", "items"], "msg": f"at most {settings.max_batch} items",
+                               "type": "too_long"}])
+    done = score_requests(session, settings=settings, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
+                          tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", requests=body.items)
+    return schemas.BatchScoreResponse(items=[to_response(d, t, settings) for d, t in done])
+
+
+@router.post("/features", operation_id="score_features", response_model=schemas.FeatureScoreResponse)
+def score_features(body: schemas.FeatureScoreRequest, caller: ScorerDep, settings: SettingsDep,
+                   champion: ChampionDep,
+                   model_version: str | None = None) -> schemas.FeatureScoreResponse:
+    """Score a feature vector with a bring-your-own-table model (``model_version``, default the champion)."""
+    version = model_version or champion.current_version()
+    if version is None or not (settings.registry / version).is_dir():
+        raise Invalid(f"query.model_version: no model version {version!r}",
+                      errors=[{"loc": ["query", "model_version"], "msg": "unknown model version", "type": "value"}])
+    bundle = load_bundle(settings.registry / version)
+    if bundle.kind != "table":
+        raise Invalid(f"query.model_version: {version} is a catalog model; send applications to POST /v1/scores",
+                      errors=[{"loc": ["query", "model_version"], "msg": "not a table model", "type": "value"}])
+    spec = {f["name"]: f for f in bundle.metadata["features"]}
+    unknown = sorted(set(body.features) - set(spec))
+    if unknown:
+        raise Invalid(f"body.features.{unknown[0]}: not a feature of model {version}",
+                      errors=[{"loc": ["body", "features", u], "msg": "unknown feature", "type": "value"}
+                              for u in unknown])
+    x = np.full((1, len(spec)), np.nan)
+    for j, (name, f) in enumerate(spec.items()):
+        value = body.features.get(name)
+        if value is None:
+            continue
+        if f["categories"]:
+            if str(value) not in f["categories"]:
+                raise Invalid(f"body.features.{name}: must be one of {', '.join(f['categories'][:20])}",
+                              errors=[{"loc": ["body", "features", name], "msg": "unknown category", "type": "enum"}])
+            x[0, j] = f["categories"].index(str(value))
+        elif isinstance(value, str):
+            raise Invalid(f"body.features.{name}: must be a number",
+                          errors=[{"loc": ["body", "features", name], "msg": "must be a number", "type": "float"}])
+        else:
+            x[0, j] = float(value)
+    contrib = bundle.contributions(x)
+    pd, score, grade = bundle.scorer.apply(contrib.sum(axis=1))
+    return schemas.FeatureScoreResponse(
+        model_version=version, application_ref=body.application_ref, pd=float(pd[0]), score=float(score[0]),
+        grade=str(grade[0]), contributions={n: float(c) for n, c in zip(spec, contrib[0, :-1], strict=True)})

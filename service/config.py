@@ -1,0 +1,56 @@
+"""Settings from the environment (prefix SMECREDIT_), with defaults that run locally and refuse production."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-change-me"  # noqa: S105 - a placeholder that production refuses
+
+
+class Environment(StrEnum):
+    local = "local"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMECREDIT_", extra="ignore")
+
+    environment: Environment = Environment.local
+    database_url: str = Field("sqlite:///data/smecredit.db",
+                              validation_alias=AliasChoices("SMECREDIT_DATABASE_URL", "DATABASE_URL"))
+    registry: Path = Path("models")
+    policies_dir: Path | None = None  # tenant policies <name>.yaml; None: the shipped default only
+    pseudonym_key: SecretStr = SecretStr(DEV_SECRET)  # keyed HMAC of enterprise ids
+    public_base_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    max_batch: int = Field(100, ge=1, le=10_000)
+    max_months: int = Field(60, ge=13, le=240)  # monthly rows per source in one request
+    rate_limit_per_minute: int = Field(1200, ge=1)
+    explanation_ttl_hours: int = Field(24 * 30, ge=1)
+    docs_enabled: bool = True
+    model_check_seconds: float = 1.0  # how often a replica looks for a new champion
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Settings:
+        if self.environment == Environment.production:
+            problems = []
+            if self.database_url.startswith("sqlite"):
+                problems.append("DATABASE_URL must be PostgreSQL, not SQLite")
+            if self.pseudonym_key.get_secret_value() == DEV_SECRET:
+                problems.append("SMECREDIT_PSEUDONYM_KEY must be set to a secret")
+            if self.docs_enabled:
+                problems.append("SMECREDIT_DOCS_ENABLED must be false (no public API docs)")
+            if problems:
+                raise ValueError("unsafe production settings: " + "; ".join(problems))
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

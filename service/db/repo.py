@@ -1,0 +1,158 @@
+"""Repository functions: keyword-only, session first; each does one thing and never commits by itself."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from service.db.tables import ApiKey, AuditEvent, Consent, Decision, Review, Tenant, utcnow
+
+SCOPES = ("score", "review", "admin")
+GENESIS = "0" * 64
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+# --- tenants and keys ------------------------------------------------------------------------------------
+
+
+def get_or_create_tenant(session: Session, *, name: str, policy: str | None = None) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        tenant = Tenant(name=name, policy=policy)
+        session.add(tenant)
+        session.flush()
+    return tenant
+
+
+def create_api_key(session: Session, *, tenant: Tenant, scopes: list[str], label: str | None = None) -> str:
+    """A new key, returned once in plain text; only its SHA-256 is stored."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
+    prefix = secrets.token_hex(6)
+    key = f"sk_{prefix}_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=sha256_hex(key), scopes=",".join(sorted(scopes)),
+                       label=label))
+    session.flush()
+    return key
+
+
+def authenticate(session: Session, *, key: str) -> tuple[Tenant, frozenset[str]] | None:
+    """The tenant and scopes of a valid, unrevoked key; None otherwise (in constant time for the hash)."""
+    parts = key.split("_")
+    if len(parts) < 3 or parts[0] != "sk":
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, sha256_hex(key)):
+        return None
+    tenant = session.get(Tenant, row.tenant_id)
+    return (tenant, frozenset(row.scopes.split(","))) if tenant else None
+
+
+# --- decisions ---------------------------------------------------------------------------------------------
+
+
+def add_decision(session: Session, *, decision: Decision, consents: dict[str, bool], actor: str) -> Decision:
+    session.add(decision)
+    session.flush()
+    for source, granted in sorted(consents.items()):
+        session.add(Consent(tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
+                            decision_id=decision.id, source=source, granted=granted))
+    if decision.decision == "refer":
+        session.add(Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="policy",
+                           request_note="referred by the lender policy"))
+    append_audit(session, tenant_id=decision.tenant_id, actor=actor, action="decision.created", subject=decision.id,
+                 payload={"input_digest": decision.input_digest, "model_version": decision.model_version,
+                          "policy_version": decision.policy_version, "decision": decision.decision,
+                          "pd": decision.pd, "score": decision.score})
+    return decision
+
+
+def get_decision(session: Session, *, tenant_id: int, decision_id: str) -> Decision | None:
+    """A decision of this tenant only: another tenant's id is indistinguishable from a missing one."""
+    return session.scalar(select(Decision).where(Decision.id == decision_id, Decision.tenant_id == tenant_id))
+
+
+def get_by_idempotency_key(session: Session, *, tenant_id: int, key: str) -> Decision | None:
+    return session.scalar(select(Decision).where(Decision.tenant_id == tenant_id, Decision.idempotency_key == key))
+
+
+def get_by_token(session: Session, *, token: str) -> Decision | None:
+    return session.scalar(select(Decision).where(Decision.token_hash == sha256_hex(token)))
+
+
+# --- reviews -----------------------------------------------------------------------------------------------
+
+
+def list_reviews(session: Session, *, tenant_id: int, status: str | None, limit: int = 100) -> list[Review]:
+    q = select(Review).where(Review.tenant_id == tenant_id)
+    if status:
+        q = q.where(Review.status == status)
+    return list(session.scalars(q.order_by(Review.id).limit(limit)))
+
+
+def request_review(session: Session, *, decision: Decision, requested_by: str, note: str | None) -> Review:
+    """Open a review unless one is already pending for the decision."""
+    pending = session.scalar(select(Review).where(Review.decision_id == decision.id, Review.status == "pending"))
+    if pending is not None:
+        return pending
+    review = Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by=requested_by,
+                    request_note=note)
+    session.add(review)
+    session.flush()
+    append_audit(session, tenant_id=decision.tenant_id, actor=requested_by, action="review.requested",
+                 subject=decision.id, payload={"review_id": review.id})
+    return review
+
+
+def decide_review(session: Session, *, decision: Decision, reviewer: str, outcome: str, reason: str) -> Review:
+    """Record a reviewer's decision on the pending review (opening one if the lender reviews unprompted)."""
+    review = session.scalar(select(Review).where(Review.decision_id == decision.id, Review.status == "pending")
+                            .with_for_update())
+    if review is None:
+        review = Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="lender")
+        session.add(review)
+    review.status, review.reviewer, review.outcome, review.reason = "decided", reviewer, outcome, reason
+    review.decided_at = utcnow()
+    session.flush()
+    append_audit(session, tenant_id=decision.tenant_id, actor=reviewer, action="review.decided", subject=decision.id,
+                 payload={"review_id": review.id, "outcome": outcome, "reason": reason,
+                          "original_decision": decision.decision})
+    return review
+
+
+def reviews_of(session: Session, *, decision_id: str) -> list[Review]:
+    return list(session.scalars(select(Review).where(Review.decision_id == decision_id).order_by(Review.id)))
+
+
+# --- audit trail -------------------------------------------------------------------------------------------
+
+
+def audit_hash(prev_hash: str, event: dict) -> str:
+    body = json.dumps(event, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def append_audit(session: Session, *, tenant_id: int | None, actor: str, action: str, subject: str,
+                 payload: dict) -> AuditEvent:
+    """Append one event chained to the last one. Appends are serialised so that the chain never forks."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(7461)"))  # held until this transaction ends
+    last = session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))
+    prev = last.hash if last else GENESIS
+    at = utcnow()
+    content = {"at": at.isoformat(), "tenant_id": tenant_id, "actor": actor, "action": action, "subject": subject,
+               "payload": payload}
+    event = AuditEvent(at=at, tenant_id=tenant_id, actor=actor, action=action, subject=subject, payload=payload,
+                       prev_hash=prev, hash=audit_hash(prev, content))
+    session.add(event)
+    session.flush()
+    return event

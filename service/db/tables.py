@@ -1,0 +1,112 @@
+"""Database tables (SQLAlchemy 2). The same definitions run on SQLite and PostgreSQL; Alembic migrates them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: DateTime(timezone=True), dict: JSON, list: JSON}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    policy: Mapped[str | None] = mapped_column(String(128))  # policy file name; None: the shipped default
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """Only a SHA-256 of the key is stored; the prefix finds the row without scanning."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(64))  # comma-separated: score,review,admin
+    label: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class Decision(Base):
+    """One automated decision: pseudonymous, with the digest of its inputs and what is needed to replay it."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_decisions_idempotency"),
+                      Index("ix_decisions_tenant_created", "tenant_id", "created_at"))
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    application_ref: Mapped[str] = mapped_column(String(128))
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)  # keyed HMAC of the enterprise id
+    input_digest: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(32))
+    policy_version: Mapped[str] = mapped_column(String(128))
+    pd: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    grade: Mapped[str] = mapped_column(String(8))
+    decision: Mapped[str] = mapped_column(String(16))
+    offer: Mapped[dict | None]
+    reasons: Mapped[list]
+    explanation: Mapped[dict]  # every contribution, group totals, base value
+    features: Mapped[dict]  # the feature snapshot the model saw (None = missing)
+    context: Mapped[dict]  # application and profile facts the policy used (no identifiers)
+    sources_used: Mapped[list]
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    token_expires_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Review(Base):
+    """A human review of a decision. The original decision row is never changed."""
+
+    __tablename__ = "reviews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | decided
+    requested_by: Mapped[str] = mapped_column(String(16))  # policy (refer) | lender | applicant
+    request_note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str | None] = mapped_column(String(16))  # approve | decline
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[dt.datetime | None]
+
+
+class Consent(Base):
+    """Append-only record of what the applicant consented to, per source, as given with each request."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)
+    decision_id: Mapped[str | None] = mapped_column(ForeignKey("decisions.id"))
+    source: Mapped[str] = mapped_column(String(32))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained: each row's hash covers its content and the previous row's hash."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    tenant_id: Mapped[int | None]
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

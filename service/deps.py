@@ -1,0 +1,95 @@
+"""Dependencies, defined once as Annotated aliases: settings, database session, caller, engine, policies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db import repo
+from service.db.tables import Tenant
+from service.errors import Forbidden, Unauthorized, Unavailable
+from service.runtime import Champion, Policies, RateLimiter
+from service.scoring.engine import Engine
+
+bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer sk_...`")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: Tenant
+    scopes: frozenset[str]
+    key_id: str
+
+
+def get_caller(request: Request, session: SessionDep,
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+    key = credentials.credentials
+    try:
+        found = repo.authenticate(session, key=key)
+    except OperationalError as exc:
+        raise Unavailable("the database is not reachable") from exc
+    if found is None:
+        raise Unauthorized("the API key is not valid (unknown, revoked or mistyped)")
+    tenant, scopes = found
+    caller = Caller(tenant=tenant, scopes=scopes, key_id=key.split("_")[1])
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter.check(caller.key_id)
+    return caller
+
+
+def require(*scopes: str) -> Callable[..., Caller]:
+    """A dependency that admits callers holding any of ``scopes``."""
+
+    def check(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if not caller.scopes & set(scopes):
+            raise Forbidden(f"this operation needs the scope {' or '.join(scopes)}; the key has "
+                            f"{', '.join(sorted(caller.scopes))}")
+        return caller
+
+    return check
+
+
+def get_champion(request: Request) -> Champion:
+    return request.app.state.champion
+
+
+def get_engine(champion: Annotated[Champion, Depends(get_champion)]) -> Engine:
+    return champion.get()
+
+
+def get_policies(request: Request) -> Policies:
+    return request.app.state.policies
+
+
+ScorerDep = Annotated[Caller, Depends(require("score"))]
+ReviewerDep = Annotated[Caller, Depends(require("review"))]
+AdminDep = Annotated[Caller, Depends(require("admin"))]
+ReaderDep = Annotated[Caller, Depends(require("score", "review", "admin"))]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+ChampionDep = Annotated[Champion, Depends(get_champion)]
+PoliciesDep = Annotated[Policies, Depends(get_policies)]

@@ -1,0 +1,116 @@
+"""One error shape for every error: {"type", "title", "status", "detail", "errors"}. No stack trace leaves."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("smecredit.errors")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = []
+
+
+class DomainError(Exception):
+    status_code = 400
+    type = "bad_request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, errors: list[dict] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class Unauthorized(DomainError):
+    status_code, type, title = 401, "unauthorized", "Missing or invalid API key"
+
+
+class Forbidden(DomainError):
+    status_code, type, title = 403, "forbidden", "The API key lacks the scope for this operation"
+
+
+class NotFound(DomainError):
+    status_code, type, title = 404, "not_found", "Not found"
+
+
+class Conflict(DomainError):
+    status_code, type, title = 409, "conflict", "Conflict"
+
+
+class Invalid(DomainError):
+    status_code, type, title = 422, "validation_error", "The request is not valid"
+
+
+class TooLarge(DomainError):
+    status_code, type, title = 413, "payload_too_large", "The request body is too large"
+
+
+class RateLimited(DomainError):
+    status_code, type, title = 429, "rate_limited", "Too many requests"
+
+
+class Unavailable(DomainError):
+    status_code, type, title = 503, "unavailable", "The service cannot serve this now"
+
+
+def error_response(status: int, type_: str, title: str, detail: str, errors: list[dict] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(type=type_, title=title, status=status, detail=detail, errors=errors or [])
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _loc(loc: tuple | list) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        headers = {"Retry-After": "60"} if isinstance(exc, RateLimited) else None
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        return error_response(exc.status_code, exc.type, exc.title, exc.detail, exc.errors, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]], "msg": e["msg"],
+                   "type": e["type"]} for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        return error_response(422, Invalid.type, Invalid.title, f"{_loc(first['loc'])}: {first['msg']}", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 413: "The request body is too large"}
+        return error_response(exc.status_code, "http_error", titles.get(exc.status_code, "HTTP error"),
+                              str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "Internal error",
+                              "The service failed to handle this request; it has been logged.")
+
+
+ERROR_RESPONSES = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in ((401, "Missing or invalid API key"), (403, "Missing scope"), (404, "Not found"),
+                       (413, "Body too large"), (422, "Validation error, naming the field and the rule"),
+                       (429, "Rate limited"))
+}

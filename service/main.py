@@ -1,0 +1,107 @@
+"""The FastAPI application: routers, one error shape, body-size limit, metrics, champion and database."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import errors
+from service.api import decisions, health, models, reviews, scores
+from service.config import Settings, get_settings
+from service.db.session import make_engine, migrate, session_factory
+from service.runtime import Champion, Policies, RateLimiter
+
+log = logging.getLogger("smecredit")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("smecredit_requests_total", "HTTP requests", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("smecredit_request_seconds", "Request latency", ["route"], registry=self.registry,
+                                 buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
+        self.decisions = Counter("smecredit_decisions_total", "Decisions by outcome", ["decision"],
+                                 registry=self.registry)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413, whether declared (Content-Length) or streamed (chunked)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        chunks, size, more = [], 0, True
+        while more:  # read the whole (bounded) body first, so nothing downstream sees a truncated one
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = errors.error_response(413, errors.TooLarge.type, errors.TooLarge.title,
+                                         f"the body must be at most {self.max_bytes} bytes")
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    docs = settings.docs_enabled
+    app = FastAPI(title="smecredit", version="0.1.0",
+                  summary="SME credit scoring from operating data: decisions, offers and reasons.",
+                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    migrate(app.state.engine)
+    app.state.sessions = session_factory(app.state.engine)
+    app.state.champion = Champion(settings.registry, settings.model_check_seconds)
+    app.state.champion.refresh(force=True)
+    app.state.policies = Policies(settings.policies_dir)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.metrics = metrics = Metrics()
+    errors.install(app)
+    for module in (scores, decisions, models, reviews, health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def observe(request, call_next):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,18 @@
+"""The committed OpenAPI document: generated from the app with production-like settings, stable bytes."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from service.config import Settings
+
+
+def openapi_json() -> str:
+    from service.main import create_app
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(database_url=f"sqlite:///{tmp}/openapi.db", registry=Path(tmp) / "models")
+        spec = create_app(settings).openapi()
+    return json.dumps(spec, indent=1, sort_keys=True, ensure_ascii=False) + "\n"

@@ -1,0 +1,109 @@
+"""Long-lived state of a running service: the champion engine (hot-swapped), tenant policies, rate limits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from service.errors import RateLimited, Unavailable
+from service.scoring.bundle import BundleError, load_bundle
+from service.scoring.engine import Engine
+from service.scoring.policy import Policy, load_policy
+
+log = logging.getLogger("smecredit.runtime")
+DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
+
+
+class Champion:
+    """The champion engine. Replicas notice a new champion.json within ``check_seconds`` and load it; a bundle
+    that fails verification is refused and the current engine keeps serving. Requests in flight keep the
+    engine object they started with, so a swap never fails them."""
+
+    def __init__(self, registry: Path, check_seconds: float = 1.0) -> None:
+        self.registry = registry
+        self.check_seconds = check_seconds
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self.last_error: str | None = None
+
+    def current_version(self) -> str | None:
+        path = self.registry / "champion.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.check_seconds:
+            return
+        with self._lock:
+            self._checked = now
+            version = self.current_version()
+            if version is None or (self._engine is not None and self._engine.version == version):
+                return
+            try:
+                engine = Engine(load_bundle(self.registry / version))
+            except (BundleError, OSError, ValueError) as exc:
+                self.last_error = f"champion {version} refused: {exc}"
+                log.error(self.last_error)
+                return
+            self._engine, self.last_error = engine, None
+            log.info("serving model %s", version)
+
+    def get(self) -> Engine:
+        self.refresh()
+        engine = self._engine
+        if engine is None:
+            raise Unavailable(self.last_error or f"no champion model in {self.registry}; train and promote one "
+                              "(smecredit train --data DIR --promote)")
+        return engine
+
+    @property
+    def loaded(self) -> Engine | None:
+        return self._engine
+
+
+class Policies:
+    """Tenant policies from ``<dir>/<name>.yaml``, the shipped default otherwise; reloaded when the file changes."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._cache: dict[Path, tuple[float, Policy]] = {}
+        self._lock = threading.Lock()
+
+    def for_tenant(self, policy_name: str | None) -> Policy:
+        path = DEFAULT_POLICY
+        if policy_name and self.directory is not None:
+            path = self.directory / f"{policy_name}.yaml"
+        mtime = path.stat().st_mtime
+        cached = self._cache.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        with self._lock:
+            policy = load_policy(path)
+            self._cache[path] = (mtime, policy)
+        return policy
+
+
+class RateLimiter:
+    """Fixed one-minute windows per API key, in process (one replica); see docs for the shared variant."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._counts: dict[tuple[str, int], int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def check(self, key_id: str) -> None:
+        window = int(time.time() // 60)
+        with self._lock:
+            if len(self._counts) > 10_000:  # forget old windows
+                self._counts = defaultdict(int, {k: v for k, v in self._counts.items() if k[1] == window})
+            self._counts[(key_id, window)] += 1
+            if self._counts[(key_id, window)] > self.per_minute:
+                raise RateLimited(f"more than {self.per_minute} requests in a minute for this API key")
