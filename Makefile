@@ -17,13 +17,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job, as far as the pipeline exists: synthetic data (generated once), point-in-time features,
-# and a default model trained and promoted when the registry has no champion yet.
+# The main job: synthetic data (generated once), a default model trained and promoted when the registry has
+# no champion, a demo tenant with a fresh API key and an example request, then the service on 127.0.0.1:8000.
 run: $(STAMP)
 	@test -f $(DATA)/profile.parquet || $(BIN)/smecredit synth --entities 20000 --months 36 --seed 7 --out $(DATA)
-	$(BIN)/smecredit features --data $(DATA) --out data/features.parquet
 	@test -f models/champion.json || $(BIN)/smecredit train --data $(DATA) --promote
-	$(BIN)/smecredit models list
+	@$(BIN)/smecredit demo
+	$(BIN)/smecredit serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests benchmarks

@@ -15,6 +15,7 @@ from rich.table import Table as RichTable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SME credit scoring from operating data.")
 console = Console(stderr=True)
+EXAMPLE_REQUEST = Path("openapi/examples/score_request.json")
 
 
 def _fail(message: str) -> None:
@@ -296,6 +297,39 @@ def keys_create(
                           payload={"scopes": scopes, "label": label})
     console.print(f"tenant {tenant}: new key with scopes {scopes} (shown once, store it now):")
     print(key)
+
+
+@app.command()
+def demo(
+    tenant: Annotated[str, typer.Option(help="Demo tenant name")] = "demo",
+    request: Annotated[Path, typer.Option(help="Example request to show")] = EXAMPLE_REQUEST,
+) -> None:
+    """Create a demo tenant and a fresh all-scopes API key; print them with an example request."""
+    from service.config import get_settings
+    from service.db import repo
+    from service.db.session import make_engine, migrate, session_factory
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    with session_factory(engine).begin() as session:
+        t = repo.get_or_create_tenant(session, name=tenant)
+        key = repo.create_api_key(session, tenant=t, scopes=["score", "review", "admin"], label="make run")
+        repo.append_audit(session, tenant_id=t.id, actor="cli", action="key.created", subject=key.split("_")[1],
+                          payload={"scopes": "score,review,admin", "label": "make run"})
+    print(f"""
+Demo tenant '{tenant}', API key (scopes score, review, admin; shown once):
+
+    export SMECREDIT_KEY={key}
+
+Score the example application (a synthetic small business) once the service is up:
+
+    curl -s -X POST http://127.0.0.1:8000/v1/scores \\
+      -H "Authorization: Bearer $SMECREDIT_KEY" -H "Content-Type: application/json" \\
+      -d @{request}
+
+API documentation: http://127.0.0.1:8000/docs
+""")
 
 
 @app.command()

@@ -11,6 +11,8 @@ import pytest
 from service.scoring.raw import RawData, load_folder
 from training.synth import SynthConfig, write
 
+pytest_plugins = ["tests.api_fixtures"]
+
 
 def make_synth(folder: Path, entities: int, months: int = 36, seed: int = 7) -> Path:
     write(SynthConfig(entities=entities, months=months, seed=seed), folder)

@@ -1,0 +1,127 @@
+"""Fixtures for API tests: a trained champion, a real database (SQLite file or PostgreSQL), keys per scope."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from service.config import Environment, Settings
+from service.db import repo
+from service.main import create_app
+from service.scoring.raw import load_folder
+from training.config import load_config
+from training.dataset import from_folder
+from training.offline import request_for
+from training.pipeline import train
+from training.registry import Registry
+
+PG_URL = os.environ.get("SMECREDIT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> str | None:
+    """None when reachable, else why not."""
+    try:
+        with create_engine(PG_URL, connect_args={"connect_timeout": 3}).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {PG_URL} ({type(exc).__name__}); PostgreSQL API tests skipped"
+
+
+@pytest.fixture(scope="session")
+def champion_registry(small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with a champion trained on the small synthetic data set."""
+    root = tmp_path_factory.mktemp("served-models")
+    registry = Registry(root)
+    result = train(from_folder(small_dir), load_config(None), registry)
+    registry.promote(result.version, by="tests", reason="champion for API tests")
+    return root
+
+
+@pytest.fixture(scope="session")
+def example_request(small_dir: Path) -> dict:
+    return request_for(load_folder(small_dir))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/smecredit.db"
+        return
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"  # a fresh schema per test: real database, no cross-test leftovers
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@dataclass
+class Api:
+    client: TestClient
+    keys: dict[str, str]  # "score", "review", "admin", "all", "other" (another tenant, all scopes)
+    settings: Settings
+
+    def headers(self, who: str = "all", **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}", **extra}
+
+    def score(self, body: dict, who: str = "all", **headers: str):  # noqa: ANN201
+        return self.client.post("/v1/scores", json=body, headers=self.headers(who, **headers))
+
+
+def make_api(database_url: str, registry: Path, **overrides: object) -> Api:
+    settings = Settings(environment=Environment.test, database_url=database_url, registry=registry,
+                        model_check_seconds=0.0, **overrides)
+    app = create_app(settings)
+    keys = {}
+    with app.state.sessions.begin() as session:
+        lender = repo.get_or_create_tenant(session, name="lender-a")
+        for scope in ("score", "review", "admin"):
+            keys[scope] = repo.create_api_key(session, tenant=lender, scopes=[scope])
+        keys["all"] = repo.create_api_key(session, tenant=lender, scopes=["score", "review", "admin"])
+        other = repo.get_or_create_tenant(session, name="lender-b")
+        keys["other"] = repo.create_api_key(session, tenant=other, scopes=["score", "review", "admin"])
+    return Api(client=TestClient(app), keys=keys, settings=settings)
+
+
+@pytest.fixture()
+def api(database_url: str, champion_registry: Path) -> Iterator[Api]:
+    a = make_api(database_url, champion_registry)
+    with a.client:
+        yield a
+    a.client.app.state.engine.dispose()
+
+
+def body_with(example: dict, **paths: object) -> dict:
+    """A deep copy of ``example`` with dotted paths replaced, e.g. body_with(ex, **{"application.term_months": 0})."""
+    body = copy.deepcopy(example)
+    for path, value in paths.items():
+        node = body
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[int(p)] if p.isdigit() else node[p]
+        if last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return body
+
+
+def dumps(body: dict) -> bytes:
+    return json.dumps(body).encode()
