@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 
 from service.api import schemas
 from service.decisions import score_requests, to_response
@@ -17,18 +17,19 @@ router = APIRouter(prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONS
 
 
 @router.post("", operation_id="create_score", response_model=schemas.ScoreResponse)
-def create_score(body: schemas.ScoreRequest, caller: ScorerDep, session: SessionDep, settings: SettingsDep,
-                 engine: EngineDep, policies: PoliciesDep,
+def create_score(request: Request, body: schemas.ScoreRequest, caller: ScorerDep, session: SessionDep,
+                 settings: SettingsDep, engine: EngineDep, policies: PoliciesDep,
                  idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> schemas.ScoreResponse:
     """Score one application: PD, score, grade, decision with offer and reasons; the decision is recorded."""
     [(decision, token)] = score_requests(
         session, settings=settings, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
         tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", requests=[body], idempotency_key=idempotency_key)
+    request.app.state.metrics.decisions.labels(decision.decision).inc()
     return to_response(decision, token, settings)
 
 
 @router.post("/batch", operation_id="create_scores_batch", response_model=schemas.BatchScoreResponse)
-def create_scores_batch(body: schemas.BatchScoreRequest, caller: ScorerDep, session: SessionDep,
+def create_scores_batch(request: Request, body: schemas.BatchScoreRequest, caller: ScorerDep, session: SessionDep,
                         settings: SettingsDep, engine: EngineDep, policies: PoliciesDep) -> schemas.BatchScoreResponse:
     """Score up to ``max_batch`` applications in one transaction: all are recorded, or none."""
     if len(body.items) > settings.max_batch:
@@ -37,6 +38,8 @@ def create_scores_batch(body: schemas.BatchScoreRequest, caller: ScorerDep, sess
                                "type": "too_long"}])
     done = score_requests(session, settings=settings, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
                           tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", requests=body.items)
+    for decision, _ in done:
+        request.app.state.metrics.decisions.labels(decision.decision).inc()
     return schemas.BatchScoreResponse(items=[to_response(d, t, settings) for d, t in done])
 
 

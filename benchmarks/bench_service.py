@@ -1,0 +1,362 @@
+"""Scoring-service benchmark: POST /v1/scores in-process and over HTTP under load, beside a bare FastAPI endpoint.
+
+    .venv/bin/python benchmarks/bench_service.py [--duration 20] [--connections 8] [--workers 1 2]
+
+One run prepares a champion, an SQLite database and a key in a temp folder, then measures the same body
+(openapi/examples/score_request.json) three ways: sequential calls through TestClient, the pieces of one score
+without HTTP, and `wrk` on loopback against `smecredit serve`. The baseline is a bare FastAPI app with one sync
+endpoint that parses the same JSON into a dict, measured the same ways in the same run, so the difference is
+what scoring (features, LightGBM, TreeSHAP, policy, the decision write) costs. Needs `wrk` (apt-get install wrk).
+Prints markdown for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.api.schemas import ScoreRequest  # noqa: E402
+from service.config import Settings  # noqa: E402
+from service.db import repo  # noqa: E402
+from service.decisions import score_requests  # noqa: E402
+from service.main import create_app  # noqa: E402
+from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant  # noqa: E402
+
+BIN = Path(sys.executable).parent  # the virtualenv's scripts: smecredit, uvicorn
+BODY = ROOT / "openapi" / "examples" / "score_request.json"
+NO_RATE_LIMIT = "100000000"  # per minute: the limiter must not be what a load test measures
+
+# The baseline: the same framework, body parsing and sync thread-pool dispatch, and nothing else.
+BARE_APP = '''\
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.post("/v1/scores")
+def score(body: dict) -> dict:
+    return {"ok": True, "fields": len(body)}
+
+
+@app.get("/readyz")
+def readyz() -> dict:
+    return {"status": "ready"}
+'''
+
+WRK_SCRIPT = '''\
+local f = assert(io.open("{body}", "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+'''
+
+
+@dataclass
+class Row:
+    path: str
+    mode: str
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    note: str = ""
+
+    def markdown(self) -> str:
+        return (f"| {self.path} | {self.mode} | {self.p50_ms:.2f} ms | {self.p99_ms:.2f} ms | {self.rps:,.0f} |"
+                f" {self.note} |")
+
+
+# --- setup -----------------------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run([str(BIN / "smecredit"), *args], check=True, capture_output=True, text=True,  # noqa: S603
+                          env=env, cwd=ROOT)
+    return done.stdout
+
+
+def prepare(workdir: Path) -> tuple[Path, str, str]:
+    """Synthetic data (reused), a freshly trained champion, a fresh database and a key: (registry, db url, key)."""
+    data, registry, db = workdir / "synth-20000", workdir / "registry", workdir / "smecredit.db"
+    if not (data / "profile.parquet").exists():
+        run_cli("synth", "--entities", "20000", "--months", "36", "--seed", "7", "--out", str(data))
+    shutil.rmtree(registry, ignore_errors=True)  # train with today's code, not a bundle left by an older run
+    run_cli("train", "--data", str(data), "--registry", str(registry), "--promote")
+    for leftover in workdir.glob("smecredit.db*"):  # a fresh database: its size must not grow run over run
+        leftover.unlink()
+    url = f"sqlite:///{db}"
+    key = run_cli("keys", "create", "--tenant", "bench", "--scopes", "score",
+                  env=service_env(url, registry)).strip().splitlines()[-1]
+    return registry, url, key
+
+
+def service_env(db_url: str, registry: Path) -> dict[str, str]:
+    return {**os.environ, "SMECREDIT_DATABASE_URL": db_url, "SMECREDIT_REGISTRY": str(registry),
+            "SMECREDIT_RATE_LIMIT_PER_MINUTE": NO_RATE_LIMIT}
+
+
+# --- in-process ------------------------------------------------------------------------------------------------
+
+
+def percentiles_ms(seconds: list[float]) -> tuple[float, float]:
+    a = np.array(seconds) * 1e3
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+def time_calls(call: Callable[[], object], n: int, warmup: int) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, calls per second) of ``n`` sequential calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t0)
+    p50, p99 = percentiles_ms(samples)
+    return p50, p99, n / sum(samples)
+
+
+def post_ok(client: TestClient, body: bytes, headers: dict[str, str]) -> Callable[[], None]:
+    def call() -> None:
+        response = client.post("/v1/scores", content=body, headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"POST /v1/scores -> {response.status_code}: {response.text[:300]}")
+    return call
+
+
+def bare_app() -> FastAPI:
+    namespace: dict = {}
+    exec(BARE_APP, namespace)  # noqa: S102 - our own constant, the same source the HTTP baseline serves
+    return namespace["app"]
+
+
+def bench_in_process(settings: Settings, key: str, body: bytes, n: int, warmup: int) -> tuple[list[Row], list[str]]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    app = create_app(settings)
+    rows = []
+    with TestClient(app) as client:
+        rows.append(Row("`POST /v1/scores`", "in-process, sequential",
+                        *time_calls(post_ok(client, body, headers), n, warmup)))
+        pieces = bench_pieces(app, key, json.loads(body), n, warmup)
+    app.state.engine.dispose()
+    with TestClient(bare_app()) as client:
+        rows.append(Row("baseline: bare FastAPI", "in-process, sequential",
+                        *time_calls(post_ok(client, body, headers), n, warmup)))
+    return rows, pieces
+
+
+def bench_pieces(app: FastAPI, key: str, payload: dict, n: int, warmup: int) -> list[str]:
+    """Where one score's time goes without HTTP: the handler's steps, the last ones cumulative."""
+    engine, policy, sessions = app.state.champion.get(), app.state.policies.for_tenant(None), app.state.sessions
+    req = ScoreRequest.model_validate(payload)
+    allowed = [s for s in MONTHLY_SOURCES if getattr(req.consent, s)]
+    dumped = req.model_dump(mode="json")
+    application = {**dumped["application"], "enterprise_id": req.profile.enterprise_id}
+
+    def raw():  # noqa: ANN202
+        return raw_for_applicant(dumped["profile"], application, {s: dumped["data"][s] for s in allowed})
+
+    one = raw()
+    with sessions() as session:
+        tenant_id = repo.authenticate(session, key=key)[0].id
+
+    def authenticate() -> None:
+        with sessions() as session:  # the handler's session: its first query takes SQLite's write lock
+            repo.authenticate(session, key=key)
+
+    def score_and_record() -> None:
+        with sessions() as session:
+            score_requests(session, settings=app.state.settings, engine=engine, policy=policy, tenant_id=tenant_id,
+                           actor="bench", requests=[req])
+
+    steps = [("authenticate the key (`repo.authenticate`)", authenticate),
+             ("validate the body (`ScoreRequest.model_validate`)", lambda: ScoreRequest.model_validate(payload)),
+             ("request to `RawData` (`raw_for_applicant`)", raw),
+             ("58 features (`engine.features`)", lambda: engine.features(one, allowed)),
+             ("features + LightGBM + TreeSHAP + policy (`engine.score`)",
+              lambda: engine.score(one, policy, allowed_sources=allowed)),
+             ("all of that + record the decision, one commit (`score_requests`)", score_and_record)]
+    lines = ["| piece (one applicant, no HTTP) | p50 | p99 |", "|---|---|---|"]
+    for name, call in steps:
+        p50, p99, _ = time_calls(call, n, warmup)
+        lines.append(f"| {name} | {p50:.2f} ms | {p99:.2f} ms |")
+    return lines
+
+
+# --- over HTTP -------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f} s")
+
+
+@contextmanager
+def server(argv: list[str], port: int, log: Path, env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> Iterator[str]:
+    """Run a server in its own process group; always stop the whole group (uvicorn's workers too)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,  # noqa: S603
+                                start_new_session=True)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)  # uvicorn drains for up to 30 s (timeout_graceful_shutdown)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    try:  # workers left behind by a dead parent are still in the group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
+        return float(value) * UNIT_MS[unit]
+
+    def count(pattern: str) -> int:
+        found = re.search(pattern, text)
+        return sum(int(g) for g in found.groups()) if found else 0
+
+    return {"p50": latency("50"), "p99": latency("99"),
+            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+            "requests": count(r"(\d+) requests in"),
+            "non_2xx": count(r"Non-2xx or 3xx responses: (\d+)"),
+            "socket_errors": count(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")}
+
+
+def run_wrk(url: str, script: Path, duration: int, connections: int) -> tuple[dict[str, float], str]:
+    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s", "--latency",
+            "-s", str(script), f"{url}/v1/scores"]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=duration + 60)  # noqa: S603, S607
+    return parse_wrk(done.stdout), shlex.join(argv)
+
+
+def load_test(name: str, argv: list[str], port: int, args: argparse.Namespace, workers: int, script: Path,
+              env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[Row, str]:
+    with server(argv, port, args.workdir / f"server-{port}.log", env=env, cwd=cwd) as url:
+        run_wrk(url, script, args.warmup_seconds, args.connections)  # JIT-free, but caches, pools and pages warm up
+        result, command = run_wrk(url, script, args.duration, args.connections)
+    problems = f"{result['non_2xx']:.0f} non-2xx, {result['socket_errors']:.0f} socket errors"
+    return Row(name, f"HTTP, {workers} worker{'s' * (workers > 1)}, {args.connections} conn.", result["p50"],
+               result["p99"], result["rps"], f"{result['requests']:,.0f} requests; {problems}"), command
+
+
+def bench_http(args: argparse.Namespace, registry: Path, db_url: str, key: str) -> tuple[list[Row], str]:
+    body = args.workdir / "body.json"
+    body.write_bytes(BODY.read_bytes())
+    script = args.workdir / "post.lua"
+    script.write_text(WRK_SCRIPT.format(body=body, key=key))
+    (args.workdir / "bare_app.py").write_text(BARE_APP)
+    rows, command = [], ""
+    for workers in args.workers:
+        port = free_port()
+        row, command = load_test("`POST /v1/scores`", [str(BIN / "smecredit"), "serve", "--host", "127.0.0.1",
+                                 "--port", str(port), "--workers", str(workers)], port, args, workers, script,
+                                 env=service_env(db_url, registry), cwd=ROOT)
+        rows.append(row)
+        port = free_port()
+        # The same uvicorn settings as `smecredit serve` (log level info, so access logs too).
+        row, _ = load_test("baseline: bare FastAPI", [str(BIN / "uvicorn"), "bare_app:app", "--host", "127.0.0.1",
+                           "--port", str(port), "--workers", str(workers), "--log-level", "info"], port, args,
+                           workers, script, cwd=args.workdir)
+        rows.append(row)
+    return rows, command
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))) / 2**20
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]  # noqa: S603, S607
+    import fastapi
+    import uvicorn
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
+            f"FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__}, {wrk.strip()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=20, help="seconds of wrk load per server")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent wrk connections")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to serve with")
+    parser.add_argument("--calls", type=int, default=500, help="sequential in-process calls per path")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed in-process calls first")
+    parser.add_argument("--warmup-seconds", type=int, default=3, help="untimed wrk load before each measurement")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "smecredit-bench-service")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    registry, db_url, key = prepare(args.workdir)
+    settings = Settings(database_url=db_url, registry=registry, rate_limit_per_minute=int(NO_RATE_LIMIT))
+    in_process, pieces = bench_in_process(settings, key, BODY.read_bytes(), args.calls, args.warmup)
+    http, wrk_command = bench_http(args, registry, db_url, key)
+    print("\n".join([
+        f"Command: `{shlex.join(['.venv/bin/python', 'benchmarks/bench_service.py', *sys.argv[1:]])}`",
+        f"Date: {dt.date.today()}. Machine: {machine()}.",
+        f"Load generator (per server, after {args.warmup_seconds} s untimed): `{wrk_command}`.", "",
+        "| path | mode | p50 | p99 | req/s | notes |", "|---|---|---|---|---|---|",
+        *(row.markdown() for row in in_process + http), "", *pieces]))
+
+
+if __name__ == "__main__":
+    main()

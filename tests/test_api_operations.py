@@ -1,0 +1,196 @@
+"""Operating the service: hot model promotion, tenant policies, rate limits, unexpected errors, table models,
+production settings, and the command line around the service."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from service.cli import app as cli
+from service.config import Environment, Settings
+from service.db import repo
+from service.runtime import DEFAULT_POLICY
+from tests.api_fixtures import make_api
+from tests.test_train_table import german_credit
+from training.config import load_config
+from training.dataset import from_folder, from_table
+from training.pipeline import train
+from training.registry import Registry
+
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture()
+def registry_copy(champion_registry: Path, tmp_path: Path) -> Path:
+    """A private copy of the served registry: these tests promote and tamper."""
+    return Path(shutil.copytree(champion_registry, tmp_path / "models"))
+
+
+@pytest.fixture(scope="session")
+def second_bundle(small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another catalog model (other seed), to promote over the champion."""
+    root = tmp_path_factory.mktemp("second")
+    cfg = load_config(None).model_copy(update={"seed": 11})
+    version = train(from_folder(small_dir), cfg, Registry(root)).version
+    return root / version
+
+
+def test_promotion_swaps_the_model_without_a_restart(registry_copy: Path, second_bundle: Path, tmp_path: Path,
+                                                     example_request: dict) -> None:
+    shutil.copytree(second_bundle, registry_copy / second_bundle.name)
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", registry_copy)
+    with api.client:
+        before = api.score(example_request).json()["model_version"]
+        r = api.client.post(f"/v1/models/{second_bundle.name}/promote", json={"reason": "better OOT AUC"},
+                            headers=api.headers("admin"))
+        assert r.status_code == 200, r.text
+        after = api.score(example_request).json()
+        assert before != second_bundle.name and after["model_version"] == second_bundle.name
+        assert Registry(registry_copy).events()[-1].reason == "better OOT AUC"
+
+
+def test_a_tampered_bundle_is_refused_and_the_champion_keeps_serving(registry_copy: Path, second_bundle: Path,
+                                                                     tmp_path: Path, example_request: dict) -> None:
+    target = registry_copy / second_bundle.name
+    shutil.copytree(second_bundle, target)
+    model = target / "model.txt"
+    model.write_text(model.read_text().replace("leaf_value=", "leaf_value=1", 1))
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", registry_copy)
+    with api.client:
+        r = api.client.post(f"/v1/models/{second_bundle.name}/promote", json={"reason": "try it"},
+                            headers=api.headers("admin"))
+        assert r.status_code == 422 and "model.txt has SHA-256" in r.json()["detail"]
+        assert api.score(example_request).json()["model_version"] == Registry(registry_copy).champion()
+
+
+def test_each_tenant_gets_its_own_policy(champion_registry: Path, tmp_path: Path, example_request: dict) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    text = DEFAULT_POLICY.read_text().replace("name: default", "name: bank-b", 1)
+    (policies / "bank-b.yaml").write_text(text)
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry, policies_dir=policies)
+    with api.client.app.state.sessions.begin() as session:
+        tenant = repo.get_or_create_tenant(session, name="bank-b", policy="bank-b")
+        key = repo.create_api_key(session, tenant=tenant, scopes=["score"])
+    with api.client:
+        mine = api.client.post("/v1/scores", json=example_request, headers={"Authorization": f"Bearer {key}"}).json()
+        theirs = api.score(example_request).json()
+    assert mine["policy_version"].startswith("bank-b@1.0.0+")
+    assert theirs["policy_version"].startswith("default@1.0.0+")
+
+
+def test_rate_limit_per_key(champion_registry: Path, tmp_path: Path) -> None:
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry, rate_limit_per_minute=3)
+    with api.client:
+        codes = [api.client.get("/v1/models", headers=api.headers("score")).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        r = api.client.get("/v1/models", headers=api.headers("score"))
+        assert r.json()["type"] == "rate_limited" and r.headers["Retry-After"] == "60"
+        assert api.client.get("/v1/models", headers=api.headers("admin")).status_code == 200  # another key
+
+
+def test_an_unexpected_error_leaks_nothing(champion_registry: Path, tmp_path: Path, example_request: dict,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.scoring.engine import Engine
+
+    def boom(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("secret internals at /srv/app/engine.py line 42")
+
+    monkeypatch.setattr(Engine, "score", boom)
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry)
+    with TestClient(api.client.app, raise_server_exceptions=False) as client:  # the 500, not the exception
+        r = client.post("/v1/scores", json=example_request, headers=api.headers())
+    assert r.status_code == 500
+    assert r.json()["type"] == "internal_error"
+    assert "secret" not in r.text and "Traceback" not in r.text and "engine.py" not in r.text
+
+
+def test_scoring_a_feature_vector_with_a_table_model(champion_registry: Path, tmp_path: Path) -> None:
+    registry = Path(shutil.copytree(champion_registry, tmp_path / "models"))
+    version = train(from_table(german_credit(), "creditability", positive="bad"), load_config(None),
+                    Registry(registry)).version
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", registry)
+    features = {"duration_in_month": 48, "credit_amount": 12000, "age_in_years": 23,
+                "purpose": "car (new)", "status_of_existing_checking_account": "... < 0 DM"}
+    with api.client:
+        r = api.client.post(f"/v1/scores/features?model_version={version}", headers=api.headers("score"),
+                            json={"features": features, "application_ref": "loan-1"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == version and 0 < body["pd"] < 1
+        assert body["contributions"]["credit_amount"] != 0
+        bad = api.client.post(f"/v1/scores/features?model_version={version}", headers=api.headers("score"),
+                              json={"features": {"purpose": "yacht"}, "application_ref": "loan-2"})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("body.features.purpose: must be one of")
+        catalog = api.client.post("/v1/scores/features", headers=api.headers("score"),
+                                  json={"features": {}, "application_ref": "loan-3"})
+        assert catalog.status_code == 422 and "is a catalog model" in catalog.json()["detail"]
+
+
+class TestProductionSettings:
+    def test_unsafe_production_is_refused(self) -> None:
+        with pytest.raises(ValueError) as info:
+            Settings(environment=Environment.production)
+        text = str(info.value)
+        for problem in ("must be PostgreSQL", "SMECREDIT_PSEUDONYM_KEY", "SMECREDIT_DOCS_ENABLED"):
+            assert problem in text
+
+    def test_safe_production_is_accepted(self) -> None:
+        s = Settings(environment=Environment.production, database_url="postgresql://db/prod",
+                     pseudonym_key="x" * 32, docs_enabled=False)
+        assert s.environment == Environment.production
+
+    def test_serve_refuses_unsafe_production(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from service.config import get_settings
+
+        monkeypatch.setenv("SMECREDIT_ENVIRONMENT", "production")
+        get_settings.cache_clear()
+        try:
+            result = runner.invoke(cli, ["serve"])
+        finally:
+            get_settings.cache_clear()
+        assert result.exit_code == 2 and "unsafe production settings" in flat(result.output)
+
+
+class TestCommandLine:
+    def test_keys_create_prints_a_working_key_once(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   champion_registry: Path) -> None:
+        from service.config import get_settings
+
+        url = f"sqlite:///{tmp_path}/db.sqlite"
+        monkeypatch.setenv("SMECREDIT_DATABASE_URL", url)
+        get_settings.cache_clear()
+        try:
+            result = runner.invoke(cli, ["keys", "create", "--tenant", "bank-c", "--scopes", "score,review"])
+            bad = runner.invoke(cli, ["keys", "create", "--tenant", "bank-c", "--scopes", "score,root"])
+        finally:
+            get_settings.cache_clear()
+        assert result.exit_code == 0, result.output
+        key = result.output.strip().splitlines()[-1]
+        assert key.startswith("sk_")
+        assert bad.exit_code == 2 and "scopes must be a non-empty subset" in flat(bad.output)
+        api = make_api(url, champion_registry)
+        with api.client:
+            assert api.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        db = (tmp_path / "db.sqlite").read_bytes()
+        assert key.encode() not in db  # only the hash is stored
+
+    def test_score_a_folder_offline(self, small_dir: Path, champion_registry: Path, tmp_path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        out = tmp_path / "scores.parquet"
+        result = runner.invoke(cli, ["score", "--data", str(small_dir), "--out", str(out), "--registry",
+                                     str(champion_registry)])
+        assert result.exit_code == 0, result.output
+        table = pq.read_table(out)
+        assert table.num_rows == pq.read_table(small_dir / "applications.parquet").num_rows
+        decisions = set(table.column("decision").to_pylist())
+        assert decisions <= {"approve", "refer", "decline"} and len(decisions) == 3
