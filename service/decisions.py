@@ -41,29 +41,34 @@ def _json_float(x: float) -> float | None:
 def score_requests(session: Session, *, settings: Settings, engine: Engine, policy: Policy, tenant_id: int,
                    actor: str, requests: list[schemas.ScoreRequest],
                    idempotency_key: str | None = None) -> list[tuple[Decision, str | None]]:
-    """Score and record each request in one transaction; returns (decision, plain explanation token)."""
-    out: list[tuple[Decision, str | None]] = []
+    """Score each request, then record them all in one short transaction; returns (decision, plain token).
+
+    Scoring runs outside any transaction, so the database write lock (SQLite) or row locks (PostgreSQL) are
+    held only for the inserts, not for the model.
+    """
+    digests = [input_digest(req.model_dump(mode="json")) for req in requests]
     try:
-        for req in requests:
+        if idempotency_key:
+            existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
+            session.rollback()  # end the read: nothing may stay locked while scoring
+            if existing is not None:
+                if existing.input_digest != digests[0]:
+                    raise Invalid("Idempotency-Key was already used with a different request body",
+                                  errors=[{"loc": ["header", "Idempotency-Key"],
+                                           "msg": "reused with a different body", "type": "idempotency"}])
+                return [(existing, None)]
+        prepared = []
+        for req, digest in zip(requests, digests, strict=True):
             payload = req.model_dump(mode="json")
-            digest = input_digest(payload)
-            if idempotency_key:
-                existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
-                if existing is not None:
-                    if existing.input_digest != digest:
-                        raise Invalid("Idempotency-Key was already used with a different request body",
-                                      errors=[{"loc": ["header", "Idempotency-Key"],
-                                               "msg": "reused with a different body", "type": "idempotency"}])
-                    out.append((existing, None))
-                    continue
             allowed = [s for s in MONTHLY_SOURCES if getattr(req.consent, s)]
             application = {**payload["application"], "enterprise_id": req.profile.enterprise_id}
             raw = raw_for_applicant(payload["profile"], application, {s: payload["data"][s] for s in allowed})
             scored = engine.score(raw, policy, allowed_sources=allowed)[0]
             token = secrets.token_urlsafe(24)
-            decision = _record(settings, engine, policy, tenant_id, req, digest, scored, token, idempotency_key)
-            repo.add_decision(session, decision=decision, consents=req.consent.model_dump(), actor=actor)
-            out.append((decision, token))
+            prepared.append((_record(settings, engine, policy, tenant_id, req, digest, scored, token,
+                                     idempotency_key), token, req.consent.model_dump()))
+        for decision, _, consents in prepared:
+            repo.add_decision(session, decision=decision, consents=consents, actor=actor)
         session.commit()
     except IntegrityError as exc:  # the same Idempotency-Key raced in from a concurrent retry
         session.rollback()
@@ -71,7 +76,7 @@ def score_requests(session: Session, *, settings: Settings, engine: Engine, poli
     except OperationalError as exc:
         session.rollback()
         raise Unavailable("the database is not reachable; nothing was recorded") from exc
-    return out
+    return [(decision, token) for decision, token, _ in prepared]
 
 
 def _record(settings: Settings, engine: Engine, policy: Policy, tenant_id: int, req: schemas.ScoreRequest,

@@ -44,13 +44,15 @@ class Caller:
     key_id: str
 
 
-def get_caller(request: Request, session: SessionDep,
+def get_caller(request: Request,
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
     key = credentials.credentials
     try:
-        found = repo.authenticate(session, key=key)
+        # A session of its own, closed at once: the handler's transaction starts only when it writes.
+        with request.app.state.sessions() as session:
+            found = repo.authenticate(session, key=key)
     except OperationalError as exc:
         raise Unavailable("the database is not reachable") from exc
     if found is None:
