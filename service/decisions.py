@@ -67,9 +67,10 @@ def score_requests(session: Session, *, settings: Settings, engine: Engine, poli
             token = secrets.token_urlsafe(24)
             prepared.append((_record(settings, engine, policy, tenant_id, req, digest, scored, token,
                                      idempotency_key), token, req.consent.model_dump()))
-        for decision, _, consents in prepared:
-            repo.add_decision(session, decision=decision, consents=consents, actor=actor)
-        session.commit()
+        with repo.write_turn(session):
+            for decision, _, consents in prepared:
+                repo.add_decision(session, decision=decision, consents=consents, actor=actor)
+            session.commit()
     except IntegrityError as exc:  # the same Idempotency-Key raced in from a concurrent retry
         session.rollback()
         raise Invalid("Idempotency-Key is being used by a concurrent request; retry") from exc

@@ -26,7 +26,17 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """A session for handlers that write (on SQLite its transactions take the write lock at BEGIN)."""
     session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A session for handlers that only read: it never waits for a writer."""
+    session = request.app.state.read_sessions()
     try:
         yield session
     finally:
@@ -35,6 +45,7 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ def get_caller(request: Request,
     key = credentials.credentials
     try:
         # A session of its own, closed at once: the handler's transaction starts only when it writes.
-        with request.app.state.sessions() as session:
+        with request.app.state.read_sessions() as session:
             found = repo.authenticate(session, key=key)
     except OperationalError as exc:
         raise Unavailable("the database is not reachable") from exc

@@ -85,6 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.database_url)
     migrate(app.state.engine)
     app.state.sessions = session_factory(app.state.engine)
+    read_engine = make_engine(settings.database_url, immediate=False) \
+        if app.state.engine.dialect.name == "sqlite" else app.state.engine
+    app.state.read_sessions = session_factory(read_engine)
     app.state.champion = Champion(settings.registry, settings.model_check_seconds)
     app.state.champion.refresh(force=True)
     app.state.policies = Policies(settings.policies_dir)

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from service.api import schemas
 from service.db import repo
 from service.decisions import explanation_out, review_out, to_response
-from service.deps import ReaderDep, SessionDep, SettingsDep
+from service.deps import ReaderDep, ReadSessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, NotFound
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"], responses=ERROR_RESPONSES)
@@ -21,7 +21,7 @@ def _get_or_404(session, tenant_id: int, decision_id: str):  # noqa: ANN001, ANN
 
 
 @router.get("/{decision_id}", operation_id="get_decision", response_model=schemas.DecisionOut)
-def get_decision(decision_id: str, caller: ReaderDep, session: SessionDep,
+def get_decision(decision_id: str, caller: ReaderDep, session: ReadSessionDep,
                  settings: SettingsDep) -> schemas.DecisionOut:
     decision = _get_or_404(session, caller.tenant.id, decision_id)
     base = to_response(decision, None, settings)
@@ -31,6 +31,6 @@ def get_decision(decision_id: str, caller: ReaderDep, session: SessionDep,
 
 @router.get("/{decision_id}/explanation", operation_id="get_decision_explanation",
             response_model=schemas.ExplanationOut)
-def get_decision_explanation(decision_id: str, caller: ReaderDep, session: SessionDep) -> schemas.ExplanationOut:
+def get_decision_explanation(decision_id: str, caller: ReaderDep, session: ReadSessionDep) -> schemas.ExplanationOut:
     """Every feature's contribution (log-odds and points), group totals and the base value."""
     return explanation_out(_get_or_404(session, caller.tenant.id, decision_id))

@@ -9,14 +9,14 @@ from fastapi import APIRouter
 from service.api import schemas
 from service.db import repo
 from service.decisions import review_out
-from service.deps import ReviewerDep, SessionDep
+from service.deps import ReadSessionDep, ReviewerDep, SessionDep
 from service.errors import ERROR_RESPONSES, NotFound
 
 router = APIRouter(prefix="/v1/reviews", tags=["reviews"], responses=ERROR_RESPONSES)
 
 
 @router.get("", operation_id="list_reviews", response_model=list[schemas.ReviewOut])
-def list_reviews(caller: ReviewerDep, session: SessionDep,
+def list_reviews(caller: ReviewerDep, session: ReadSessionDep,
                  status: Literal["pending", "decided"] | None = None) -> list[schemas.ReviewOut]:
     return [review_out(r) for r in repo.list_reviews(session, tenant_id=caller.tenant.id, status=status)]
 

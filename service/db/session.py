@@ -18,7 +18,9 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, immediate: bool = True) -> Engine:
+    """``immediate`` (SQLite): transactions take the write lock at BEGIN, for sessions that read then write.
+    Read-only sessions use ``immediate=False`` so that they never queue behind a writer."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -36,9 +38,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn) -> None:  # noqa: ANN001
-            # Take the write lock at the start: read-then-append (the audit chain) cannot interleave.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn) -> None:  # noqa: ANN001
+            # IMMEDIATE takes the write lock at the start: read-then-append (the audit chain) cannot interleave.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
