@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.db import repo
@@ -25,22 +25,22 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A session for handlers that write (on SQLite its transactions take the write lock at BEGIN)."""
-    session = request.app.state.sessions()
+def _open(factory: sessionmaker[Session]) -> Iterator[Session]:
+    session = factory()
     try:
         yield session
     finally:
         session.close()
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session for handlers that write (on SQLite its transactions take the write lock at BEGIN)."""
+    yield from _open(request.app.state.sessions)
 
 
 def get_read_session(request: Request) -> Iterator[Session]:
     """A session for handlers that only read: it never waits for a writer."""
-    session = request.app.state.read_sessions()
-    try:
-        yield session
-    finally:
-        session.close()
+    yield from _open(request.app.state.read_sessions)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

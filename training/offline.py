@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from service.scoring.policy import Policy
 
 from service.scoring.bundle import load_bundle
 from service.scoring.engine import Engine
+from service.scoring.policy import Policy
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, month_index, month_start
 from training.featurize import build_all
 
