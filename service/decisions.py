@@ -18,7 +18,7 @@ from service.config import Settings
 from service.db import repo
 from service.db.tables import Decision, Review
 from service.errors import Invalid, Unavailable
-from service.scoring.catalog import BY_NAME
+from service.scoring.catalog import BY_NAME, MISSING_DATA
 from service.scoring.engine import Engine, Scored
 from service.scoring.policy import Policy
 from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant
@@ -95,7 +95,10 @@ def _record(settings: Settings, engine: Engine, policy: Policy, tenant_id: int, 
         reasons=[r.__dict__ for r in s.reasons],
         explanation={"base_value": s.base_value, "margin": s.margin, "points_per_margin": engine.points_per_margin,
                      "contributions": [float(c) for c in s.contributions], "groups": s.groups,
-                     "rule_hits": [h.__dict__ for h in o.rule_hits]},
+                     "rule_hits": [h.__dict__ for h in o.rule_hits],
+                     "recourse": None if s.recourse is None else {
+                         **{k: v for k, v in s.recourse.__dict__.items() if k != "suggestions"},
+                         "suggestions": [x.__dict__ for x in s.recourse.suggestions]}},
         features={n: _json_float(v) for n, v in zip(names, s.features, strict=True)},
         context={"industry": req.profile.industry, "region": req.profile.region,
                  "legal_form": req.profile.legal_form, "application_date": req.application.application_date.isoformat(),
@@ -114,8 +117,9 @@ def to_response(d: Decision, token: str | None, settings: Settings) -> schemas.S
     return schemas.ScoreResponse(
         decision_id=d.id, application_id=d.application_ref, model_version=d.model_version,
         policy_version=d.policy_version, pd=d.pd, score=d.score, grade=d.grade, decision=d.decision,
-        offer=d.offer, reasons=d.reasons, rule_hits=d.explanation.get("rule_hits", []), sources_used=d.sources_used,
-        explanation=explanation, created_at=d.created_at)
+        offer=d.offer, reasons=d.reasons, recourse=d.explanation.get("recourse"),
+        rule_hits=d.explanation.get("rule_hits", []), sources_used=d.sources_used, explanation=explanation,
+        created_at=d.created_at)
 
 
 def review_out(r: Review) -> schemas.ReviewOut:
@@ -127,8 +131,8 @@ def review_out(r: Review) -> schemas.ReviewOut:
 def explanation_out(d: Decision) -> schemas.ExplanationOut:
     e = d.explanation
     ppm = e["points_per_margin"]
-    rows = [schemas.ContributionOut(feature=n, group=BY_NAME[n].group, value=d.features.get(n), contribution=c,
-                                    points=round(c * ppm, 4))
+    rows = [schemas.ContributionOut(feature=n, group=MISSING_DATA if d.features.get(n) is None else BY_NAME[n].group,
+                                    value=d.features.get(n), contribution=c, points=round(c * ppm, 4))
             for n, c in zip(list(d.features), e["contributions"], strict=True)]
     return schemas.ExplanationOut(decision_id=d.id, model_version=d.model_version, base_value=e["base_value"],
                                   margin=e["margin"], points_per_margin=ppm, contributions=rows,

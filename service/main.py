@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
-from service.api import decisions, health, models, reviews, scores
+from service.api import decisions, explanations, health, models, reviews, scores
 from service.config import Settings, get_settings
 from service.db.session import make_engine, migrate, session_factory
 from service.runtime import Champion, Policies, RateLimiter
@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.metrics = metrics = Metrics()
     errors.install(app)
-    for module in (scores, decisions, models, reviews, health):
+    for module in (scores, decisions, explanations, models, reviews, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
 
 from service.api import schemas
 from service.db import repo
@@ -37,6 +38,17 @@ def get_model(version: str, _: ReaderDep, settings: SettingsDep) -> schemas.Mode
     return schemas.ModelDetail(**_summary(registry, version, registry.champion()),
                                features=[f["name"] for f in md["features"]], split=md["training"]["split"],
                                libraries=md["libraries"], data_fingerprint=md["data"]["sha256"])
+
+
+@router.get("/{version}/card", operation_id="get_model_card", response_class=HTMLResponse)
+def get_model_card(version: str, _: ReaderDep, settings: SettingsDep) -> HTMLResponse:
+    """The model card (HTML with plots) of a verified bundle, for risk teams and auditors."""
+    registry = Registry(settings.registry)
+    try:
+        registry.verify(version)
+    except RegistryError as exc:
+        raise NotFound(str(exc)) from exc
+    return HTMLResponse((registry.path(version) / "model_card.html").read_text(encoding="utf-8"))
 
 
 @router.post("/{version}/promote", operation_id="promote_model", response_model=schemas.ModelOut)

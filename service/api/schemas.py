@@ -137,6 +137,24 @@ class RuleHitOut(BaseModel):
     text_zh: str
 
 
+class SuggestionOut(BaseModel):
+    feature: str
+    current: float
+    target: float
+    months: int = Field(description="Realistic time frame; 0 = can be done now")
+    text_zh: str
+    text_en: str
+    score_gain: float = Field(description="Score points gained, from re-scoring the model with this change")
+
+
+class RecourseOut(BaseModel):
+    suggestions: list[SuggestionOut]
+    combined_score: float = Field(description="The score with every suggestion applied at once, re-scored")
+    flips: bool = Field(description="Whether all suggestions together would turn the decision into an approval")
+    note_zh: str
+    note_en: str
+
+
 class ExplanationLink(BaseModel):
     url: str
     token: str
@@ -154,6 +172,7 @@ class ScoreResponse(BaseModel):
     decision: Literal["approve", "refer", "decline"]
     offer: OfferOut | None
     reasons: list[ReasonOut]
+    recourse: RecourseOut | None
     rule_hits: list[RuleHitOut]
     sources_used: list[str]
     explanation: ExplanationLink | None

@@ -48,8 +48,11 @@ GROUPS: dict[str, Group] = {
         Group("consistency", "多源数据一致性", "Consistency across sources"),
         Group("credit_history", "信用记录", "Credit history"),
         Group("business_profile", "企业基本情况", "Business profile"),
+        # Not a reason group: the summed effect of features whose source was absent or not consented to.
+        Group("missing_data", "数据缺失的影响", "Effect of data not available"),
     )
 }
+MISSING_DATA = "missing_data"
 
 
 @dataclass(frozen=True)

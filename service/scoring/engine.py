@@ -13,7 +13,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.scoring.bundle import Bundle
-from service.scoring.explain import Reason, group_points, principal_reasons
+from service.scoring.explain import (
+    ACTIONS,
+    MAX_RECOURSE,
+    MIN_GAIN_POINTS,
+    Reason,
+    Recourse,
+    Suggestion,
+    group_points,
+    no_flip_note,
+    principal_reasons,
+    recourse_candidates,
+    suggestion_text,
+)
 from service.scoring.features import FeatureMatrix, build_features
 from service.scoring.policy import Policy, PolicyInput, PolicyOutcome
 from service.scoring.raw import MONTHLY_SOURCES, RawData
@@ -35,6 +47,7 @@ class Scored:
     reasons: tuple[Reason, ...]
     groups: dict[str, float]
     outcome: PolicyOutcome
+    recourse: Recourse | None  # refer and decline only
 
 
 class Engine:
@@ -68,17 +81,59 @@ class Engine:
             industry = str(prof["industry"][row])
             revenue = feats["pay_inflow_avg_12m"]
             revenue = feats["tax_sales_avg_12m"] if math.isnan(revenue) else revenue
-            outcome = policy.decide(PolicyInput(
-                pd=float(pds[i]), score=float(scores[i]), grade=str(grades[i]), features=feats, industry=industry,
-                region=str(prof["region"][row]), legal_form=str(prof["legal_form"][row]),
-                application_date=apps["application_date"][i].astype(object),
-                requested_amount=float(apps["requested_amount"][i]), term_months=int(apps["term_months"][i]),
-                purpose=str(apps["purpose"][i]), monthly_revenue=None if math.isnan(revenue) else float(revenue)))
+            context = {"industry": industry, "region": str(prof["region"][row]),
+                       "legal_form": str(prof["legal_form"][row]),
+                       "application_date": apps["application_date"][i].astype(object),
+                       "requested_amount": float(apps["requested_amount"][i]),
+                       "term_months": int(apps["term_months"][i]), "purpose": str(apps["purpose"][i]),
+                       "monthly_revenue": None if math.isnan(revenue) else float(revenue)}
+            outcome = policy.decide(PolicyInput(pd=float(pds[i]), score=float(scores[i]), grade=str(grades[i]),
+                                                features=feats, **context))
             adverse = outcome.decision != "approve"
-            reasons = principal_reasons(self.names, x, points, self.medians.get(industry)) if adverse else []
+            medians = self.medians.get(industry)
             out.append(Scored(
                 features=x, sources_used=tuple(s for j, s in enumerate(MONTHLY_SOURCES) if fm.sources_used[i, j]),
                 margin=float(margins[i]), base_value=float(contrib[i, -1]), contributions=contrib[i, :-1],
                 points=points, pd=float(pds[i]), score=float(scores[i]), grade=str(grades[i]),
-                reasons=tuple(reasons), groups=group_points(self.names, points), outcome=outcome))
+                reasons=tuple(principal_reasons(self.names, x, points, medians)) if adverse else (),
+                groups=group_points(self.names, x, points), outcome=outcome,
+                recourse=self.recourse(x, points, float(margins[i]), medians, policy, context) if adverse else None))
         return out
+
+    def unclipped_score(self, margin: np.ndarray) -> np.ndarray:
+        return self.bundle.scorer.scaling.score_from_logit(self.bundle.scorer.calibration.logit(margin))
+
+    def recourse(self, x: np.ndarray, points: np.ndarray, margin: float, medians: dict[str, float] | None,
+                 policy: Policy, context: dict) -> Recourse:
+        """Up to three changes the applicant can make, each re-scored by the model, and whether together they
+        would turn the decision into an approval (re-scored and re-decided, not guessed)."""
+        current = float(self.unclipped_score(np.array([margin]))[0])
+        candidates = recourse_candidates(self.names, x, points, medians)
+        suggestions: list[Suggestion] = []
+        if candidates:
+            trial = np.repeat(x[None, :], len(candidates), axis=0)
+            for k, (j, target) in enumerate(candidates):
+                trial[k, j] = target
+            gains = self.unclipped_score(self.bundle.margin(trial)) - current
+            ranked = sorted(zip(gains, candidates, strict=True), key=lambda t: -t[0])
+            for gain, (j, target) in ranked[:MAX_RECOURSE]:
+                if gain < MIN_GAIN_POINTS:
+                    break
+                feature = self.names[j]
+                zh, en = suggestion_text(feature, float(x[j]), target, context["requested_amount"])
+                suggestions.append(Suggestion(feature, float(x[j]), target, ACTIONS[feature].months, zh, en,
+                                              round(float(gain), 2)))
+        combined = x.copy()
+        changed = dict(context)
+        for s in suggestions:
+            combined[self.names.index(s.feature)] = s.target
+            if s.feature == "loan_to_revenue":
+                changed["requested_amount"] = context["requested_amount"] * s.target / s.current
+        new_margin = self.bundle.margin(combined[None, :])
+        pd, score, grade = self.bundle.scorer.apply(new_margin)
+        decision = policy.decide(PolicyInput(pd=float(pd[0]), score=float(score[0]), grade=str(grade[0]),
+                                             features=dict(zip(self.names, combined, strict=True)), **changed))
+        flips = bool(suggestions) and decision.decision == "approve"
+        combined_score = float(self.unclipped_score(new_margin)[0])
+        zh, en = no_flip_note(flips, combined_score - current)
+        return Recourse(tuple(suggestions), round(combined_score, 2), flips, zh, en)

@@ -1,0 +1,97 @@
+"""The applicant's own explanation page, opened by the token from the score response; no API key needed.
+
+A token opens exactly one decision (only its SHA-256 is stored) until it expires. The page lets the applicant
+ask for a human review (PIPL Art. 24); the request joins the lender's review queue with the decision's card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from service.db import repo
+from service.db.tables import Decision
+from service.web.page import choose_language, render, render_message
+
+router = APIRouter(prefix="/v1/explanations", tags=["explanations"])
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+}
+NOT_FOUND = (("链接无效", "This link is not valid"),
+             ("请检查链接是否完整，或联系贷款机构。", "Check that the link is complete, or contact the lender."))
+EXPIRED = (("链接已过期", "This link has expired"),
+           ("为保护您的信息，说明页面链接有有效期。请联系贷款机构获取新的链接或人工复核。",
+            "To protect your information, explanation links expire. Contact the lender for a new link or a review."))
+
+
+def _page(html: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _open(session, token: str) -> tuple[Decision | None, str | None]:  # noqa: ANN001
+    """The decision of a valid token, or why not ("not_found" or "expired")."""
+    decision = repo.get_by_token(session, token=token)
+    if decision is None:
+        return None, "not_found"
+    expires = decision.token_expires_at
+    if expires.tzinfo is None:  # SQLite returns naive UTC datetimes
+        expires = expires.replace(tzinfo=dt.UTC)
+    if expires <= dt.datetime.now(dt.UTC):
+        return None, "expired"
+    return decision, None
+
+
+def _refusal(problem: str, lang: str) -> HTMLResponse:
+    title, body = NOT_FOUND if problem == "not_found" else EXPIRED
+    return _page(render_message(lang=lang, title=title, body=body), 404 if problem == "not_found" else 410)
+
+
+@router.get("/{token}", operation_id="get_explanation_page", response_class=HTMLResponse,
+            responses={404: {"description": "Unknown token"}, 410: {"description": "Expired token"}})
+def get_explanation_page(token: str, request: Request, lang: str | None = None,
+                         accept_language: Annotated[str | None, Header()] = None) -> HTMLResponse:
+    """The explanation card for the applicant: decision, factor chart, reasons, recourse, data used, rights."""
+    language = choose_language(lang, accept_language)
+    with request.app.state.read_sessions() as session:
+        decision, problem = _open(session, token)
+        if decision is None:
+            return _refusal(problem, language)
+        reviews = repo.reviews_of(session, decision_id=decision.id)
+    status = None
+    if any(r.requested_by == "applicant" for r in reviews):
+        status = "decided" if all(r.status == "decided" for r in reviews) else "pending"
+    expires = decision.token_expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    return _page(render(decision=decision, lang=language, token=token, review_status=status, now_expires=expires))
+
+
+@router.post("/{token}/review", operation_id="request_review_from_page", response_class=HTMLResponse,
+             status_code=303, responses={404: {"description": "Unknown token"}, 410: {"description": "Expired"}})
+async def request_review_from_page(token: str, request: Request, lang: str | None = None) -> HTMLResponse:
+    """The applicant asks for a human review; the page then shows that the request is pending."""
+    language = choose_language(lang, request.headers.get("accept-language"))
+    form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+    note = (form.get("note", [""])[0].strip() or None)
+    note = note[:2000] if note else None
+
+    def record() -> str | None:
+        with request.app.state.sessions() as session:
+            decision, problem = _open(session, token)
+            if decision is None:
+                return problem
+            repo.request_review(session, decision=decision, requested_by="applicant", note=note)
+            session.commit()
+            return None
+
+    problem = await run_in_threadpool(record)
+    if problem:
+        return _refusal(problem, language)
+    return RedirectResponse(f"/v1/explanations/{token}?lang={language}", status_code=303, headers=SECURITY_HEADERS)
