@@ -22,6 +22,7 @@ from service.scoring.features import TAX_GRADE_SCORE
 from service.scoring.raw import INDUSTRIES
 
 MAX_REASONS = 4
+MIN_REASON_POINTS = 0.5  # a group that cost less than half a point is not a reason (the chart drops it too)
 GRADE_BY_SCORE = {v: k for k, v in TAX_GRADE_SCORE.items()}
 
 
@@ -76,7 +77,8 @@ def principal_reasons(names: tuple[str, ...], values: np.ndarray, points: np.nda
         group = BY_NAME[name].group
         if not math.isnan(value) and (group not in worst or p < worst[group][0]):
             worst[group] = (float(p), name, float(value))
-    adverse = sorted((t, g) for g, t in totals.items() if g != MISSING_DATA and t < 0 and g in worst)
+    adverse = sorted((t, g) for g, t in totals.items()
+                     if g != MISSING_DATA and t <= -MIN_REASON_POINTS and g in worst)
     reasons = []
     for total, group in adverse[:MAX_REASONS]:
         _, feature, value = worst[group]

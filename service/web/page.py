@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from service.scoring.catalog import GROUPS
+from service.scoring.explain import MIN_REASON_POINTS
 from service.scoring.raw import MONTHLY_SOURCES
 
 LANGS = ("zh", "en")
@@ -47,7 +48,7 @@ class Bar:
 def chart(groups: dict[str, float], lang: str, width: int = 340) -> tuple[list[Bar], int, float]:
     """Horizontal bars of score points per reason group, around a centre line; groups with no effect dropped."""
     k = LANGS.index(lang)
-    items = sorted(((g, p) for g, p in groups.items() if abs(p) >= 0.5), key=lambda gp: gp[1])
+    items = sorted(((g, p) for g, p in groups.items() if abs(p) >= MIN_REASON_POINTS), key=lambda gp: gp[1])
     scale = max([abs(p) for _, p in items] + [1.0])
     half = width / 2
     bars = []
@@ -65,7 +66,8 @@ def render(*, decision, lang: str, token: str, review_status: str | None, now_ex
     used = set(decision.sources_used)
     return _env.get_template("explanation.html.j2").render(
         lang=lang, k=k, token=token, d=decision, bars=bars, chart_height=height, centre=centre,
-        decision_label=DECISIONS[decision.decision][k], reasons=decision.reasons,
+        decision_label=DECISIONS[decision.decision][k], reasons=decision.reasons, label_width=190,
+        rules=[h for h in decision.explanation.get("rule_hits", []) if h["action"] in ("decline", "refer")],
         recourse=decision.explanation.get("recourse"),
         sources_used=[SOURCE_LABELS[s][k] for s in MONTHLY_SOURCES if s in used],
         sources_unused=[SOURCE_LABELS[s][k] for s in MONTHLY_SOURCES if s not in used],

@@ -1,0 +1,112 @@
+"""The applicant's page in a real browser: Debian's headless Chromium, driven by Playwright (no browser download).
+
+Starts the service as a real process on loopback, scores a declined applicant over HTTP, opens the page in both
+languages, checks that the chart and the reasons are visible, asks for a human review by clicking the button,
+and saves screenshots under build/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.scoring.raw import RawData
+from tests.api_fixtures import make_api
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian's chromium is not installed (apt-get install chromium); "
+                                       ".ci/run installs it")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(champion_registry: Path, tmp_path: Path):  # noqa: ANN201
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    api = make_api(url, champion_registry)  # migrates the database and creates the keys
+    api.client.app.state.engine.dispose()
+    port = free_port()
+    env = {**os.environ, "SMECREDIT_DATABASE_URL": url, "SMECREDIT_REGISTRY": str(champion_registry),
+           "SMECREDIT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "SMECREDIT_ENVIRONMENT": "test"}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory",  # noqa: S603
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("the service did not become ready within 30 s")
+        yield base, api.keys["all"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def declined(base: str, key: str, raw: RawData) -> dict:
+    from training.offline import request_for
+
+    for application_id in raw.applications["application_id"][:80]:
+        r = httpx.post(f"{base}/v1/scores", json=request_for(raw, str(application_id)),
+                       headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        d = r.json()
+        if d["decision"] == "decline" and d["reasons"]:
+            return d
+    raise AssertionError("no declined applicant among 80")
+
+
+def test_the_page_in_headless_chromium(server, small_raw: RawData) -> None:  # noqa: ANN001
+    from playwright.sync_api import sync_playwright
+
+    base, key = server
+    d = declined(base, key, small_raw)
+    url = d["explanation"]["url"]
+    assert url.startswith(base)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)  # a phone
+            for lang, field in (("zh", "text_zh"), ("en", "text_en")):
+                page.goto(f"{url}?lang={lang}")
+                bars = page.locator("#chart svg rect")
+                assert bars.count() >= 2 and bars.first.is_visible()
+                items = page.locator("#reasons li")
+                assert items.count() == len(d["reasons"])
+                for k, reason in enumerate(d["reasons"]):
+                    assert items.nth(k).is_visible()
+                    assert reason[field] in items.nth(k).inner_text()
+                assert page.locator("#recourse").is_visible() and page.locator("#sources").is_visible()
+                rules = page.locator("#rules li")
+                assert rules.count() == sum(1 for h in d["rule_hits"] if h["action"] in ("decline", "refer"))
+                width = page.evaluate("document.documentElement.scrollWidth")
+                assert width <= 390, "the page must not scroll sideways on a phone"
+                page.screenshot(path=str(SCREENSHOTS / f"explanation-{lang}.png"), full_page=True)
+            page.fill("textarea[name=note]", "My orders doubled last month")
+            page.click("#review button[type=submit]")
+            page.wait_for_load_state()
+            assert "being handled" in page.locator("#review").inner_text()
+        finally:
+            browser.close()
+    queue = httpx.get(f"{base}/v1/reviews?status=pending", headers={"Authorization": f"Bearer {key}"}).json()
+    assert any(q["decision_id"] == d["decision_id"] and q["requested_by"] == "applicant" for q in queue)
