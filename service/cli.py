@@ -332,6 +332,71 @@ API documentation: http://127.0.0.1:8000/docs
 """)
 
 
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify the hash chain and the decisions.")
+app.add_typer(audit_app, name="audit")
+
+
+def _database():  # noqa: ANN202
+    from service.config import get_settings
+    from service.db.session import make_engine, migrate, session_factory
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    return settings, session_factory(engine)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash-chained audit trail and cross-check every decision; exit 1 on any edit, deletion or
+    reordering."""
+    from service import audit
+
+    _, sessions = _database()
+    with sessions() as session:
+        count, problems = audit.verify(session)
+    if problems:
+        for p in problems[:50]:
+            console.print(f"[bold red]FAILED[/] {p.where}: {p.what}")
+        console.print(f"{len(problems)} problem(s) in {count} audit events")
+        raise typer.Exit(code=1)
+    console.print(f"[green]ok[/] {count} audit events chain correctly; every decision matches its record")
+
+
+@app.command()
+def replay(decision_id: str, registry: RegistryOpt = None) -> None:
+    """Recompute a past decision from its stored feature snapshot, model bundle and policy; exit 1 if it
+    differs in any way."""
+    from service import audit
+    from service.db.tables import Decision
+    from service.runtime import DEFAULT_POLICY
+    from service.scoring.bundle import BundleError
+
+    settings, sessions = _database()
+    with sessions() as session:
+        decision = session.get(Decision, decision_id)
+    if decision is None:
+        _fail(f"no decision {decision_id!r} in the database")
+    dirs = [DEFAULT_POLICY.parent] + ([settings.policies_dir] if settings.policies_dir else [])
+    try:
+        result = audit.replay(decision, registry=registry or settings.registry, policy_dirs=dirs)
+    except (BundleError, ValueError) as exc:
+        _fail(str(exc))
+    table = RichTable(title=f"replay of {decision_id} ({decision.model_version}, {decision.policy_version})")
+    for col in ("", "recorded", "replayed"):
+        table.add_column(col)
+    s = result.scored
+    for label, a, b in (("pd", decision.pd, s.pd), ("score", decision.score, s.score),
+                        ("grade", decision.grade, s.grade), ("decision", decision.decision, s.outcome.decision)):
+        table.add_row(label, repr(a), repr(b))
+    console.print(table)
+    if result.differences:
+        for d in result.differences:
+            console.print(f"[bold red]DIFFERS[/] {d}")
+        raise typer.Exit(code=1)
+    console.print("[green]identical[/]: PD, score, grade, decision, offer, reasons and every contribution")
+
+
 @app.command()
 def score(
     data: Annotated[Path, typer.Option(help="Data folder that follows the data contract")],

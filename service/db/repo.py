@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -85,9 +86,9 @@ def add_decision(session: Session, *, decision: Decision, consents: dict[str, bo
         session.add(Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="policy",
                            request_note="referred by the lender policy"))
     append_audit(session, tenant_id=decision.tenant_id, actor=actor, action="decision.created", subject=decision.id,
-                 payload={"input_digest": decision.input_digest, "model_version": decision.model_version,
-                          "policy_version": decision.policy_version, "decision": decision.decision,
-                          "pd": decision.pd, "score": decision.score})
+                 payload={"input_digest": decision.input_digest, "record_digest": decision_digest(decision),
+                          "model_version": decision.model_version, "policy_version": decision.policy_version,
+                          "decision": decision.decision})
     return decision
 
 
@@ -151,9 +152,33 @@ def reviews_of(session: Session, *, decision_id: str) -> list[Review]:
 # --- audit trail -------------------------------------------------------------------------------------------
 
 
-def audit_hash(prev_hash: str, event: dict) -> str:
-    body = json.dumps(event, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+def iso_utc(at: dt.datetime) -> str:
+    """One spelling of a timestamp whatever the database hands back (SQLite returns naive UTC)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit_content(event: AuditEvent) -> dict:
+    return {"at": iso_utc(event.at), "tenant_id": event.tenant_id, "actor": event.actor, "action": event.action,
+            "subject": event.subject, "payload": event.payload}
+
+
+def audit_hash(prev_hash: str, content: dict) -> str:
+    body = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def decision_digest(d: Decision) -> str:
+    """SHA-256 over what a decision said and why: an edit to the row no longer matches its audit event."""
+    record = {"id": d.id, "tenant_id": d.tenant_id, "application_ref": d.application_ref,
+              "applicant_ref": d.applicant_ref, "input_digest": d.input_digest, "model_version": d.model_version,
+              "policy_version": d.policy_version, "pd": d.pd, "score": d.score, "grade": d.grade,
+              "decision": d.decision, "offer": d.offer, "reasons": d.reasons, "features": d.features,
+              "explanation": d.explanation, "context": d.context, "sources_used": d.sources_used,
+              "created_at": iso_utc(d.created_at)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
 
 
 def append_audit(session: Session, *, tenant_id: int | None, actor: str, action: str, subject: str,
@@ -163,11 +188,9 @@ def append_audit(session: Session, *, tenant_id: int | None, actor: str, action:
         session.execute(text("SELECT pg_advisory_xact_lock(7461)"))  # held until this transaction ends
     last = session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))
     prev = last.hash if last else GENESIS
-    at = utcnow()
-    content = {"at": at.isoformat(), "tenant_id": tenant_id, "actor": actor, "action": action, "subject": subject,
-               "payload": payload}
-    event = AuditEvent(at=at, tenant_id=tenant_id, actor=actor, action=action, subject=subject, payload=payload,
-                       prev_hash=prev, hash=audit_hash(prev, content))
+    event = AuditEvent(at=utcnow(), tenant_id=tenant_id, actor=actor, action=action, subject=subject, payload=payload,
+                       prev_hash=prev, hash="")
+    event.hash = audit_hash(prev, audit_content(event))
     session.add(event)
     session.flush()
     return event

@@ -50,6 +50,17 @@ class Scored:
     recourse: Recourse | None  # refer and decline only
 
 
+def application_context(raw: RawData, i: int) -> dict:
+    """What the policy needs to know about application ``i`` besides its features (no identifiers)."""
+    apps, prof = raw.applications, raw.profile
+    row = apps["enterprise_row"][i]
+    return {"industry": str(prof["industry"][row]), "region": str(prof["region"][row]),
+            "legal_form": str(prof["legal_form"][row]),
+            "application_date": apps["application_date"][i].astype(object),
+            "requested_amount": float(apps["requested_amount"][i]), "term_months": int(apps["term_months"][i]),
+            "purpose": str(apps["purpose"][i])}
+
+
 class Engine:
     """A loaded champion bundle, ready to score; immutable, so a promotion swaps engines, never mutates one."""
 
@@ -67,38 +78,34 @@ class Engine:
 
     def score(self, raw: RawData, policy: Policy, *, allowed_sources: list[str] | None = None,
               fm: FeatureMatrix | None = None) -> list[Scored]:
+        """Score every application of ``raw`` (one for an API request, a whole folder offline)."""
         fm = fm if fm is not None else self.features(raw, allowed_sources)
         contrib = self.bundle.contributions(fm.values)
-        margins = contrib.sum(axis=1)
-        pds, scores, grades = self.bundle.scorer.apply(margins)
-        apps, prof = raw.applications, raw.profile
-        out = []
-        for i in range(len(margins)):
-            x = fm.values[i]
-            points = contrib[i, :-1] * self.points_per_margin
-            feats = dict(zip(self.names, x, strict=True))
-            row = apps["enterprise_row"][i]
-            industry = str(prof["industry"][row])
-            revenue = feats["pay_inflow_avg_12m"]
-            revenue = feats["tax_sales_avg_12m"] if math.isnan(revenue) else revenue
-            context = {"industry": industry, "region": str(prof["region"][row]),
-                       "legal_form": str(prof["legal_form"][row]),
-                       "application_date": apps["application_date"][i].astype(object),
-                       "requested_amount": float(apps["requested_amount"][i]),
-                       "term_months": int(apps["term_months"][i]), "purpose": str(apps["purpose"][i]),
-                       "monthly_revenue": None if math.isnan(revenue) else float(revenue)}
-            outcome = policy.decide(PolicyInput(pd=float(pds[i]), score=float(scores[i]), grade=str(grades[i]),
-                                                features=feats, **context))
-            adverse = outcome.decision != "approve"
-            medians = self.medians.get(industry)
-            out.append(Scored(
-                features=x, sources_used=tuple(s for j, s in enumerate(MONTHLY_SOURCES) if fm.sources_used[i, j]),
-                margin=float(margins[i]), base_value=float(contrib[i, -1]), contributions=contrib[i, :-1],
-                points=points, pd=float(pds[i]), score=float(scores[i]), grade=str(grades[i]),
-                reasons=tuple(principal_reasons(self.names, x, points, medians)) if adverse else (),
-                groups=group_points(self.names, x, points), outcome=outcome,
-                recourse=self.recourse(x, points, float(margins[i]), medians, policy, context) if adverse else None))
-        return out
+        return [self.decide(fm.values[i], contrib[i], application_context(raw, i), policy,
+                            tuple(s for j, s in enumerate(MONTHLY_SOURCES) if fm.sources_used[i, j]))
+                for i in range(len(fm.values))]
+
+    def decide(self, x: np.ndarray, contrib: np.ndarray, context: dict, policy: Policy,
+               sources_used: tuple[str, ...] = ()) -> Scored:
+        """One application from its features and TreeSHAP row: PD, score, grade, policy, reasons, recourse.
+        Replay calls this with a stored feature snapshot and gets the same result."""
+        margin = float(contrib.sum())
+        pd, score, grade = (v[0] for v in self.bundle.scorer.apply(np.array([margin])))
+        points = contrib[:-1] * self.points_per_margin
+        feats = dict(zip(self.names, x, strict=True))
+        revenue = feats["pay_inflow_avg_12m"]
+        revenue = feats["tax_sales_avg_12m"] if math.isnan(revenue) else revenue
+        context = {**context, "monthly_revenue": None if math.isnan(revenue) else float(revenue)}
+        outcome = policy.decide(PolicyInput(pd=float(pd), score=float(score), grade=str(grade), features=feats,
+                                            **context))
+        adverse = outcome.decision != "approve"
+        medians = self.medians.get(context["industry"])
+        return Scored(
+            features=x, sources_used=sources_used, margin=margin, base_value=float(contrib[-1]),
+            contributions=contrib[:-1], points=points, pd=float(pd), score=float(score), grade=str(grade),
+            reasons=tuple(principal_reasons(self.names, x, points, medians)) if adverse else (),
+            groups=group_points(self.names, x, points), outcome=outcome,
+            recourse=self.recourse(x, points, margin, medians, policy, context) if adverse else None)
 
     def unclipped_score(self, margin: np.ndarray) -> np.ndarray:
         return self.bundle.scorer.scaling.score_from_logit(self.bundle.scorer.calibration.logit(margin))

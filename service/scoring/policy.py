@@ -87,6 +87,10 @@ class Offer:
     apr: float  # fraction, to 1 basis point
     green_discount_bps: int  # 0 when the green rule did not apply
 
+    def to_json(self) -> dict:
+        return {"limit": self.limit, "term_months": self.term_months, "apr": self.apr,
+                "green_discount_bps": self.green_discount_bps}
+
 
 @dataclass(frozen=True)
 class PolicyOutcome:
