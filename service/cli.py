@@ -363,6 +363,47 @@ def audit_verify() -> None:
     console.print(f"[green]ok[/] {count} audit events chain correctly; every decision matches its record")
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Raw data at rest: key rotation and retention.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("rotate")
+def data_rotate() -> None:
+    """Re-encrypt stored raw data under the first key of SMECREDIT_DATA_KEYS (then the old key can go)."""
+    from service.crypto import Keyring, KeyringError
+    from service.db import repo
+
+    settings, sessions = _database()
+    try:
+        keyring = Keyring.parse(settings.data_keys.get_secret_value())
+        with sessions() as session, repo.write_turn(session):
+            count = repo.rotate_raw_inputs(session, keyring=keyring)
+            repo.append_audit(session, tenant_id=None, actor="cli", action="data.rotated", subject=keyring.current,
+                              payload={"rows": count})
+            session.commit()
+    except KeyringError as exc:
+        _fail(str(exc))
+    console.print(f"re-encrypted {count} row(s) under key {keyring.current!r}")
+
+
+@data_app.command("retention")
+def data_retention(
+    days: Annotated[int | None, typer.Option(min=1, help="Keep raw data this many days (default: setting)")] = None,
+) -> None:
+    """Delete encrypted raw request data older than the retention period. Decision records are never deleted."""
+    import datetime as dt
+
+    from service.db import repo
+
+    settings, sessions = _database()
+    keep = days or settings.raw_retention_days
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=keep)
+    with sessions() as session, repo.write_turn(session):
+        purged = repo.purge_raw_before(session, cutoff=cutoff)
+        session.commit()
+    console.print(f"deleted {purged} raw record(s) older than {keep} days; decision records kept")
+
+
 @app.command()
 def replay(decision_id: str, registry: RegistryOpt = None) -> None:
     """Recompute a past decision from its stored feature snapshot, model bundle and policy; exit 1 if it

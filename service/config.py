@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-change-me"  # noqa: S105 - a placeholder that production refuses
+DEV_DATA_KEYS = "dev:" + "ZGV2LW9ubHktZGF0YS1rZXktY2hhbmdlLW1lLTAwMDA="  # 32 bytes, public: production refuses it
 
 
 class Environment(StrEnum):
@@ -27,6 +28,8 @@ class Settings(BaseSettings):
     registry: Path = Path("models")
     policies_dir: Path | None = None  # tenant policies <name>.yaml; None: the shipped default only
     pseudonym_key: SecretStr = SecretStr(DEV_SECRET)  # keyed HMAC of enterprise ids
+    data_keys: SecretStr = SecretStr(DEV_DATA_KEYS)  # AES-256-GCM keyring for raw data at rest (service/crypto.py)
+    raw_retention_days: int = Field(180, ge=1)  # encrypted raw request data is deleted after this
     public_base_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = Field(2_000_000, ge=1024)
     max_batch: int = Field(100, ge=1, le=10_000)
@@ -44,6 +47,8 @@ class Settings(BaseSettings):
                 problems.append("DATABASE_URL must be PostgreSQL, not SQLite")
             if self.pseudonym_key.get_secret_value() == DEV_SECRET:
                 problems.append("SMECREDIT_PSEUDONYM_KEY must be set to a secret")
+            if self.data_keys.get_secret_value() == DEV_DATA_KEYS:
+                problems.append("SMECREDIT_DATA_KEYS must be set to a secret keyring")
             if self.docs_enabled:
                 problems.append("SMECREDIT_DOCS_ENABLED must be false (no public API docs)")
             if problems:

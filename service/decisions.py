@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.api import schemas
 from service.config import Settings
+from service.crypto import Keyring
 from service.db import repo
 from service.db.tables import Decision, Review
 from service.errors import Invalid, Unavailable
@@ -38,8 +39,8 @@ def _json_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
-def score_requests(session: Session, *, settings: Settings, engine: Engine, policy: Policy, tenant_id: int,
-                   actor: str, requests: list[schemas.ScoreRequest],
+def score_requests(session: Session, *, settings: Settings, keyring: Keyring, engine: Engine, policy: Policy,
+                   tenant_id: int, actor: str, requests: list[schemas.ScoreRequest],
                    idempotency_key: str | None = None) -> list[tuple[Decision, str | None]]:
     """Score each request, then record them all in one short transaction; returns (decision, plain token).
 
@@ -66,10 +67,11 @@ def score_requests(session: Session, *, settings: Settings, engine: Engine, poli
             scored = engine.score(raw, policy, allowed_sources=allowed)[0]
             token = secrets.token_urlsafe(24)
             prepared.append((_record(settings, engine, policy, tenant_id, req, digest, scored, token,
-                                     idempotency_key), token, req.consent.model_dump()))
+                                     idempotency_key), token, payload))
         with repo.write_turn(session):
-            for decision, _, consents in prepared:
-                repo.add_decision(session, decision=decision, consents=consents, actor=actor)
+            for decision, _, payload in prepared:
+                repo.add_decision(session, decision=decision, consents=payload["consent"], actor=actor)
+                repo.store_raw_input(session, keyring=keyring, decision=decision, payload=payload)
             session.commit()
     except IntegrityError as exc:  # the same Idempotency-Key raced in from a concurrent retry
         session.rollback()
@@ -114,8 +116,9 @@ def to_response(d: Decision, token: str | None, settings: Settings) -> schemas.S
         explanation = schemas.ExplanationLink(url=f"{settings.public_base_url}/v1/explanations/{token}", token=token,
                                               expires_at=d.token_expires_at)
     return schemas.ScoreResponse(
-        decision_id=d.id, application_id=d.application_ref, model_version=d.model_version,
-        policy_version=d.policy_version, pd=d.pd, score=d.score, grade=d.grade, decision=d.decision,
+        decision_id=d.id, application_id=d.application_ref, applicant_ref=d.applicant_ref,
+        model_version=d.model_version, policy_version=d.policy_version, pd=d.pd, score=d.score, grade=d.grade,
+        decision=d.decision,
         offer=d.offer, reasons=d.reasons, recourse=d.explanation.get("recourse"),
         rule_hits=d.explanation.get("rule_hits", []), sources_used=d.sources_used, explanation=explanation,
         created_at=d.created_at)

@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
-from service.api import decisions, explanations, health, models, reviews, scores
+from service.api import applicants, decisions, explanations, health, models, reviews, scores
 from service.config import Settings, get_settings
+from service.crypto import Keyring
 from service.db.session import make_engine, migrate, session_factory
 from service.runtime import Champion, Policies, RateLimiter
 
@@ -91,10 +92,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.champion = Champion(settings.registry, settings.model_check_seconds)
     app.state.champion.refresh(force=True)
     app.state.policies = Policies(settings.policies_dir)
+    app.state.keyring = Keyring.parse(settings.data_keys.get_secret_value())
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.state.metrics = metrics = Metrics()
     errors.install(app)
-    for module in (scores, decisions, explanations, models, reviews, health):
+    for module in (scores, decisions, explanations, applicants, models, reviews, health):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.db import repo
 from service.db.tables import Decision
+from service.scoring.raw import MONTHLY_SOURCES
 from service.web.page import choose_language, render, render_message
 
 router = APIRouter(prefix="/v1/explanations", tags=["explanations"])
@@ -26,6 +27,10 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                "base-uri 'none'; frame-ancestors 'none'",
 }
+REVOKED = (("已撤回数据授权", "Your consent has been withdrawn"),
+           ("您对所有数据来源的授权已撤回，贷款机构保存的原始经营数据已删除，今后不会再使用。决定记录仅保留摘要和匿名编号。",
+            "Your consent for every data source is withdrawn; the raw operating data the lender held is deleted "
+            "and will not be used again. The decision record keeps only digests and a pseudonymous reference."))
 NOT_FOUND = (("链接无效", "This link is not valid"),
              ("请检查链接是否完整，或联系贷款机构。", "Check that the link is complete, or contact the lender."))
 EXPIRED = (("链接已过期", "This link has expired"),
@@ -95,3 +100,26 @@ async def request_review_from_page(token: str, request: Request, lang: str | Non
     if problem:
         return _refusal(problem, language)
     return RedirectResponse(f"/v1/explanations/{token}?lang={language}", status_code=303, headers=SECURITY_HEADERS)
+
+
+@router.post("/{token}/consents/revoke", operation_id="revoke_consent_from_page", response_class=HTMLResponse,
+             responses={404: {"description": "Unknown token"}, 410: {"description": "Expired"}})
+async def revoke_consent_from_page(token: str, request: Request, lang: str | None = None) -> HTMLResponse:
+    """The applicant withdraws consent for every source; their stored raw data is purged at once."""
+    language = choose_language(lang, request.headers.get("accept-language"))
+
+    def revoke() -> str | None:
+        with request.app.state.sessions() as session:
+            decision, problem = _open(session, token)
+            if decision is None:
+                return problem
+            with repo.write_turn(session):
+                repo.revoke_consent(session, tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
+                                    sources=list(MONTHLY_SOURCES), actor="applicant", reason="withdrawn on the page")
+                session.commit()
+            return None
+
+    problem = await run_in_threadpool(revoke)
+    if problem:
+        return _refusal(problem, language)
+    return _page(render_message(lang=language, title=REVOKED[0], body=REVOKED[1]))

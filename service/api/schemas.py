@@ -164,6 +164,7 @@ class ExplanationLink(BaseModel):
 class ScoreResponse(BaseModel):
     decision_id: str
     application_id: str
+    applicant_ref: str = Field(description="Pseudonymous applicant reference (keyed HMAC of the enterprise id)")
     model_version: str
     policy_version: str
     pd: float
@@ -255,3 +256,15 @@ class ModelDetail(ModelOut):
 
 class PromoteIn(Strict):
     reason: str = Field(min_length=5, max_length=2000)
+
+
+class RevokeIn(Strict):
+    sources: list[Literal["tax", "payments", "utilities", "social_insurance", "bureau"]] = Field(
+        default_factory=lambda: ["tax", "payments", "utilities", "social_insurance", "bureau"], min_length=1)
+    reason: str = Field("withdrawn by the applicant", min_length=3, max_length=500)
+
+
+class RevokeOut(BaseModel):
+    applicant_ref: str
+    sources: list[str]
+    raw_rows_purged: int

@@ -6,14 +6,29 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Header, Request
+from sqlalchemy.orm import Session
 
 from service.api import schemas
+from service.config import Settings
 from service.decisions import score_requests, to_response
-from service.deps import ChampionDep, EngineDep, PoliciesDep, ScorerDep, SessionDep, SettingsDep
+from service.deps import Caller, ChampionDep, EngineDep, PoliciesDep, ScorerDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid
+from service.runtime import Policies
 from service.scoring.bundle import load_bundle
+from service.scoring.engine import Engine
 
 router = APIRouter(prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
+
+
+def _score_and_record(request: Request, caller: Caller, session: Session, settings: Settings, engine: Engine,
+                      policies: Policies, items: list[schemas.ScoreRequest],
+                      idempotency_key: str | None = None) -> list[schemas.ScoreResponse]:
+    done = score_requests(session, settings=settings, keyring=request.app.state.keyring, engine=engine,
+                          policy=policies.for_tenant(caller.tenant.policy), tenant_id=caller.tenant.id,
+                          actor=f"key:{caller.key_id}", requests=items, idempotency_key=idempotency_key)
+    for decision, _ in done:
+        request.app.state.metrics.decisions.labels(decision.decision).inc()
+    return [to_response(d, t, settings) for d, t in done]
 
 
 @router.post("", operation_id="create_score", response_model=schemas.ScoreResponse)
@@ -21,11 +36,7 @@ def create_score(request: Request, body: schemas.ScoreRequest, caller: ScorerDep
                  settings: SettingsDep, engine: EngineDep, policies: PoliciesDep,
                  idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> schemas.ScoreResponse:
     """Score one application: PD, score, grade, decision with offer and reasons; the decision is recorded."""
-    [(decision, token)] = score_requests(
-        session, settings=settings, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
-        tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", requests=[body], idempotency_key=idempotency_key)
-    request.app.state.metrics.decisions.labels(decision.decision).inc()
-    return to_response(decision, token, settings)
+    return _score_and_record(request, caller, session, settings, engine, policies, [body], idempotency_key)[0]
 
 
 @router.post("/batch", operation_id="create_scores_batch", response_model=schemas.BatchScoreResponse)
@@ -36,11 +47,8 @@ def create_scores_batch(request: Request, body: schemas.BatchScoreRequest, calle
         raise Invalid(f"body.items: at most {settings.max_batch} applications per batch, got {len(body.items)}",
                       errors=[{"loc": ["body", "items"], "msg": f"at most {settings.max_batch} items",
                                "type": "too_long"}])
-    done = score_requests(session, settings=settings, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
-                          tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", requests=body.items)
-    for decision, _ in done:
-        request.app.state.metrics.decisions.labels(decision.decision).inc()
-    return schemas.BatchScoreResponse(items=[to_response(d, t, settings) for d, t in done])
+    return schemas.BatchScoreResponse(items=_score_and_record(request, caller, session, settings, engine, policies,
+                                                              body.items))
 
 
 @router.post("/features", operation_id="score_features", response_model=schemas.FeatureScoreResponse)

@@ -11,10 +11,11 @@ import secrets
 import threading
 from collections.abc import Iterator
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
-from service.db.tables import ApiKey, AuditEvent, Consent, Decision, Review, Tenant, utcnow
+from service.crypto import Keyring, Sealed
+from service.db.tables import ApiKey, AuditEvent, Consent, Decision, RawInput, Review, Tenant, utcnow
 
 SCOPES = ("score", "review", "admin")
 GENESIS = "0" * 64
@@ -90,6 +91,59 @@ def add_decision(session: Session, *, decision: Decision, consents: dict[str, bo
                           "model_version": decision.model_version, "policy_version": decision.policy_version,
                           "decision": decision.decision})
     return decision
+
+
+def store_raw_input(session: Session, *, keyring: Keyring, decision: Decision, payload: dict) -> None:
+    """The request's raw data, encrypted and bound to its decision (AES-GCM associated data = decision id)."""
+    sealed = keyring.seal(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8"),
+                          aad=decision.id.encode())
+    session.add(RawInput(tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref, decision_id=decision.id,
+                         key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
+
+
+def read_raw_input(session: Session, *, keyring: Keyring, decision_id: str) -> dict | None:
+    row = session.scalar(select(RawInput).where(RawInput.decision_id == decision_id))
+    if row is None:
+        return None
+    return json.loads(keyring.open(Sealed(row.key_id, row.nonce, row.ciphertext), aad=decision_id.encode()))
+
+
+def rotate_raw_inputs(session: Session, *, keyring: Keyring) -> int:
+    """Re-encrypt every row not under the current key; returns how many were re-encrypted."""
+    count = 0
+    for row in session.scalars(select(RawInput).where(RawInput.key_id != keyring.current)):
+        aad = row.decision_id.encode()
+        sealed = keyring.seal(keyring.open(Sealed(row.key_id, row.nonce, row.ciphertext), aad=aad), aad=aad)
+        row.key_id, row.nonce, row.ciphertext = sealed.key_id, sealed.nonce, sealed.ciphertext
+        count += 1
+    session.flush()
+    return count
+
+
+def revoke_consent(session: Session, *, tenant_id: int, applicant_ref: str, sources: list[str], actor: str,
+                   reason: str) -> int:
+    """Record the withdrawal and purge the applicant's stored raw data; returns the rows purged.
+    Decisions stay: they hold only digests, the pseudonymous reference and the feature snapshot."""
+    purged = session.execute(delete(RawInput).where(RawInput.tenant_id == tenant_id,
+                                                    RawInput.applicant_ref == applicant_ref)).rowcount
+    for source in sources:
+        session.add(Consent(tenant_id=tenant_id, applicant_ref=applicant_ref, source=source, granted=False))
+    append_audit(session, tenant_id=tenant_id, actor=actor, action="consent.revoked", subject=applicant_ref,
+                 payload={"sources": sources, "reason": reason, "raw_rows_purged": purged})
+    return purged
+
+
+def known_applicant(session: Session, *, tenant_id: int, applicant_ref: str) -> bool:
+    return session.scalar(select(Decision.id).where(Decision.tenant_id == tenant_id,
+                                                    Decision.applicant_ref == applicant_ref).limit(1)) is not None
+
+
+def purge_raw_before(session: Session, *, cutoff: dt.datetime) -> int:
+    """Retention: delete raw data older than ``cutoff``. Decisions are never touched here."""
+    purged = session.execute(delete(RawInput).where(RawInput.created_at < cutoff)).rowcount
+    append_audit(session, tenant_id=None, actor="retention", action="raw.purged", subject="raw_inputs",
+                 payload={"before": iso_utc(cutoff), "rows": purged})
+    return purged
 
 
 def get_decision(session: Session, *, tenant_id: int, decision_id: str) -> Decision | None:
