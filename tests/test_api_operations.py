@@ -140,12 +140,15 @@ class TestProductionSettings:
         with pytest.raises(ValueError) as info:
             Settings(environment=Environment.production)
         text = str(info.value)
-        for problem in ("must be PostgreSQL", "SMECREDIT_PSEUDONYM_KEY", "SMECREDIT_DOCS_ENABLED"):
+        for problem in ("must be PostgreSQL", "SMECREDIT_PSEUDONYM_KEY", "SMECREDIT_DATA_KEYS",
+                        "SMECREDIT_DOCS_ENABLED"):
             assert problem in text
 
     def test_safe_production_is_accepted(self) -> None:
+        from service.crypto import Keyring
+
         s = Settings(environment=Environment.production, database_url="postgresql://db/prod",
-                     pseudonym_key="x" * 32, docs_enabled=False)
+                     pseudonym_key="x" * 32, data_keys=f"k1:{Keyring.new_key()}", docs_enabled=False)
         assert s.environment == Environment.production
 
     def test_serve_refuses_unsafe_production(self, monkeypatch: pytest.MonkeyPatch) -> None:
