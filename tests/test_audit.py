@@ -88,6 +88,7 @@ class TestAuditVerify:
         api, ids = recorded
         sql(api, "DELETE FROM consents WHERE decision_id = :id", id=ids[7])
         sql(api, "DELETE FROM reviews WHERE decision_id = :id", id=ids[7])
+        sql(api, "DELETE FROM raw_inputs WHERE decision_id = :id", id=ids[7])
         sql(api, "DELETE FROM decisions WHERE id = :id", id=ids[7])
         code, out = verify()
         assert code == 1 and f"decision {ids[7]}: is in the audit trail but not in the decisions table" in out
