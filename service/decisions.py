@@ -18,7 +18,7 @@ from service.config import Settings
 from service.crypto import Keyring
 from service.db import repo
 from service.db.tables import Decision, Review
-from service.errors import Invalid, Unavailable
+from service.errors import Conflict, Invalid, Unavailable
 from service.scoring.catalog import BY_NAME, MISSING_DATA
 from service.scoring.engine import Engine, Scored
 from service.scoring.policy import Policy
@@ -75,7 +75,7 @@ def score_requests(session: Session, *, settings: Settings, keyring: Keyring, en
             session.commit()
     except IntegrityError as exc:  # the same Idempotency-Key raced in from a concurrent retry
         session.rollback()
-        raise Invalid("Idempotency-Key is being used by a concurrent request; retry") from exc
+        raise Conflict("Idempotency-Key is being used by a concurrent request; retry") from exc
     except OperationalError as exc:
         session.rollback()
         raise Unavailable("the database is not reachable; nothing was recorded") from exc

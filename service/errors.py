@@ -109,8 +109,11 @@ def install(app: FastAPI) -> None:
 
 
 ERROR_RESPONSES = {
-    code: {"model": ErrorBody, "description": text}
+    # Errors are JSON on every route, HTML pages included: say so explicitly rather than under the route's type.
+    code: {"model": ErrorBody, "description": text,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     for code, text in ((401, "Missing or invalid API key"), (403, "Missing scope"), (404, "Not found"),
+                       (409, "Conflict (a concurrent request with the same Idempotency-Key)"),
                        (413, "Body too large"), (422, "Validation error, naming the field and the rule"),
-                       (429, "Rate limited"))
+                       (429, "Rate limited"), (503, "No champion model, or the database is unreachable"))
 }

@@ -17,6 +17,8 @@ from service.runtime import Policies
 from service.scoring.bundle import load_bundle
 from service.scoring.engine import Engine
 
+IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+                                              description="Retries with the same key and body get the same decision")]
 router = APIRouter(prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
 
 
@@ -34,7 +36,7 @@ def _score_and_record(request: Request, caller: Caller, session: Session, settin
 @router.post("", operation_id="create_score", response_model=schemas.ScoreResponse)
 def create_score(request: Request, body: schemas.ScoreRequest, caller: ScorerDep, session: SessionDep,
                  settings: SettingsDep, engine: EngineDep, policies: PoliciesDep,
-                 idempotency_key: Annotated[str | None, Header(max_length=128)] = None) -> schemas.ScoreResponse:
+                 idempotency_key: IdempotencyKey = None) -> schemas.ScoreResponse:
     """Score one application: PD, score, grade, decision with offer and reasons; the decision is recorded."""
     return _score_and_record(request, caller, session, settings, engine, policies, [body], idempotency_key)[0]
 
