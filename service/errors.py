@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("smecredit.errors")
@@ -100,6 +101,15 @@ def install(app: FastAPI) -> None:
         titles = {404: "Not found", 405: "Method not allowed", 413: "The request body is too large"}
         return error_response(exc.status_code, "http_error", titles.get(exc.status_code, "HTTP error"),
                               str(exc.detail))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not (isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return error_response(503, Unavailable.type, Unavailable.title,
+                              "the database is not reachable; nothing was recorded, retry later",
+                              headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

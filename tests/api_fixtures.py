@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -106,6 +111,49 @@ def api(database_url: str, champion_registry: Path) -> Iterator[Api]:
     with a.client:
         yield a
     a.client.app.state.engine.dispose()
+
+
+@contextlib.contextmanager
+def running_service(database_url: str, registry: Path, *, port: int | None = None,
+                    extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`smecredit serve` as a real process on loopback; yields its base URL and the process; always stopped."""
+    port = port or free_port()
+    env = {**os.environ, "SMECREDIT_DATABASE_URL": database_url, "SMECREDIT_REGISTRY": str(registry),
+           "SMECREDIT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "SMECREDIT_ENVIRONMENT": "test",
+           "SMECREDIT_RATE_LIMIT_PER_MINUTE": "1000000", **(extra_env or {})}
+    smecredit = str(Path(sys.executable).with_name("smecredit"))
+    proc = subprocess.Popen([smecredit, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,  # noqa: S603
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=15)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, seconds: float = 30) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited with {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the service at {base} was not ready within {seconds} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def body_with(example: dict, **paths: object) -> dict:

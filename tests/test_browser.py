@@ -7,19 +7,14 @@ and saves screenshots under build/screenshots/.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.scoring.raw import RawData
-from tests.api_fixtures import make_api
+from tests.api_fixtures import make_api, running_service
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
@@ -28,37 +23,13 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                        ".ci/run installs it")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(champion_registry: Path, tmp_path: Path):  # noqa: ANN201
     url = f"sqlite:///{tmp_path}/db.sqlite"
     api = make_api(url, champion_registry)  # migrates the database and creates the keys
     api.client.app.state.engine.dispose()
-    port = free_port()
-    env = {**os.environ, "SMECREDIT_DATABASE_URL": url, "SMECREDIT_REGISTRY": str(champion_registry),
-           "SMECREDIT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "SMECREDIT_ENVIRONMENT": "test"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:create_app", "--factory",  # noqa: S603
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the service did not become ready within 30 s")
+    with running_service(url, champion_registry) as (base, _):
         yield base, api.keys["all"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def declined(base: str, key: str, raw: RawData) -> dict:
