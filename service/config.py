@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(100, ge=1, le=10_000)
     max_months: int = Field(60, ge=13, le=240)  # monthly rows per source in one request
     rate_limit_per_minute: int = Field(1200, ge=1)
+    redis_url: str | None = None  # set for several replicas: rate limits shared through Redis
     explanation_ttl_hours: int = Field(24 * 30, ge=1)
     docs_enabled: bool = True
     model_check_seconds: float = 1.0  # how often a replica looks for a new champion

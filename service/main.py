@@ -14,7 +14,7 @@ from service.api import applicants, decisions, explanations, health, models, rev
 from service.config import Settings, get_settings
 from service.crypto import Keyring
 from service.db.session import make_engine, migrate, session_factory
-from service.runtime import Champion, Policies, RateLimiter
+from service.runtime import Champion, Policies, RateLimiter, RedisRateLimiter
 
 log = logging.getLogger("smecredit")
 
@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.champion.refresh(force=True)
     app.state.policies = Policies(settings.policies_dir)
     app.state.keyring = Keyring.parse(settings.data_keys.get_secret_value())
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.rate_limiter = RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute) \
+        if settings.redis_url else RateLimiter(settings.rate_limit_per_minute)
     app.state.metrics = metrics = Metrics()
     errors.install(app)
     for module in (scores, decisions, explanations, applicants, models, reviews, health):

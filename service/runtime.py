@@ -92,7 +92,7 @@ class Policies:
 
 
 class RateLimiter:
-    """Fixed one-minute windows per API key, in process (one replica); see docs for the shared variant."""
+    """Fixed one-minute windows per API key, in process: right for one replica."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
@@ -107,3 +107,29 @@ class RateLimiter:
             self._counts[(key_id, window)] += 1
             if self._counts[(key_id, window)] > self.per_minute:
                 raise RateLimited(f"more than {self.per_minute} requests in a minute for this API key")
+
+
+class RedisRateLimiter:
+    """The same windows shared by every replica through Redis (INCR + EXPIRE, one round trip).
+    If Redis is unreachable the request is let through and the failure logged: scoring stays available."""
+
+    def __init__(self, url: str, per_minute: int) -> None:
+        import redis
+
+        self.per_minute = per_minute
+        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.errors = (redis.RedisError, OSError)
+
+    def check(self, key_id: str) -> None:
+        window = int(time.time() // 60)
+        name = f"smecredit:rl:{key_id}:{window}"
+        try:
+            pipe = self.client.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, 120)
+            count = pipe.execute()[0]
+        except self.errors as exc:
+            log.warning("rate limiter: Redis unavailable (%s); request allowed", type(exc).__name__)
+            return
+        if count > self.per_minute:
+            raise RateLimited(f"more than {self.per_minute} requests in a minute for this API key")

@@ -197,3 +197,37 @@ class TestCommandLine:
         assert table.num_rows == pq.read_table(small_dir / "applications.parquet").num_rows
         decisions = set(table.column("decision").to_pylist())
         assert decisions <= {"approve", "refer", "decline"} and len(decisions) == 3
+
+
+def redis_available() -> str | None:
+    try:
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means: skip, and say why
+        return f"Redis not reachable at 127.0.0.1:6379 ({type(exc).__name__}); shared rate-limit test skipped"
+
+
+def test_rate_limits_are_shared_across_replicas_through_redis(champion_registry: Path, tmp_path: Path) -> None:
+    reason = redis_available()
+    if reason:
+        pytest.skip(reason)
+    import uuid
+
+    db = f"sqlite:///{tmp_path}/db.sqlite"
+    redis_url = f"redis://127.0.0.1:6379/0?client_name=t{uuid.uuid4().hex[:8]}"
+    first = make_api(db, champion_registry, rate_limit_per_minute=4, redis_url=redis_url)
+    second = make_api(db, champion_registry, rate_limit_per_minute=4, redis_url=redis_url)
+    key = {"Authorization": f"Bearer {first.keys['score']}"}
+    with first.client, second.client:
+        codes = [c.get("/v1/models", headers=key).status_code
+                 for c in (first.client, second.client, first.client, second.client, first.client)]
+    assert codes == [200, 200, 200, 200, 429]
+
+
+def test_an_unreachable_redis_does_not_stop_scoring(champion_registry: Path, tmp_path: Path) -> None:
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry, rate_limit_per_minute=4,
+                   redis_url="redis://127.0.0.1:1/0")
+    with api.client:
+        assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 200
