@@ -262,8 +262,9 @@ def serve(
         get_settings()
     except ValueError as exc:
         _fail(str(exc))
+    # uvicorn's own access log prints raw paths (tokens, decision ids): ours logs route templates instead.
     uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
-                timeout_graceful_shutdown=30, log_level="info")
+                timeout_graceful_shutdown=30, log_level="info", access_log=False)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys per tenant.")

@@ -17,6 +17,7 @@ from service.db.session import make_engine, migrate, session_factory
 from service.runtime import Champion, Policies, RateLimiter, RedisRateLimiter
 
 log = logging.getLogger("smecredit")
+access = logging.getLogger("smecredit.access")
 
 
 class Metrics:
@@ -78,6 +79,8 @@ async def _no_receive() -> Message:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # a served process (each worker): timestamped lines on stderr
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     docs = settings.docs_enabled
     app = FastAPI(title="smecredit", version="0.1.0",
                   summary="SME credit scoring from operating data: decisions, offers and reasons.",
@@ -105,8 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         response = await call_next(request)
         route = getattr(request.scope.get("route"), "path", "unmatched")
+        seconds = time.perf_counter() - started
         metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        metrics.latency.labels(route).observe(seconds)
+        # The access log names the route template, never the raw path: paths carry tokens and decision ids.
+        access.info("%s %s %d %.1f ms", request.method, route, response.status_code, seconds * 1e3)
         return response
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -200,3 +200,16 @@ class TestPage:
         r = page_api.client.get(f"/v1/models/{version}/card", headers=page_api.headers("score"))
         assert r.status_code == 200 and version in r.text and "<svg" in r.text
         assert page_api.client.get(f"/v1/models/{version}/card").status_code == 401
+
+
+def test_the_access_log_never_shows_a_token(page_api: Api, small_raw: RawData, caplog) -> None:  # noqa: ANN001
+    import logging
+
+    _, d = declined_body(page_api, small_raw)
+    token = d["explanation"]["token"]
+    with caplog.at_level(logging.INFO, logger="smecredit.access"):
+        page_api.client.get(f"/v1/explanations/{token}")
+        page_api.client.get(f"/v1/decisions/{d['decision_id']}", headers=page_api.headers())
+    assert "GET /v1/explanations/{token} 200" in caplog.text
+    assert "GET /v1/decisions/{decision_id} 200" in caplog.text
+    assert token not in caplog.text and d["decision_id"] not in caplog.text
