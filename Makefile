@@ -31,10 +31,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# Benchmarks are scripts, not tests; results go into docs/benchmarks.md. The service benchmark installs wrk.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_model_shape.py
 	$(BIN)/python benchmarks/bench_training.py --sizes 10000 100000
+	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_service.py
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .pytest_cache .ruff_cache
