@@ -132,7 +132,9 @@ def train(
             result = pipeline.train(ts, cfg, Registry(registry or default_registry()), tune_trials=tune_trials,
                                     step=step)
         if promote:
-            Registry(registry or default_registry()).promote(result.version, reason="promoted at training (--promote)")
+            event = Registry(registry or default_registry()).promote(result.version,
+                                                                     reason="promoted at training (--promote)")
+            _audit_registry_event("model.promoted", event)
     except (ContractError, ValueError, RegistryError) as exc:
         _fail(str(exc))
     _print_summary(result, time.perf_counter() - started)
@@ -219,6 +221,7 @@ def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (
         event = _registry(registry).promote(version, by=by, reason=reason)
     except RegistryError as exc:
         _fail(str(exc))
+    _audit_registry_event("model.promoted", event)
     console.print(f"champion: {event.version} (was {event.previous or 'none'})")
 
 
@@ -233,7 +236,19 @@ def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the h
         event = _registry(registry).rollback(by=by, reason=reason)
     except RegistryError as exc:
         _fail(str(exc))
+    _audit_registry_event("model.rolled_back", event)
     console.print(f"champion: {event.version} (rolled back from {event.previous})")
+
+
+def _audit_registry_event(action: str, event) -> None:  # noqa: ANN001
+    """Promotions from the command line join the database's audit chain as well as the registry's log."""
+    from service.db import repo
+
+    _, sessions = _database()
+    with sessions() as session:
+        repo.append_audit(session, tenant_id=None, actor=f"cli:{event.by}", action=action, subject=event.version,
+                          payload={"previous": event.previous, "reason": event.reason})
+        session.commit()
 
 
 @models_app.command("history")
@@ -298,6 +313,19 @@ def keys_create(
                           payload={"scopes": scopes, "label": label})
     console.print(f"tenant {tenant}: new key with scopes {scopes} (shown once, store it now):")
     print(key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix: the part after 'sk_'")]) -> None:
+    """Revoke an API key at once (every replica checks keys per request)."""
+    from service.db import repo
+
+    _, sessions = _database()
+    with sessions() as session:
+        if not repo.revoke_api_key(session, prefix=prefix, actor="cli"):
+            _fail(f"no active key with prefix {prefix!r}")
+        session.commit()
+    console.print(f"revoked key sk_{prefix}_...")
 
 
 @app.command()

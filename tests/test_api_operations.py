@@ -231,3 +231,31 @@ def test_an_unreachable_redis_does_not_stop_scoring(champion_registry: Path, tmp
                    redis_url="redis://127.0.0.1:1/0")
     with api.client:
         assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 200
+
+
+def test_a_revoked_key_stops_working_and_the_revocation_is_audited(champion_registry: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    api = make_api(url, champion_registry)
+    prefix = api.keys["score"].split("_")[1]
+    monkeypatch.setenv("SMECREDIT_DATABASE_URL", url)
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        with api.client:
+            assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 200
+            result = runner.invoke(cli, ["keys", "revoke", prefix])
+            assert result.exit_code == 0, result.output
+            assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 401
+        again = runner.invoke(cli, ["keys", "revoke", prefix])
+        assert again.exit_code == 2 and "no active key" in flat(again.output)
+        verified = runner.invoke(cli, ["audit", "verify"])
+        assert verified.exit_code == 0, verified.output
+    finally:
+        get_settings.cache_clear()
+    with api.client.app.state.read_sessions() as s:
+        from sqlalchemy import select
+
+        from service.db.tables import AuditEvent
+        assert s.scalar(select(AuditEvent.action).where(AuditEvent.subject == prefix)) == "key.revoked"

@@ -176,8 +176,14 @@ class TestRegistry:
             registry.path("../etc")
 
 
-def test_a_second_champion_can_be_rolled_back(tmp_path: Path, small_dir: Path) -> None:
-    """Two real versions (two seeds), promoted in turn; rollback returns to the first and is logged."""
+def test_a_second_champion_can_be_rolled_back(tmp_path: Path, small_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two real versions (two seeds), promoted in turn; rollback returns to the first and is logged, in the
+    registry's log and in the database's audit chain."""
+    from service.config import get_settings
+
+    monkeypatch.setenv("SMECREDIT_DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite")
+    get_settings.cache_clear()
     registry = tmp_path / "reg"
     versions = []
     for seed in (1, 2):
@@ -196,6 +202,12 @@ def test_a_second_champion_can_be_rolled_back(tmp_path: Path, small_dir: Path) -
     assert [(e.event, e.version) for e in reg.events()][-1] == ("rollback", versions[0])
     listing = runner.invoke(app, ["models", "list", "--registry", str(registry)])
     assert all(v in listing.output for v in versions)
+    import sqlite3
+
+    actions = [r[0] for r in sqlite3.connect(tmp_path / "db.sqlite").execute(
+        "SELECT action FROM audit_events ORDER BY id")]
+    assert actions == ["model.promoted", "model.promoted", "model.rolled_back"]
+    get_settings.cache_clear()
 
 
 class TestConfig:

@@ -62,6 +62,16 @@ def create_api_key(session: Session, *, tenant: Tenant, scopes: list[str], label
     return key
 
 
+def revoke_api_key(session: Session, *, prefix: str, actor: str) -> bool:
+    """Revoke a key by its prefix (the part after ``sk_``); False when no active key has it."""
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)))
+    if row is None:
+        return False
+    row.revoked_at = utcnow()
+    append_audit(session, tenant_id=row.tenant_id, actor=actor, action="key.revoked", subject=prefix, payload={})
+    return True
+
+
 def authenticate(session: Session, *, key: str) -> tuple[Tenant, frozenset[str]] | None:
     """The tenant and scopes of a valid, unrevoked key; None otherwise (in constant time for the hash)."""
     parts = key.split("_")
