@@ -110,24 +110,31 @@ def _record(settings: Settings, engine: Engine, policy: Policy, tenant_id: int, 
     )
 
 
+def aware(at: dt.datetime | None) -> dt.datetime | None:
+    """Timestamps leave in UTC with their offset (RFC 3339), whatever the database handed back."""
+    if at is None:
+        return None
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
 def to_response(d: Decision, token: str | None, settings: Settings) -> schemas.ScoreResponse:
     explanation = None
     if token is not None:
         explanation = schemas.ExplanationLink(url=f"{settings.public_base_url}/v1/explanations/{token}", token=token,
-                                              expires_at=d.token_expires_at)
+                                              expires_at=aware(d.token_expires_at))
     return schemas.ScoreResponse(
         decision_id=d.id, application_id=d.application_ref, applicant_ref=d.applicant_ref,
         model_version=d.model_version, policy_version=d.policy_version, pd=d.pd, score=d.score, grade=d.grade,
         decision=d.decision,
         offer=d.offer, reasons=d.reasons, recourse=d.explanation.get("recourse"),
         rule_hits=d.explanation.get("rule_hits", []), sources_used=d.sources_used, explanation=explanation,
-        created_at=d.created_at)
+        created_at=aware(d.created_at))
 
 
 def review_out(r: Review) -> schemas.ReviewOut:
     return schemas.ReviewOut(id=r.id, decision_id=r.decision_id, status=r.status, requested_by=r.requested_by,
                              request_note=r.request_note, reviewer=r.reviewer, outcome=r.outcome, reason=r.reason,
-                             created_at=r.created_at, decided_at=r.decided_at)
+                             created_at=aware(r.created_at), decided_at=aware(r.decided_at))
 
 
 def explanation_out(d: Decision) -> schemas.ExplanationOut:

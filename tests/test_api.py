@@ -241,3 +241,11 @@ def test_committed_example_is_a_valid_request() -> None:
     for source, granted in request.consent.model_dump().items():
         assert granted == bool(getattr(request.data, source)), source
     assert len(request.data.tax) >= 12
+
+
+def test_timestamps_carry_their_offset_even_from_sqlite(api: Api, example_request: dict) -> None:
+    first = api.score(example_request, **{"Idempotency-Key": "tz-1"}).json()
+    replayed = api.score(example_request, **{"Idempotency-Key": "tz-1"}).json()  # read back from the database
+    got = api.client.get(f"/v1/decisions/{first['decision_id']}", headers=api.headers()).json()
+    for stamp in (first["created_at"], replayed["created_at"], got["created_at"]):
+        assert stamp.endswith(("Z", "+00:00")), stamp

@@ -43,7 +43,9 @@ def test_every_operation_holds_to_the_contract(fuzz_api: Api) -> None:
     for op in ops:
 
         @given(case=op.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+        # derandomize: the same examples on every run, so CI does not pass or fail by luck; vary
+        # EXAMPLES_PER_OPERATION (or drop derandomize locally) to explore further.
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def check(case) -> None:  # noqa: ANN001
             case.call_and_validate(headers=fuzz_api.headers("all"), excluded_checks=EXCLUDED)
