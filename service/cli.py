@@ -56,6 +56,7 @@ def synth(
 def features(
     data: Annotated[Path, typer.Option(help="Data folder that follows the data contract")],
     out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv)")],
+    dask: Annotated[str | None, typer.Option(help="Build on Dask: 'local' or a scheduler address")] = None,
 ) -> None:
     """Build point-in-time features for every application in a data folder."""
     from service.scoring.raw import ContractError
@@ -65,7 +66,7 @@ def features(
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
     started = time.perf_counter()
     try:
-        n_rows, n_features = featurize_folder(data, out, log=console.log)
+        n_rows, n_features = featurize_folder(data, out, log=console.log, dask_address=dask)
     except ContractError as exc:
         _fail(str(exc))
     console.print(f"wrote {n_rows:,} applications x {n_features} features to {out} "
@@ -474,6 +475,7 @@ def score(
     registry: RegistryOpt = None,
     model: Annotated[str | None, typer.Option(help="Model version (default: the champion)")] = None,
     policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped default)")] = None,
+    dask: Annotated[str | None, typer.Option(help="Score on Dask: 'local' or a scheduler address")] = None,
 ) -> None:
     """Score every application of a data folder offline, with the same code as the API."""
     from service.runtime import DEFAULT_POLICY
@@ -492,7 +494,7 @@ def score(
         _fail(f"no champion in {reg.root}; pass --model or promote one")
     started = time.perf_counter()
     try:
-        table = score_folder(data, reg.path(version), load_policy(policy or DEFAULT_POLICY))
+        table = score_folder(data, reg.path(version), load_policy(policy or DEFAULT_POLICY), dask_address=dask)
     except (ContractError, BundleError, RegistryError, PolicyError, ValueError) as exc:
         _fail(str(exc))
     write_table(table, out)

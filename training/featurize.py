@@ -96,10 +96,16 @@ def write_table(table: pa.Table, out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def featurize_folder(data_dir: Path, out: Path, log: Callable[[str], None] = print) -> tuple[int, int]:
+def featurize_folder(data_dir: Path, out: Path, log: Callable[[str], None] = print,
+                     dask_address: str | None = None) -> tuple[int, int]:
     data = load_folder(data_dir)
     log(f"loaded {data.n_enterprises:,} enterprises, {len(data.applications['application_id']):,} applications, "
         f"sources: {', '.join(data.monthly)}")
-    fm = build_all(data)
+    if dask_address:
+        from training.distributed import features_distributed
+
+        fm = features_distributed(data, dask_address)
+    else:
+        fm = build_all(data)
     write_table(feature_table(data, fm), out)
     return fm.values.shape

@@ -17,17 +17,25 @@ from training.featurize import build_all
 FEATURE_WINDOW = 24
 
 
-def score_folder(folder: Path, bundle_dir: Path, policy: Policy) -> pa.Table:
-    """PD, score, grade, decision, offer and reasons for every application, via Engine.score (as the API)."""
+def score_folder(folder: Path, bundle_dir: Path, policy: Policy, *, dask_address: str | None = None) -> pa.Table:
+    """PD, score, grade, decision, offer and reasons for every application, via Engine.score (as the API).
+    With ``dask_address`` the pieces are scored on a Dask cluster (training/distributed.py)."""
     from service.scoring.raw import load_folder
 
     data = load_folder(folder)
+    if dask_address:
+        from training.distributed import score_distributed
+
+        return score_distributed(data, bundle_dir, policy, dask_address)
     engine = Engine(load_bundle(bundle_dir))
-    scored = engine.score(data, policy, fm=build_all(data))
-    apps = data.applications
+    return scored_table(data, engine.version, engine.score(data, policy, fm=build_all(data)))
+
+
+def scored_table(data: RawData, model_version: str, scored: list) -> pa.Table:
+    """One row per application of ``data``, in its order."""
     return pa.table({
-        "application_id": pa.array(apps["application_id"], type=pa.string()),
-        "model_version": [engine.version] * len(scored),
+        "application_id": pa.array(data.applications["application_id"], type=pa.string()),
+        "model_version": [model_version] * len(scored),
         "policy_version": [s.outcome.policy_version for s in scored],
         "pd": [s.pd for s in scored], "score": [s.score for s in scored], "grade": [s.grade for s in scored],
         "decision": [s.outcome.decision for s in scored],

@@ -377,10 +377,11 @@ class Policy:
     grades: tuple[str, ...]  # the grades it covers; the API checks the model bundle's grades against these
     rate_cap: float  # min(rate_cap, 4 x lpr_1y)
 
-    def __init__(self, spec: PolicySpec, version: str) -> None:
+    def __init__(self, spec: PolicySpec, version: str, source_text: str = "") -> None:
         self.spec = spec
         self.name = spec.name
         self.version = version
+        self.source_text = source_text  # the YAML it was read from: ships the same policy to batch workers
         self.grades = tuple(spec.limit.revenue_months_by_grade)
         self._knock_outs = tuple(_Check.of(r) for r in spec.knock_outs)
         self._local_rules = tuple(_Check.of(r) for r in spec.local_rules)
@@ -413,7 +414,7 @@ class Policy:
         if errors:
             raise PolicyError("\n".join(f"{source}: {e}" for e in errors))
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-        return cls(spec, f"{spec.name}@{spec.version}+{digest}")
+        return cls(spec, f"{spec.name}@{spec.version}+{digest}", text)
 
     # -----------------------------------------------------------------------------------------------------
 
