@@ -290,7 +290,7 @@ app.add_typer(keys_app, name="keys")
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant (lender) name; created if new")],
-    scopes: Annotated[str, typer.Option(help="Comma-separated: score, review, admin")] = "score",
+    scopes: Annotated[str, typer.Option(help="Comma-separated: score, review, admin, platform")] = "score",
     policy: Annotated[str | None, typer.Option(help="Policy name for a new tenant (<policies_dir>/<name>.yaml)")]
     = None,
     label: Annotated[str | None, typer.Option(help="A note to recognise the key by")] = None,
@@ -344,11 +344,12 @@ def demo(
     migrate(engine)
     with session_factory(engine).begin() as session:
         t = repo.get_or_create_tenant(session, name=tenant)
-        key = repo.create_api_key(session, tenant=t, scopes=["score", "review", "admin"], label="make run")
+        key = repo.create_api_key(session, tenant=t, scopes=["score", "review", "admin", "platform"],
+                                  label="make run")
         repo.append_audit(session, tenant_id=t.id, actor="cli", action="key.created", subject=key.split("_")[1],
-                          payload={"scopes": "score,review,admin", "label": "make run"})
+                          payload={"scopes": "score,review,admin,platform", "label": "make run"})
     print(f"""
-Demo tenant '{tenant}', API key (scopes score, review, admin; shown once):
+Demo tenant '{tenant}', API key (scopes score, review, admin, platform; shown once):
 
     export SMECREDIT_KEY={key}
 

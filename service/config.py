@@ -33,7 +33,6 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = Field(2_000_000, ge=1024)
     max_batch: int = Field(100, ge=1, le=10_000)
-    max_months: int = Field(60, ge=13, le=240)  # monthly rows per source in one request
     rate_limit_per_minute: int = Field(1200, ge=1)
     redis_url: str | None = None  # set for several replicas: rate limits shared through Redis
     explanation_ttl_hours: int = Field(24 * 30, ge=1)
@@ -50,6 +49,8 @@ class Settings(BaseSettings):
                 problems.append("SMECREDIT_PSEUDONYM_KEY must be set to a secret")
             if self.data_keys.get_secret_value() == DEV_DATA_KEYS:
                 problems.append("SMECREDIT_DATA_KEYS must be set to a secret keyring")
+            if "127.0.0.1" in self.public_base_url or "localhost" in self.public_base_url:
+                problems.append("SMECREDIT_PUBLIC_BASE_URL must be the public https address (links go to applicants)")
             if self.docs_enabled:
                 problems.append("SMECREDIT_DOCS_ENABLED must be false (no public API docs)")
             if problems:

@@ -35,14 +35,17 @@ class Keyring:
     def parse(cls, setting: str) -> Keyring:
         keys: dict[str, bytes] = {}
         order = []
-        for item in (p.strip() for p in setting.split(",") if p.strip()):
-            kid, _, b64 = item.partition(":")
+        for n, item in enumerate((p.strip() for p in setting.split(",") if p.strip()), start=1):
+            # Errors name the entry by position, never by its text: the text may be the key itself.
+            kid, sep, b64 = item.partition(":")
+            if not sep or not kid or len(kid) > 32:
+                raise KeyringError(f"data key entry {n} must be 'kid:base64key' with a short key id")
             try:
                 key = base64.b64decode(b64, validate=True)
             except ValueError as exc:
-                raise KeyringError(f"data key {kid!r} is not valid base64") from exc
-            if not kid or len(key) != 32:
-                raise KeyringError(f"data key {kid!r} must be 32 bytes (AES-256), got {len(key)}")
+                raise KeyringError(f"data key {kid!r} (entry {n}) is not valid base64") from exc
+            if len(key) != 32:
+                raise KeyringError(f"data key {kid!r} (entry {n}) must be 32 bytes (AES-256), got {len(key)}")
             keys[kid] = key
             order.append(kid)
         if not order:

@@ -18,6 +18,7 @@ from service.config import Settings
 from service.crypto import Keyring
 from service.db import repo
 from service.db.tables import Decision, Review
+from service.db.tables import as_utc as aware  # timestamps leave as RFC 3339 with their offset
 from service.errors import Conflict, Invalid, Unavailable
 from service.scoring.catalog import BY_NAME, MISSING_DATA
 from service.scoring.engine import Engine, Scored
@@ -47,20 +48,31 @@ def score_requests(session: Session, *, settings: Settings, keyring: Keyring, en
     Scoring runs outside any transaction, so the database write lock (SQLite) or row locks (PostgreSQL) are
     held only for the inserts, not for the model.
     """
-    digests = [input_digest(req.model_dump(mode="json")) for req in requests]
+    missing = sorted(set(engine.bundle.scorer.grades.names) - set(policy.grades))
+    if missing:
+        raise Unavailable(f"policy {policy.version} does not cover grades {', '.join(missing)} of model "
+                          f"{engine.version}; fix the policy before scoring")
+    payloads = [req.model_dump(mode="json") for req in requests]
+    digests = [input_digest(p) for p in payloads]
     try:
         if idempotency_key:
-            existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
-            session.rollback()  # end the read: nothing may stay locked while scoring
-            if existing is not None:
-                if existing.input_digest != digests[0]:
-                    raise Invalid("Idempotency-Key was already used with a different request body",
-                                  errors=[{"loc": ["header", "Idempotency-Key"],
-                                           "msg": "reused with a different body", "type": "idempotency"}])
-                return [(existing, None)]
+            with repo.write_turn(session):
+                existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
+                if existing is not None:
+                    if existing.input_digest != digests[0]:
+                        raise Invalid("Idempotency-Key was already used with a different request body",
+                                      errors=[{"loc": ["header", "Idempotency-Key"],
+                                               "msg": "reused with a different body", "type": "idempotency"}])
+                    # The first response may never have arrived: a retry gets a fresh link to the same page.
+                    token = secrets.token_urlsafe(24)
+                    existing.token_hash = repo.sha256_hex(token)
+                    existing.token_expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(
+                        hours=settings.explanation_ttl_hours)
+                    session.commit()
+                    return [(existing, token)]
+                session.rollback()  # end the read: nothing may stay locked while scoring
         prepared = []
-        for req, digest in zip(requests, digests, strict=True):
-            payload = req.model_dump(mode="json")
+        for req, digest, payload in zip(requests, digests, payloads, strict=True):
             allowed = [s for s in MONTHLY_SOURCES if getattr(req.consent, s)]
             application = {**payload["application"], "enterprise_id": req.profile.enterprise_id}
             raw = raw_for_applicant(payload["profile"], application, {s: payload["data"][s] for s in allowed})
@@ -73,9 +85,11 @@ def score_requests(session: Session, *, settings: Settings, keyring: Keyring, en
                 repo.add_decision(session, decision=decision, consents=payload["consent"], actor=actor)
                 repo.store_raw_input(session, keyring=keyring, decision=decision, payload=payload)
             session.commit()
-    except IntegrityError as exc:  # the same Idempotency-Key raced in from a concurrent retry
+    except IntegrityError as exc:
         session.rollback()
-        raise Conflict("Idempotency-Key is being used by a concurrent request; retry") from exc
+        if idempotency_key:  # the same key raced in from a concurrent retry
+            raise Conflict("Idempotency-Key is being used by a concurrent request; retry") from exc
+        raise
     except OperationalError as exc:
         session.rollback()
         raise Unavailable("the database is not reachable; nothing was recorded") from exc
@@ -108,13 +122,6 @@ def _record(settings: Settings, engine: Engine, policy: Policy, tenant_id: int, 
         sources_used=list(s.sources_used), token_hash=repo.sha256_hex(token),
         token_expires_at=now + dt.timedelta(hours=settings.explanation_ttl_hours), created_at=now,
     )
-
-
-def aware(at: dt.datetime | None) -> dt.datetime | None:
-    """Timestamps leave in UTC with their offset (RFC 3339), whatever the database handed back."""
-    if at is None:
-        return None
-    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
 
 
 def to_response(d: Decision, token: str | None, settings: Settings) -> schemas.ScoreResponse:

@@ -102,6 +102,7 @@ def get_policies(request: Request) -> Policies:
 ScorerDep = Annotated[Caller, Depends(require("score"))]
 ReviewerDep = Annotated[Caller, Depends(require("review"))]
 AdminDep = Annotated[Caller, Depends(require("admin"))]
+PlatformDep = Annotated[Caller, Depends(require("platform"))]  # acts on what every tenant shares (the champion)
 ReaderDep = Annotated[Caller, Depends(require("score", "review", "admin"))]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 ChampionDep = Annotated[Champion, Depends(get_champion)]

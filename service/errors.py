@@ -77,6 +77,11 @@ def error_response(status: int, type_: str, title: str, detail: str, errors: lis
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def _route(request: Request) -> str:
+    """The route template, never the raw path: paths carry explanation tokens and decision ids."""
+    return getattr(request.scope.get("route"), "path", "unmatched route")
+
+
 def _loc(loc: tuple | list) -> str:
     return ".".join(str(p) for p in loc)
 
@@ -106,14 +111,14 @@ def install(app: FastAPI) -> None:
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
         if not (isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated):
             return await _unexpected(request, exc)
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        log.warning("database unavailable on %s %s: %s", request.method, _route(request), type(exc.orig).__name__)
         return error_response(503, Unavailable.type, Unavailable.title,
                               "the database is not reachable; nothing was recorded, retry later",
                               headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, _route(request))
         return error_response(500, "internal_error", "Internal error",
                               "The service failed to handle this request; it has been logged.")
 

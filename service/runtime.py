@@ -10,9 +10,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from service.errors import RateLimited, Unavailable
-from service.scoring.bundle import BundleError, load_bundle
+from service.scoring.bundle import Bundle, BundleError, load_bundle
 from service.scoring.engine import Engine
-from service.scoring.policy import Policy, load_policy
+from service.scoring.policy import Policy, PolicyError, load_policy
 
 log = logging.getLogger("smecredit.runtime")
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
@@ -29,6 +29,7 @@ class Champion:
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._checked = 0.0
+        self._refused: str | None = None
         self.last_error: str | None = None
 
     def current_version(self) -> str | None:
@@ -43,13 +44,18 @@ class Champion:
         if not force and now - self._checked < self.check_seconds:
             return
         with self._lock:
+            if not force and now - self._checked < self.check_seconds:
+                return  # another thread checked while this one waited for the lock
             self._checked = now
             version = self.current_version()
             if version is None or (self._engine is not None and self._engine.version == version):
                 return
+            if version == self._refused:
+                return  # verified and refused already: not again on every request
             try:
                 engine = Engine(load_bundle(self.registry / version))
             except (BundleError, OSError, ValueError) as exc:
+                self._refused = version
                 self.last_error = f"champion {version} refused: {exc}"
                 log.error(self.last_error)
                 return
@@ -69,6 +75,29 @@ class Champion:
         return self._engine
 
 
+class BundleCache:
+    """Verified bundles by version. Versions are content-addressed and immutable, so a bundle is loaded
+    (digests checked, model parsed) once, not per request."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._bundles: dict[str, Bundle] = {}
+        self._lock = threading.Lock()
+
+    def get(self, registry: Path, version: str | None) -> Bundle:
+        from training.registry import Registry, RegistryError
+
+        if version is None:
+            raise RegistryError("no model version given and no champion")
+        with self._lock:
+            if version not in self._bundles:
+                bundle = load_bundle(Registry(registry).path(version))  # path() refuses anything but a version
+                if len(self._bundles) >= self.size:
+                    self._bundles.pop(next(iter(self._bundles)))
+                self._bundles[version] = bundle
+            return self._bundles[version]
+
+
 class Policies:
     """Tenant policies from ``<dir>/<name>.yaml``, the shipped default otherwise; reloaded when the file changes."""
 
@@ -78,15 +107,30 @@ class Policies:
         self._lock = threading.Lock()
 
     def for_tenant(self, policy_name: str | None) -> Policy:
-        path = DEFAULT_POLICY
-        if policy_name and self.directory is not None:
+        """The tenant's policy. Never silently another lender's: a named policy that cannot be found is a 503
+        naming it; a policy file edited into an invalid state keeps its last good version (and logs why)."""
+        if policy_name is None:
+            path = DEFAULT_POLICY
+        elif self.directory is None:
+            raise Unavailable(f"the tenant's policy {policy_name!r} needs SMECREDIT_POLICIES_DIR to be set")
+        else:
             path = self.directory / f"{policy_name}.yaml"
-        mtime = path.stat().st_mtime
+        try:
+            mtime = path.stat().st_mtime
+        except OSError as exc:
+            raise Unavailable(f"the tenant's policy file {path.name} is missing") from exc
         cached = self._cache.get(path)
         if cached and cached[0] == mtime:
             return cached[1]
         with self._lock:
-            policy = load_policy(path)
+            try:
+                policy = load_policy(path)
+            except PolicyError as exc:
+                if cached:
+                    log.error("policy %s is invalid, keeping %s: %s", path.name, cached[1].version, exc)
+                    self._cache[path] = (mtime, cached[1])
+                    return cached[1]
+                raise Unavailable(f"the tenant's policy file {path.name} is invalid") from exc
             self._cache[path] = (mtime, policy)
         return policy
 

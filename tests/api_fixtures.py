@@ -97,9 +97,9 @@ def make_api(database_url: str, registry: Path, **overrides: object) -> Api:
     keys = {}
     with app.state.sessions.begin() as session:
         lender = repo.get_or_create_tenant(session, name="lender-a")
-        for scope in ("score", "review", "admin"):
+        for scope in ("score", "review", "admin", "platform"):
             keys[scope] = repo.create_api_key(session, tenant=lender, scopes=[scope])
-        keys["all"] = repo.create_api_key(session, tenant=lender, scopes=["score", "review", "admin"])
+        keys["all"] = repo.create_api_key(session, tenant=lender, scopes=["score", "review", "admin", "platform"])
         other = repo.get_or_create_tenant(session, name="lender-b")
         keys["other"] = repo.create_api_key(session, tenant=other, scopes=["score", "review", "admin"])
     return Api(client=TestClient(app), keys=keys, settings=settings)

@@ -19,7 +19,7 @@ ENDPOINTS = [
     ("GET", "/v1/models", {"score", "review", "admin"}, None, False),
     ("GET", "/v1/models/{version}", {"score", "review", "admin"}, None, False),
     ("GET", "/v1/models/{version}/card", {"score", "review", "admin"}, None, False),
-    ("POST", "/v1/models/{version}/promote", {"admin"}, {"reason": "access test"}, False),
+    ("POST", "/v1/models/{version}/promote", {"platform"}, {"reason": "access test"}, False),
     ("GET", "/v1/reviews", {"review"}, None, False),
     ("POST", "/v1/reviews/{decision_id}", {"review"}, {"outcome": "approve", "reason": "checked", "reviewer": "z"},
      True),
@@ -54,7 +54,7 @@ def test_access(api: Api, world: dict, method: str, template: str, scopes: set[s
         r = call(api, method, path, payload, headers)
         assert r.status_code == 401, (headers, r.text)
         assert r.json()["type"] == "unauthorized"
-    for scope in ("score", "review", "admin"):
+    for scope in ("score", "review", "admin", "platform"):
         if scope not in scopes:
             r = call(api, method, path, payload, api.headers(scope))
             assert r.status_code == 403, (scope, r.text)
@@ -74,5 +74,5 @@ def test_keys_and_tokens_are_stored_only_as_hashes(api: Api, world: dict) -> Non
         stored = " ".join(str(v) for row in conn.execute(text("SELECT prefix, key_hash FROM api_keys")) for v in row)
         tokens = [row[0] for row in conn.execute(text("SELECT token_hash FROM decisions"))]
     for key in api.keys.values():
-        assert key not in stored and key.split("_")[2] not in stored
+        assert key not in stored and key.split("_", 2)[2] not in stored
     assert all(len(t) == 64 for t in tokens)

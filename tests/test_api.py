@@ -208,10 +208,12 @@ class TestModels:
         assert len(detail["features"]) == 58 and 0.5 < detail["metrics"]["auc"] < 1
         assert api.client.get("/v1/models/m0000", headers=api.headers()).status_code == 404
 
-    def test_promote_needs_admin(self, api: Api, champion_registry: Path) -> None:
+    def test_promote_needs_the_platform_scope(self, api: Api, champion_registry: Path) -> None:
         champion = Registry(champion_registry).champion()
-        r = api.client.post(f"/v1/models/{champion}/promote", json={"reason": "because"}, headers=api.headers("score"))
-        assert r.status_code == 403
+        for scope in ("score", "admin"):  # a tenant's admin must not change the model every tenant uses
+            r = api.client.post(f"/v1/models/{champion}/promote", json={"reason": "because"},
+                                headers=api.headers(scope))
+            assert r.status_code == 403
 
 
 class TestOperations:

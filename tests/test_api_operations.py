@@ -50,7 +50,7 @@ def test_promotion_swaps_the_model_without_a_restart(registry_copy: Path, second
     with api.client:
         before = api.score(example_request).json()["model_version"]
         r = api.client.post(f"/v1/models/{second_bundle.name}/promote", json={"reason": "better OOT AUC"},
-                            headers=api.headers("admin"))
+                            headers=api.headers("platform"))
         assert r.status_code == 200, r.text
         after = api.score(example_request).json()
         assert before != second_bundle.name and after["model_version"] == second_bundle.name
@@ -66,7 +66,7 @@ def test_a_tampered_bundle_is_refused_and_the_champion_keeps_serving(registry_co
     api = make_api(f"sqlite:///{tmp_path}/db.sqlite", registry_copy)
     with api.client:
         r = api.client.post(f"/v1/models/{second_bundle.name}/promote", json={"reason": "try it"},
-                            headers=api.headers("admin"))
+                            headers=api.headers("platform"))
         assert r.status_code == 422 and "model.txt has SHA-256" in r.json()["detail"]
         assert api.score(example_request).json()["model_version"] == Registry(registry_copy).champion()
 
@@ -141,14 +141,15 @@ class TestProductionSettings:
             Settings(environment=Environment.production)
         text = str(info.value)
         for problem in ("must be PostgreSQL", "SMECREDIT_PSEUDONYM_KEY", "SMECREDIT_DATA_KEYS",
-                        "SMECREDIT_DOCS_ENABLED"):
+                        "SMECREDIT_PUBLIC_BASE_URL", "SMECREDIT_DOCS_ENABLED"):
             assert problem in text
 
     def test_safe_production_is_accepted(self) -> None:
         from service.crypto import Keyring
 
         s = Settings(environment=Environment.production, database_url="postgresql://db/prod",
-                     pseudonym_key="x" * 32, data_keys=f"k1:{Keyring.new_key()}", docs_enabled=False)
+                     pseudonym_key="x" * 32, data_keys=f"k1:{Keyring.new_key()}", docs_enabled=False,
+                     public_base_url="https://credit.example.cn")
         assert s.environment == Environment.production
 
     def test_serve_refuses_unsafe_production(self, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from service.scoring.bundle import sha256_file
 from service.scoring.catalog import CATALOG
-from service.scoring.features import build_features
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, find_file, load_folder
 from training.evaluate import age_band
 from training.featurize import build_all
@@ -55,7 +55,7 @@ def fingerprint_files(paths: list[Path]) -> dict:
     h = hashlib.sha256()
     files = {}
     for p in sorted(paths):
-        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        digest = sha256_file(p)  # streamed: data files can be gigabytes
         files[p.name] = digest
         h.update(f"{p.name}:{digest}\n".encode())
     return {"sha256": h.hexdigest(), "files": files}
@@ -82,7 +82,7 @@ def from_folder(folder: Path) -> TrainingSet:
     withheld = {}
     for source in data.monthly:
         allowed = [s for s in MONTHLY_SOURCES if s != source]
-        withheld[source] = build_features(data, allowed_sources=allowed).values
+        withheld[source] = build_all(data, allowed_sources=allowed).values
     prof = data.profile
     rows = data.applications["enterprise_row"]
     files = [p for name in CONTRACT if (p := find_file(folder, name)) is not None]

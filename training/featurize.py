@@ -49,19 +49,20 @@ def iter_chunks(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> It
         start = stop
 
 
-def build_all(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> FeatureMatrix:
+def build_all(data: RawData, max_applications: int = CHUNK_APPLICATIONS,
+              allowed_sources: list[str] | None = None) -> FeatureMatrix:
     """Features for every application of ``data``, in the applications file's order."""
     n = len(data.applications["application_id"])
     values: np.ndarray | None = None
     used = np.zeros((n, len(MONTHLY_SOURCES)), dtype=bool)
     for rows, piece in iter_chunks(data, max_applications):
-        fm = build_features(piece)
+        fm = build_features(piece, allowed_sources=allowed_sources)
         if values is None:
             values = np.empty((n, fm.values.shape[1]))
         values[rows] = fm.values
         used[rows] = fm.sources_used
     if values is None:
-        values = build_features(data).values
+        values = build_features(data, allowed_sources=allowed_sources).values
     return FeatureMatrix(application_id=data.applications["application_id"], values=values, sources_used=used)
 
 

@@ -9,12 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from service.scoring.bundle import load_bundle
+from service.scoring.catalog import WINDOW_MONTHS
 from service.scoring.engine import Engine
 from service.scoring.policy import Policy
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, month_index, month_start
 from training.featurize import build_all
-
-FEATURE_WINDOW = 24
 
 
 def score_folder(folder: Path, bundle_dir: Path, policy: Policy, *, dask_address: str | None = None) -> pa.Table:
@@ -89,7 +88,7 @@ def request_for(data: RawData, application_id: str | None = None) -> dict:
         rows = []
         if t is not None:
             for r in np.flatnonzero((t["enterprise_row"] == ent) & (t["month"] < asof)
-                                    & (t["month"] >= asof - FEATURE_WINDOW)):
+                                    & (t["month"] >= asof - WINDOW_MONTHS)):
                 row: dict = {"month": str(month_start(t["month"][r]))}
                 for c in CONTRACT[source].columns:
                     if c.name in ("enterprise_id", "month") or c.name not in t:

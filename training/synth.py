@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.scoring.raw import CONTRACT, PROVINCE_REGION, REGIONS, month_index, month_start
+from service.scoring.raw import CONTRACT, PROVINCE_REGION, REGIONS, business_today, month_index, month_start
 
 CHUNK = 25_000  # enterprises per chunk: ~0.5 GB of working arrays at 36 months
 
@@ -103,7 +103,7 @@ class SynthConfig:
             end = dt.date.fromisoformat(f"{self.end_month}-01")
         except ValueError:
             raise ValueError(f"end_month must be YYYY-MM, got {self.end_month!r}") from None
-        if end > dt.date.today():
+        if end > business_today():
             raise ValueError(f"end_month must not be in the future, got {self.end_month}")
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.db import repo
-from service.db.tables import Decision
+from service.db.tables import Decision, as_utc
 from service.scoring.raw import MONTHLY_SOURCES
 from service.web.page import choose_language, render, render_message
 
@@ -47,10 +47,7 @@ def _open(session, token: str) -> tuple[Decision | None, str | None]:  # noqa: A
     decision = repo.get_by_token(session, token=token)
     if decision is None:
         return None, "not_found"
-    expires = decision.token_expires_at
-    if expires.tzinfo is None:  # SQLite returns naive UTC datetimes
-        expires = expires.replace(tzinfo=dt.UTC)
-    if expires <= dt.datetime.now(dt.UTC):
+    if as_utc(decision.token_expires_at) <= dt.datetime.now(dt.UTC):
         return None, "expired"
     return decision, None
 
@@ -71,10 +68,9 @@ def get_explanation_page(token: str, request: Request, lang: str | None = None,
         if decision is None:
             return _refusal(problem, language)
         reviews = repo.reviews_of(session, decision_id=decision.id)
-    status = None
-    if any(r.requested_by == "applicant" for r in reviews):
-        status = "decided" if all(r.status == "decided" for r in reviews) else "pending"
-    expires = decision.token_expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    mine = [r for r in reviews if r.requested_by == "applicant"]
+    status = None if not mine else "pending" if any(r.status == "pending" for r in mine) else "decided"
+    expires = as_utc(decision.token_expires_at).strftime("%Y-%m-%d %H:%M UTC")
     return _page(render(decision=decision, lang=language, token=token, review_status=status, now_expires=expires))
 
 
@@ -88,7 +84,7 @@ async def request_review_from_page(token: str, request: Request, lang: str | Non
     note = note[:2000] if note else None
 
     def record() -> str | None:
-        with request.app.state.sessions() as session:
+        with request.app.state.sessions() as session, repo.write_turn(session):
             decision, problem = _open(session, token)
             if decision is None:
                 return problem
@@ -109,14 +105,13 @@ async def revoke_consent_from_page(token: str, request: Request, lang: str | Non
     language = choose_language(lang, request.headers.get("accept-language"))
 
     def revoke() -> str | None:
-        with request.app.state.sessions() as session:
+        with request.app.state.sessions() as session, repo.write_turn(session):
             decision, problem = _open(session, token)
             if decision is None:
                 return problem
-            with repo.write_turn(session):
-                repo.revoke_consent(session, tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
-                                    sources=list(MONTHLY_SOURCES), actor="applicant", reason="withdrawn on the page")
-                session.commit()
+            repo.revoke_consent(session, tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
+                                sources=list(MONTHLY_SOURCES), actor="applicant", reason="withdrawn on the page")
+            session.commit()
             return None
 
     problem = await run_in_threadpool(revoke)

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from service.api import schemas
 from service.db import repo
-from service.deps import AdminDep, ChampionDep, ReaderDep, SessionDep, SettingsDep
+from service.deps import ChampionDep, PlatformDep, ReaderDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid, NotFound
 from training.registry import Registry, RegistryError
 
@@ -52,9 +52,10 @@ def get_model_card(version: str, _: ReaderDep, settings: SettingsDep) -> HTMLRes
 
 
 @router.post("/{version}/promote", operation_id="promote_model", response_model=schemas.ModelOut)
-def promote_model(version: str, body: schemas.PromoteIn, caller: AdminDep, settings: SettingsDep,
+def promote_model(version: str, body: schemas.PromoteIn, caller: PlatformDep, settings: SettingsDep,
                   champion: ChampionDep, session: SessionDep) -> schemas.ModelOut:
-    """Verify and promote a version; this replica loads it at once, others within a second."""
+    """Verify and promote a version (platform scope: the champion serves every tenant); this replica loads it at
+    once, others within a second."""
     registry = Registry(settings.registry)
     try:
         registry.path(version)
@@ -64,8 +65,9 @@ def promote_model(version: str, body: schemas.PromoteIn, caller: AdminDep, setti
         event = registry.promote(version, by=f"{caller.tenant.name}/key:{caller.key_id}", reason=body.reason)
     except RegistryError as exc:
         raise Invalid(str(exc)) from exc
-    repo.append_audit(session, tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", action="model.promoted",
-                      subject=version, payload={"previous": event.previous, "reason": body.reason})
-    session.commit()
+    with repo.write_turn(session):
+        repo.append_audit(session, tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", action="model.promoted",
+                          subject=version, payload={"previous": event.previous, "reason": body.reason})
+        session.commit()
     champion.refresh(force=True)
     return schemas.ModelOut(**_summary(registry, version, version))

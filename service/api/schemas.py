@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
-from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, Column
+from service.scoring.raw import CONTRACT, EARLIEST_DATE, MONTHLY_SOURCES, Column, business_today
 
 MAX_MONTHS = 60  # monthly rows per source in one request: five years is more than any feature reads
 
@@ -17,9 +17,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _not_future(d: dt.date) -> dt.date:
-    if d > dt.date.today():
-        raise ValueError(f"must not be in the future (after {dt.date.today().isoformat()})")
+def _plausible_date(d: dt.date) -> dt.date:
+    """The same date rules as the file contract: not before 1950, not in the future (business time zone)."""
+    if d < EARLIEST_DATE:
+        raise ValueError(f"must not be before {EARLIEST_DATE.isoformat()}")
+    today = business_today()
+    if d > today:
+        raise ValueError(f"must not be in the future (after {today.isoformat()})")
     return d
 
 
@@ -35,9 +39,9 @@ def _annotation(c: Column) -> Any:
     if c.kind == "category":
         return Literal[c.categories]  # type: ignore[valid-type]
     if c.kind == "date":
-        return Annotated[dt.date, AfterValidator(_not_future)]
+        return Annotated[dt.date, AfterValidator(_plausible_date)]
     if c.kind == "month":
-        return Annotated[dt.date, AfterValidator(_month_start), AfterValidator(_not_future)]
+        return Annotated[dt.date, AfterValidator(_month_start), AfterValidator(_plausible_date)]
     if c.kind == "bool":
         return bool
     bounds = {"ge": c.min, "le": c.max}

@@ -13,12 +13,14 @@ from service.config import Settings
 from service.decisions import score_requests, to_response
 from service.deps import Caller, ChampionDep, EngineDep, PoliciesDep, ScorerDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid
-from service.runtime import Policies
-from service.scoring.bundle import load_bundle
+from service.runtime import BundleCache, Policies
+from service.scoring.bundle import BundleError
 from service.scoring.engine import Engine
+from training.registry import RegistryError
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
                                               description="Retries with the same key and body get the same decision")]
+table_bundles = BundleCache()  # bring-your-own-table models, loaded (and verified) once per version
 router = APIRouter(prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
 
 
@@ -59,10 +61,12 @@ def score_features(body: schemas.FeatureScoreRequest, caller: ScorerDep, setting
                    model_version: str | None = None) -> schemas.FeatureScoreResponse:
     """Score a feature vector with a bring-your-own-table model (``model_version``, default the champion)."""
     version = model_version or champion.current_version()
-    if version is None or not (settings.registry / version).is_dir():
-        raise Invalid(f"query.model_version: no model version {version!r}",
-                      errors=[{"loc": ["query", "model_version"], "msg": "unknown model version", "type": "value"}])
-    bundle = load_bundle(settings.registry / version)
+    try:
+        bundle = table_bundles.get(settings.registry, version)
+    except (RegistryError, BundleError) as exc:
+        raise Invalid(f"query.model_version: {exc}",
+                      errors=[{"loc": ["query", "model_version"], "msg": "unknown or invalid model version",
+                               "type": "value"}]) from exc
     if bundle.kind != "table":
         raise Invalid(f"query.model_version: {version} is a catalog model; send applications to POST /v1/scores",
                       errors=[{"loc": ["query", "model_version"], "msg": "not a table model", "type": "value"}])

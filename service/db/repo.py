@@ -15,9 +15,9 @@ from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from service.crypto import Keyring, Sealed
-from service.db.tables import ApiKey, AuditEvent, Consent, Decision, RawInput, Review, Tenant, utcnow
+from service.db.tables import ApiKey, AuditEvent, Consent, Decision, RawInput, Review, Tenant, as_utc, utcnow
 
-SCOPES = ("score", "review", "admin")
+SCOPES = ("score", "review", "admin", "platform")  # platform: operators of the shared model registry
 GENESIS = "0" * 64
 _SQLITE_WRITER = threading.Lock()
 
@@ -180,8 +180,10 @@ def list_reviews(session: Session, *, tenant_id: int, status: str | None, limit:
 
 
 def request_review(session: Session, *, decision: Decision, requested_by: str, note: str | None) -> Review:
-    """Open a review unless one is already pending for the decision."""
-    pending = session.scalar(select(Review).where(Review.decision_id == decision.id, Review.status == "pending"))
+    """Open a review for this requester unless theirs is already pending (the policy's own referral does not
+    swallow an applicant's request: their note and the audit event are kept)."""
+    pending = session.scalar(select(Review).where(Review.decision_id == decision.id, Review.status == "pending",
+                                                  Review.requested_by == requested_by))
     if pending is not None:
         return pending
     review = Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by=requested_by,
@@ -194,19 +196,23 @@ def request_review(session: Session, *, decision: Decision, requested_by: str, n
 
 
 def decide_review(session: Session, *, decision: Decision, reviewer: str, outcome: str, reason: str) -> Review:
-    """Record a reviewer's decision on the pending review (opening one if the lender reviews unprompted)."""
-    review = session.scalar(select(Review).where(Review.decision_id == decision.id, Review.status == "pending")
-                            .with_for_update())
-    if review is None:
-        review = Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="lender")
-        session.add(review)
-    review.status, review.reviewer, review.outcome, review.reason = "decided", reviewer, outcome, reason
-    review.decided_at = utcnow()
+    """Record a reviewer's decision; it answers every pending request on the decision (the policy's referral and
+    the applicant's own), opening a review if the lender reviews unprompted."""
+    pending = list(session.scalars(select(Review).where(Review.decision_id == decision.id,
+                                                        Review.status == "pending").order_by(Review.id)
+                                   .with_for_update()))
+    if not pending:
+        pending = [Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="lender")]
+        session.add(pending[0])
+    now = utcnow()
+    for review in pending:
+        review.status, review.reviewer, review.outcome, review.reason = "decided", reviewer, outcome, reason
+        review.decided_at = now
     session.flush()
     append_audit(session, tenant_id=decision.tenant_id, actor=reviewer, action="review.decided", subject=decision.id,
-                 payload={"review_id": review.id, "outcome": outcome, "reason": reason,
+                 payload={"review_ids": [r.id for r in pending], "outcome": outcome, "reason": reason,
                           "original_decision": decision.decision})
-    return review
+    return pending[-1]
 
 
 def reviews_of(session: Session, *, decision_id: str) -> list[Review]:
@@ -217,10 +223,8 @@ def reviews_of(session: Session, *, decision_id: str) -> list[Review]:
 
 
 def iso_utc(at: dt.datetime) -> str:
-    """One spelling of a timestamp whatever the database hands back (SQLite returns naive UTC)."""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.UTC)
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """One spelling of a timestamp whatever the database hands back."""
+    return as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def audit_content(event: AuditEvent) -> dict:

@@ -54,6 +54,8 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # workers start together: one migrates, the others wait
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7462)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

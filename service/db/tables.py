@@ -24,6 +24,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(at: dt.datetime | None) -> dt.datetime | None:
+    """Aware UTC whatever the database handed back (SQLite returns naive UTC, PostgreSQL the session zone)."""
+    if at is None:
+        return None
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dt.datetime: DateTime(timezone=True), dict: JSON, list: JSON}
 

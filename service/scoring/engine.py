@@ -26,7 +26,7 @@ from service.scoring.explain import (
     recourse_candidates,
     suggestion_text,
 )
-from service.scoring.features import FeatureMatrix, build_features
+from service.scoring.features import FeatureMatrix, build_features, monthly_revenue
 from service.scoring.policy import Policy, PolicyInput, PolicyOutcome
 from service.scoring.raw import MONTHLY_SOURCES, RawData
 
@@ -93,8 +93,7 @@ class Engine:
         pd, score, grade = (v[0] for v in self.bundle.scorer.apply(np.array([margin])))
         points = contrib[:-1] * self.points_per_margin
         feats = dict(zip(self.names, x, strict=True))
-        revenue = feats["pay_inflow_avg_12m"]
-        revenue = feats["tax_sales_avg_12m"] if math.isnan(revenue) else revenue
+        revenue = float(monthly_revenue(np.array(feats["pay_inflow_avg_12m"]), np.array(feats["tax_sales_avg_12m"])))
         context = {**context, "monthly_revenue": None if math.isnan(revenue) else float(revenue)}
         outcome = policy.decide(PolicyInput(pd=float(pd), score=float(score), grade=str(grade), features=feats,
                                             **context))
@@ -116,6 +115,10 @@ class Engine:
         would turn the decision into an approval (re-scored and re-decided, not guessed)."""
         current = float(self.unclipped_score(np.array([margin]))[0])
         candidates = recourse_candidates(self.names, x, points, medians)
+        j_loan = self.names.index("loan_to_revenue")
+        floor = policy.spec.limit.min_limit / context["requested_amount"] * x[j_loan]  # the ratio at the minimum
+        candidates = [(j, max(t, floor) if j == j_loan else t) for j, t in candidates
+                      if j != j_loan or max(t, floor) < x[j_loan]]  # a smaller amount, but one the lender offers
         suggestions: list[Suggestion] = []
         if candidates:
             trial = np.repeat(x[None, :], len(candidates), axis=0)

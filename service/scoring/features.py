@@ -258,9 +258,14 @@ def _bureau(f: dict, b: dict[str, np.ndarray]) -> None:
     f["bureau_worst_dpd_12m"] = np.fmax.reduce(b["worst_dpd"][:, -12:], axis=1)
 
 
+def monthly_revenue(pay_inflow_avg_12m: np.ndarray, tax_sales_avg_12m: np.ndarray) -> np.ndarray:
+    """Revenue: payment inflow where the applicant shared it, declared sales otherwise (NaN when neither).
+    The features and the lender policy's limit both use this one rule."""
+    return np.where(np.isnan(pay_inflow_avg_12m), tax_sales_avg_12m, pay_inflow_avg_12m)
+
+
 def _cross_source(f: dict, win: dict[str, dict[str, np.ndarray]], apps: Table, used: np.ndarray) -> None:
-    # Revenue: payment inflow where the applicant shared it, declared sales otherwise.
-    revenue = np.where(np.isnan(f["pay_inflow_avg_12m"]), f["tax_sales_avg_12m"], f["pay_inflow_avg_12m"])
+    revenue = monthly_revenue(f["pay_inflow_avg_12m"], f["tax_sales_avg_12m"])
     inflow, sales, kwh = win["payments"]["inflow"], win["tax"]["declared_sales"], win["utilities"]["electricity_kwh"]
     f["loan_to_revenue"] = _div(apps["requested_amount"], 12.0 * revenue)
     f["loan_term_months"] = apps["term_months"].astype(np.float64)
@@ -268,9 +273,10 @@ def _cross_source(f: dict, win: dict[str, dict[str, np.ndarray]], apps: Table, u
     f["xsrc_declared_to_inflow_6m"] = _div(_mean(sales[:, -6:]), _mean(inflow[:, -6:]))
     f["xsrc_invoice_to_sales_12m"] = _div(_sum(win["tax"]["invoice_amount"][:, -12:]), _sum(sales[:, -12:]))
     f["xsrc_elec_per_revenue_12m"] = _div(_mean(kwh[:, -12:]), revenue / 10_000.0)
-    monthly_revenue = np.where(np.isnan(f["pay_inflow_avg_12m"])[:, None], sales, inflow)
-    f["elec_intensity_change_12m"] = _div(_div(_sum(kwh[:, -6:]), _sum(monthly_revenue[:, -6:])),
-                                          _div(_sum(kwh[:, -12:-6]), _sum(monthly_revenue[:, -12:-6]))) - 1.0
+    # The same rule as monthly_revenue, month by month: the applicant's inflows if shared, else declared sales.
+    by_month = np.where(np.isnan(f["pay_inflow_avg_12m"])[:, None], sales, inflow)
+    f["elec_intensity_change_12m"] = _div(_div(_sum(kwh[:, -6:]), _sum(by_month[:, -6:])),
+                                          _div(_sum(kwh[:, -12:-6]), _sum(by_month[:, -12:-6]))) - 1.0
     f["xsrc_sources_available"] = used.sum(axis=1).astype(np.float64)
 
 

@@ -483,6 +483,8 @@ class Policy:
         if not season_ends:
             return min(x.term_months, self.spec.term.max_months_by_grade[x.grade])
         # Run through the end of the next harvest, counting the application month: March -> October is 8 months.
+        # The grade's maximum does not cut it: a loan due before the harvest is due before the money comes in,
+        # which is the mismatch that makes seasonal borrowers default; risk is priced and limited instead.
         months = min((end - x.application_date.month) % 12 + 1 for end in season_ends)
         return min(max(months, cycle.min_months), cycle.max_months)
 

@@ -61,6 +61,18 @@ TAX_GRADES = ("A", "B", "M", "C", "D")
 PURPOSES = ("working_capital", "inventory", "seasonal_inputs", "equipment", "expansion", "refinancing")
 GENDERS = ("female", "male")
 
+BUSINESS_TZ = "Asia/Shanghai"  # dates in the data and requests are Chinese calendar dates
+EARLIEST_DATE = dt.date(1950, 1, 1)
+
+
+def business_today() -> dt.date:
+    """Today in the business's time zone: at 07:00 in Beijing an application dated today is not 'future'
+    even though the server's UTC date is still yesterday."""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.now(ZoneInfo(BUSINESS_TZ)).date()
+
+
 MAX_AMOUNT = 1e10  # CNY; far above any SME's monthly figure, low enough to catch unit mistakes (fen vs yuan)
 MAX_COUNT = 10_000_000
 
@@ -387,7 +399,7 @@ def convert_column(file: str, column: Column, col: pa.ChunkedArray, today: dt.da
         if column.required:
             fail(empty, "must not be empty")
         fail(~empty & (values > np.datetime64(today)), f"must not be in the future (after {today.isoformat()})")
-        fail(~empty & (values < np.datetime64("1950-01-01")), "must not be before 1950-01-01")
+        fail(~empty & (values < np.datetime64(EARLIEST_DATE)), f"must not be before {EARLIEST_DATE.isoformat()}")
         if column.kind == "month":
             fail(~empty & (values != values.astype("datetime64[M]").astype("datetime64[D]")),
                  "must be the first day of a month")
@@ -519,7 +531,7 @@ def link(profile: Table, applications: Table, monthly: dict[str, Table], files: 
 def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
     """Read and validate every contract file in ``folder``. Raises ContractError; returns nothing partial."""
     folder = Path(folder)
-    today = today or dt.date.today()
+    today = today or business_today()
     if not folder.is_dir():
         raise ContractError(str(folder), "data folder does not exist")
     tables: dict[str, Table] = {}

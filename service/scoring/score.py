@@ -74,10 +74,13 @@ class Grades:
         if not bounds or bounds != sorted(bounds) or len(set(bounds)) != len(bounds) or bounds[-1] < 1.0:
             raise ValueError("grades must have strictly increasing max_pd, the last one >= 1.0")
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.bands)
+
     def of(self, pd: np.ndarray) -> np.ndarray:
         edges = np.array([g.max_pd for g in self.bands[:-1]])
-        names = np.array([g.name for g in self.bands], dtype=object)
-        return names[np.searchsorted(edges, np.asarray(pd), side="right")]
+        return np.array(self.names, dtype=object)[np.searchsorted(edges, np.asarray(pd), side="right")]
 
     def to_json(self) -> list[dict]:
         return [asdict(g) for g in self.bands]
