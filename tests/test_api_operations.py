@@ -260,3 +260,46 @@ def test_a_revoked_key_stops_working_and_the_revocation_is_audited(champion_regi
 
         from service.db.tables import AuditEvent
         assert s.scalar(select(AuditEvent.action).where(AuditEvent.subject == prefix)) == "key.revoked"
+
+
+def test_a_retried_request_gets_a_working_link(champion_registry: Path, tmp_path: Path, example_request: dict) -> None:
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry)
+    with api.client:
+        first = api.score(example_request, **{"Idempotency-Key": "lost-response"}).json()
+        retry = api.score(example_request, **{"Idempotency-Key": "lost-response"}).json()
+        assert retry["decision_id"] == first["decision_id"] and retry["explanation"] is not None
+        page = api.client.get(f"/v1/explanations/{retry['explanation']['token']}")
+        assert page.status_code == 200 and first["application_id"] in page.text
+
+
+def test_a_model_version_that_is_not_a_version_is_a_422(champion_registry: Path, tmp_path: Path) -> None:
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry)
+    with api.client:
+        for version in ("../../etc", ".tmp", "m0000000000ff"):
+            r = api.client.post(f"/v1/scores/features?model_version={version}", headers=api.headers("score"),
+                                json={"features": {}, "application_ref": "x"})
+            assert r.status_code == 422 and r.json()["detail"].startswith("query.model_version:"), r.text
+
+
+def test_tenant_policies_fail_loudly_and_keep_the_last_good_version(champion_registry: Path, tmp_path: Path,
+                                                                    example_request: dict) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "bank-d.yaml").write_text(DEFAULT_POLICY.read_text().replace("name: default", "name: bank-d", 1))
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry, policies_dir=policies)
+    with api.client.app.state.sessions.begin() as session:
+        known = repo.create_api_key(session, tenant=repo.get_or_create_tenant(session, name="d", policy="bank-d"),
+                                    scopes=["score"])
+        missing = repo.create_api_key(session, tenant=repo.get_or_create_tenant(session, name="e", policy="nope"),
+                                      scopes=["score"])
+    with api.client:
+        ok = api.client.post("/v1/scores", json=example_request, headers={"Authorization": f"Bearer {known}"})
+        assert ok.status_code == 200 and ok.json()["policy_version"].startswith("bank-d@")
+        (policies / "bank-d.yaml").write_text("name: bank-d\nversion: [broken\n")
+        import os
+
+        os.utime(policies / "bank-d.yaml", (1e9, 1e9))  # a different mtime, so it is reloaded
+        again = api.client.post("/v1/scores", json=example_request, headers={"Authorization": f"Bearer {known}"})
+        assert again.status_code == 200 and again.json()["policy_version"] == ok.json()["policy_version"]
+        gone = api.client.post("/v1/scores", json=example_request, headers={"Authorization": f"Bearer {missing}"})
+        assert gone.status_code == 503 and "nope.yaml is missing" in gone.json()["detail"]

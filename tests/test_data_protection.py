@@ -140,3 +140,10 @@ class TestRetention:
         assert result.exit_code == 0 and "deleted 2 raw record(s)" in result.output
         assert count(api, RawInput) == 1 and count(api, Decision) == 3
         assert verified.exit_code == 0, verified.output
+
+
+def test_a_keyring_error_never_shows_the_key() -> None:
+    key = Keyring.new_key()
+    with pytest.raises(KeyringError) as info:
+        Keyring.parse(key)  # the key id forgotten: the whole setting is the secret
+    assert key not in str(info.value) and key[:12] not in str(info.value)

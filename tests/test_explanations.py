@@ -213,3 +213,26 @@ def test_the_access_log_never_shows_a_token(page_api: Api, small_raw: RawData, c
     assert "GET /v1/explanations/{token} 200" in caplog.text
     assert "GET /v1/decisions/{decision_id} 200" in caplog.text
     assert token not in caplog.text and d["decision_id"] not in caplog.text
+
+
+def test_an_applicant_can_ask_for_review_of_a_referred_decision(page_api: Api, small_raw: RawData) -> None:
+    from training.offline import request_for
+
+    referred = None
+    for application_id in small_raw.applications["application_id"][:80]:
+        d = page_api.score(request_for(small_raw, str(application_id))).json()
+        if d["decision"] == "refer":
+            referred = d
+            break
+    assert referred is not None
+    token = referred["explanation"]["token"]
+    page_api.client.post(f"/v1/explanations/{token}/review", content="note=new+contract+signed",
+                         headers={"Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+    queue = page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()
+    mine = sorted((q["requested_by"], q["request_note"]) for q in queue if q["decision_id"] == referred["decision_id"])
+    assert mine == [("applicant", "new contract signed"), ("policy", "referred by the lender policy")]
+    assert "being handled" in page_api.client.get(f"/v1/explanations/{token}?lang=en").text
+    page_api.client.post(f"/v1/reviews/{referred['decision_id']}", headers=page_api.headers("review"),
+                         json={"outcome": "approve", "reason": "contract verified", "reviewer": "zhao"})
+    assert not [q for q in page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()
+                if q["decision_id"] == referred["decision_id"]]
