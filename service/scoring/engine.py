@@ -99,11 +99,12 @@ class Engine:
                                             **context))
         adverse = outcome.decision != "approve"
         medians = self.medians.get(context["industry"])
+        groups = group_points(self.names, x, points)
         return Scored(
             features=x, sources_used=sources_used, margin=margin, base_value=float(contrib[-1]),
             contributions=contrib[:-1], points=points, pd=float(pd), score=float(score), grade=str(grade),
-            reasons=tuple(principal_reasons(self.names, x, points, medians)) if adverse else (),
-            groups=group_points(self.names, x, points), outcome=outcome,
+            reasons=tuple(principal_reasons(self.names, x, points, medians, groups)) if adverse else (),
+            groups=groups, outcome=outcome,
             recourse=self.recourse(x, points, margin, medians, policy, context) if adverse else None)
 
     def unclipped_score(self, margin: np.ndarray) -> np.ndarray:

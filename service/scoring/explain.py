@@ -68,10 +68,10 @@ def reason_texts(feature: str, value: float, reference: float | None) -> tuple[s
 
 
 def principal_reasons(names: tuple[str, ...], values: np.ndarray, points: np.ndarray,
-                      medians: dict[str, float] | None) -> list[Reason]:
+                      medians: dict[str, float] | None, totals: dict[str, float] | None = None) -> list[Reason]:
     """At most four reason groups whose scored features together lowered the score, most adverse first, each
     with that group's points (as the chart shows them) and phrased from its most adverse scored feature."""
-    totals = group_points(names, values, points)
+    totals = totals if totals is not None else group_points(names, values, points)
     worst: dict[str, tuple[float, str, float]] = {}
     for name, value, p in zip(names, values, points, strict=True):
         group = BY_NAME[name].group

@@ -11,6 +11,7 @@ LightGBM routes missing values explicitly, and the explanation never names a sou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -132,8 +133,13 @@ def _months_where(cond: np.ndarray, present: np.ndarray) -> np.ndarray:
     return (cond & present).sum(axis=1).astype(np.float64)
 
 
+@functools.cache
+def _category_index(categories: tuple[str, ...]) -> dict[str, float]:
+    return {c: float(i) for i, c in enumerate(categories)}
+
+
 def _codes(values: np.ndarray, categories: tuple[str, ...]) -> np.ndarray:
-    index = {c: float(i) for i, c in enumerate(categories)}
+    index = _category_index(categories)
     return np.array([index.get(v, np.nan) for v in values], dtype=np.float64)
 
 

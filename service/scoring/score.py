@@ -73,14 +73,16 @@ class Grades:
         bounds = [g.max_pd for g in self.bands]
         if not bounds or bounds != sorted(bounds) or len(set(bounds)) != len(bounds) or bounds[-1] < 1.0:
             raise ValueError("grades must have strictly increasing max_pd, the last one >= 1.0")
+        # Built once: of() runs on every score request.
+        object.__setattr__(self, "_edges", np.array(bounds[:-1]))
+        object.__setattr__(self, "_names", np.array([g.name for g in self.bands], dtype=object))
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.bands)
 
     def of(self, pd: np.ndarray) -> np.ndarray:
-        edges = np.array([g.max_pd for g in self.bands[:-1]])
-        return np.array(self.names, dtype=object)[np.searchsorted(edges, np.asarray(pd), side="right")]
+        return self._names[np.searchsorted(self._edges, np.asarray(pd), side="right")]
 
     def to_json(self) -> list[dict]:
         return [asdict(g) for g in self.bands]
