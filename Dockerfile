@@ -1,4 +1,5 @@
-# Runtime image. Dependencies are installed from the package index at build time; nothing downloads at run time.
+# The scoring service. Dependencies are installed from the package index at build time; nothing downloads at
+# run time. Not built in CI (no Docker engine on the build machines); `make run` is the tested path.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -11,10 +12,12 @@ COPY service ./service
 COPY training ./training
 RUN pip install .
 
-RUN useradd --create-home --uid 10001 smecredit && mkdir -p /data && chown smecredit /data
+RUN useradd --create-home --uid 10001 smecredit && mkdir -p /data /models && chown smecredit /data /models
 USER smecredit
-VOLUME ["/data"]
-
-# Until the scoring service lands, the image runs the pipeline as far as it exists.
+# Mount the model registry (bundles + champion.json) at /models; point DATABASE_URL at PostgreSQL in production
+# and set SMECREDIT_ENVIRONMENT=production with real secrets (the service refuses unsafe production settings).
+ENV SMECREDIT_REGISTRY=/models SMECREDIT_DATABASE_URL=sqlite:////data/smecredit.db
+VOLUME ["/data", "/models"]
+EXPOSE 8000
 ENTRYPOINT ["smecredit"]
-CMD ["synth", "--out", "/data/synth"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

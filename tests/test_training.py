@@ -231,3 +231,12 @@ class TestConfig:
         cfg.write_text("split:\n  valid_from: 2025-06-01\n  test_from: 2025-01-01\n")
         with pytest.raises(ValueError, match="valid_from must be before test_from"):
             load_config(cfg)
+
+
+def test_tuning_runs_the_trials_and_trains_with_the_best(small_dir: Path, tmp_path: Path) -> None:
+    from training.config import LightGBMConfig
+
+    result = train(from_folder(small_dir), load_config(None), Registry(tmp_path), tune_trials=3)
+    tuned = result.metadata["training"]["lightgbm"]
+    assert tuned != LightGBMConfig().model_dump()  # the search changed the shape or regularisation
+    assert 0.5 < result.metadata["metrics"]["oot"]["auc"] < 1
