@@ -103,9 +103,9 @@ def train(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from service.scoring.raw import ContractError
+    from service.scoring.registry import Registry, RegistryError, default_registry
     from training import dataset, pipeline
     from training.config import load_config
-    from training.registry import Registry, RegistryError, default_registry
 
     if (data is None) == (table is None):
         _fail("give exactly one of --data (a contract data folder) or --table (your own feature table)")
@@ -162,7 +162,7 @@ app.add_typer(models_app, name="models")
 
 
 def _registry(path: Path | None):  # noqa: ANN202
-    from training.registry import Registry, default_registry
+    from service.scoring.registry import Registry, default_registry
 
     return Registry(path or default_registry())
 
@@ -188,7 +188,7 @@ def models_show(version: str, registry: RegistryOpt = None) -> None:
     """Metadata of one version (without the reference distributions), as JSON."""
     import json
 
-    from training.registry import RegistryError
+    from service.scoring.registry import RegistryError
 
     try:
         md = _registry(registry).metadata(version)
@@ -201,7 +201,7 @@ def models_show(version: str, registry: RegistryOpt = None) -> None:
 @models_app.command("verify")
 def models_verify(version: str, registry: RegistryOpt = None) -> None:
     """Check every SHA-256 digest of a bundle; exit 1 on any changed byte."""
-    from training.registry import RegistryError
+    from service.scoring.registry import RegistryError
 
     try:
         digests = _registry(registry).verify(version)
@@ -216,7 +216,7 @@ def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (
                    by: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
                    registry: RegistryOpt = None) -> None:
     """Make a verified version the champion."""
-    from training.registry import RegistryError
+    from service.scoring.registry import RegistryError
 
     try:
         event = _registry(registry).promote(version, by=by, reason=reason)
@@ -231,7 +231,7 @@ def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the h
                     by: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
                     registry: RegistryOpt = None) -> None:
     """Make the previous champion champion again."""
-    from training.registry import RegistryError
+    from service.scoring.registry import RegistryError
 
     try:
         event = _registry(registry).rollback(by=by, reason=reason)
@@ -483,9 +483,9 @@ def score(
     from service.scoring.bundle import BundleError
     from service.scoring.policy import PolicyError, load_policy
     from service.scoring.raw import ContractError
+    from service.scoring.registry import RegistryError
     from training.featurize import write_table
     from training.offline import score_folder
-    from training.registry import RegistryError
 
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -82,15 +84,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not logging.getLogger().handlers:  # a served process (each worker): timestamped lines on stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     docs = settings.docs_enabled
-    app = FastAPI(title="smecredit", version="0.1.0",
+    write_engine = make_engine(settings.database_url)
+    read_engine = make_engine(settings.database_url, immediate=False) \
+        if write_engine.dialect.name == "sqlite" else write_engine
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.engine.dispose()  # close pooled connections when the process stops
+        read_engine.dispose()
+
+    app = FastAPI(title="smecredit", version="0.1.0", lifespan=lifespan,
                   summary="SME credit scoring from operating data: decisions, offers and reasons.",
                   docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.settings = settings
-    app.state.engine = make_engine(settings.database_url)
+    app.state.engine = write_engine
     migrate(app.state.engine)
     app.state.sessions = session_factory(app.state.engine)
-    read_engine = make_engine(settings.database_url, immediate=False) \
-        if app.state.engine.dialect.name == "sqlite" else app.state.engine
     app.state.read_sessions = session_factory(read_engine)
     app.state.champion = Champion(settings.registry, settings.model_check_seconds)
     app.state.champion.refresh(force=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -13,6 +12,7 @@ from service.errors import RateLimited, Unavailable
 from service.scoring.bundle import Bundle, BundleError, load_bundle
 from service.scoring.engine import Engine
 from service.scoring.policy import Policy, PolicyError, load_policy
+from service.scoring.registry import Registry, RegistryError
 
 log = logging.getLogger("smecredit.runtime")
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
@@ -33,10 +33,9 @@ class Champion:
         self.last_error: str | None = None
 
     def current_version(self) -> str | None:
-        path = self.registry / "champion.json"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))["version"]
-        except (OSError, ValueError, KeyError):
+            return Registry(self.registry).champion()
+        except (OSError, ValueError, KeyError):  # absent, or being rewritten by another replica
             return None
 
     def refresh(self, *, force: bool = False) -> None:
@@ -85,8 +84,6 @@ class BundleCache:
         self._lock = threading.Lock()
 
     def get(self, registry: Path, version: str | None) -> Bundle:
-        from training.registry import Registry, RegistryError
-
         if version is None:
             raise RegistryError("no model version given and no champion")
         with self._lock:

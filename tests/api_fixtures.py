@@ -23,11 +23,11 @@ from service.config import Environment, Settings
 from service.db import repo
 from service.main import create_app
 from service.scoring.raw import load_folder
+from service.scoring.registry import Registry
 from training.config import load_config
 from training.dataset import from_folder
 from training.offline import request_for
 from training.pipeline import train
-from training.registry import Registry
 
 PG_URL = os.environ.get("SMECREDIT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

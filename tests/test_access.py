@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from service.scoring.registry import Registry
 from tests.api_fixtures import Api
-from training.registry import Registry
 
 # (method, path template, scopes that may call it, body, tenant-bound)
 ENDPOINTS = [

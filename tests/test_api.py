@@ -10,9 +10,9 @@ import pytest
 from service.openapi_doc import openapi_json
 from service.runtime import DEFAULT_POLICY
 from service.scoring.policy import load_policy
+from service.scoring.registry import Registry
 from tests.api_fixtures import Api, body_with
 from training.offline import request_for, score_folder
-from training.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 

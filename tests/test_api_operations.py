@@ -14,12 +14,12 @@ from service.cli import app as cli
 from service.config import Environment, Settings
 from service.db import repo
 from service.runtime import DEFAULT_POLICY
+from service.scoring.registry import Registry
 from tests.api_fixtures import make_api
 from tests.test_train_table import german_credit
 from training.config import load_config
 from training.dataset import from_folder, from_table
 from training.pipeline import train
-from training.registry import Registry
 
 runner = CliRunner()
 

@@ -13,10 +13,10 @@ from service.cli import app as cli
 from service.runtime import DEFAULT_POLICY
 from service.scoring.policy import load_policy
 from service.scoring.raw import RawData
+from service.scoring.registry import Registry
 from training.distributed import features_distributed, score_distributed
 from training.featurize import build_all
 from training.offline import score_folder
-from training.registry import Registry
 
 runner = CliRunner()
 

@@ -20,8 +20,8 @@ from service.scoring.engine import Engine
 from service.scoring.explain import ACTIONS, MAX_RECOURSE
 from service.scoring.policy import load_policy
 from service.scoring.raw import MONTHLY_SOURCES, RawData
+from service.scoring.registry import Registry
 from tests.api_fixtures import Api, make_api
-from training.registry import Registry
 
 
 @pytest.fixture(scope="module")

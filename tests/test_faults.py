@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from service.cli import app as cli
 from service.config import get_settings
 from service.runtime import Champion
+from service.scoring.registry import Registry
 from tests.api_fixtures import PG_URL, make_api, postgres_available, running_service
-from training.registry import Registry
 
 runner = CliRunner()
 

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.scoring.bundle import load_bundle
+from service.scoring.registry import Registry
 from training.config import load_config
 from training.dataset import TableError, from_table
 from training.pipeline import train
-from training.registry import Registry
 
 runner = CliRunner()
 

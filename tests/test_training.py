@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.scoring.bundle import BUNDLE_FILES, MANIFEST_FILE, BundleError, load_bundle
 from service.scoring.catalog import CATALOG, FEATURE_CODE_VERSION, FEATURE_NAMES
+from service.scoring.registry import Registry, RegistryError
 from training.config import load_config
 from training.dataset import TrainingSet, from_folder
 from training.pipeline import TrainResult, train
-from training.registry import Registry, RegistryError
 
 runner = CliRunner()
 

@@ -20,6 +20,7 @@ import sklearn
 from service.scoring.bundle import CARD_FILES, METADATA_FILE, MODEL_FILE, canonical_json, sha256_bytes, version_of
 from service.scoring.catalog import FEATURE_CODE_VERSION
 from service.scoring.raw import MONTHLY_SOURCES
+from service.scoring.registry import Registry
 from service.scoring.score import Calibration, Grades, Scaling, Scorer
 from training import evaluate as ev
 from training.card import render_card
@@ -27,7 +28,6 @@ from training.challenger import BinnedLogisticScorecard
 from training.config import TrainConfig
 from training.dataset import TrainingSet, industry_medians
 from training.fit import fit_lightgbm, fit_platt, lgb_params, model_text, tune
-from training.registry import Registry
 
 log = logging.getLogger(__name__)
 MIN_PART = 200  # rows in each of train / validation / test

@@ -9,7 +9,7 @@ from service.api import schemas
 from service.db import repo
 from service.deps import ChampionDep, PlatformDep, ReaderDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid, NotFound
-from training.registry import Registry, RegistryError
+from service.scoring.registry import Registry, RegistryError
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 

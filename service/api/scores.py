@@ -16,7 +16,7 @@ from service.errors import ERROR_RESPONSES, Invalid
 from service.runtime import BundleCache, Policies
 from service.scoring.bundle import BundleError
 from service.scoring.engine import Engine
-from training.registry import RegistryError
+from service.scoring.registry import RegistryError
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
                                               description="Retries with the same key and body get the same decision")]
