@@ -33,6 +33,37 @@ class Metrics:
                                  registry=self.registry)
 
 
+class ObserveMiddleware:
+    """Prometheus counters and latency, and one access-log line per request, as plain ASGI (no per-request
+    task and stream wrapping as with BaseHTTPMiddleware). The route template is logged, never the raw path:
+    paths carry explanation tokens and decision ids."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app fails before starting a response
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            access.info("%s %s %d %.1f ms", scope["method"], route, status, seconds * 1e3)
+
+
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413, whether declared (Content-Length) or streamed (chunked)."""
 
@@ -113,17 +144,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (scores, decisions, explanations, applicants, models, reviews, health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def observe(request, call_next):  # noqa: ANN001, ANN202
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        seconds = time.perf_counter() - started
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(seconds)
-        # The access log names the route template, never the raw path: paths carry tokens and decision ids.
-        access.info("%s %s %d %.1f ms", request.method, route, response.status_code, seconds * 1e3)
-        return response
-
+    app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
