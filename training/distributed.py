@@ -67,7 +67,10 @@ def _run(data: RawData, address: str, fn, *args: object, chunk: int = CHUNK_APPL
     pieces = list(iter_chunks(data, chunk))
     client = client_for(address)
     try:
-        futures = client.map(fn, [piece for _, piece in pieces], *[[a] * len(pieces) for a in args], pure=False)
+        # Scatter rather than embed: pieces go to workers once, shared arguments (the bundle) once per worker.
+        data_futures = client.scatter([piece for _, piece in pieces])
+        shared = [client.scatter(a, broadcast=True) for a in args]
+        futures = [client.submit(fn, f, *shared, pure=False) for f in data_futures]
         results = client.gather(futures)
     finally:
         client.close()
