@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not logging.getLogger().handlers:  # a served process (each worker): timestamped lines on stderr
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its start-up chatter says nothing new
     docs = settings.docs_enabled
     write_engine = make_engine(settings.database_url)
     read_engine = make_engine(settings.database_url, immediate=False) \
