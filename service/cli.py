@@ -407,7 +407,7 @@ def data_rotate() -> None:
     settings, sessions = _database()
     try:
         keyring = Keyring.parse(settings.data_keys.get_secret_value())
-        with sessions() as session, repo.write_turn(session):
+        with sessions() as session:
             count = repo.rotate_raw_inputs(session, keyring=keyring)
             repo.append_audit(session, tenant_id=None, actor="cli", action="data.rotated", subject=keyring.current,
                               payload={"rows": count})
@@ -429,7 +429,7 @@ def data_retention(
     settings, sessions = _database()
     keep = days or settings.raw_retention_days
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=keep)
-    with sessions() as session, repo.write_turn(session):
+    with sessions() as session:
         purged = repo.purge_raw_before(session, cutoff=cutoff)
         session.commit()
     console.print(f"deleted {purged} raw record(s) older than {keep} days; decision records kept")

@@ -56,21 +56,20 @@ def score_requests(session: Session, *, settings: Settings, keyring: Keyring, en
     digests = [input_digest(p) for p in payloads]
     try:
         if idempotency_key:
-            with repo.write_turn(session):
-                existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
-                if existing is not None:
-                    if existing.input_digest != digests[0]:
-                        raise Invalid("Idempotency-Key was already used with a different request body",
-                                      errors=[{"loc": ["header", "Idempotency-Key"],
-                                               "msg": "reused with a different body", "type": "idempotency"}])
-                    # The first response may never have arrived: a retry gets a fresh link to the same page.
-                    token = secrets.token_urlsafe(24)
-                    existing.token_hash = repo.sha256_hex(token)
-                    existing.token_expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(
-                        hours=settings.explanation_ttl_hours)
-                    session.commit()
-                    return [(existing, token)]
-                session.rollback()  # end the read: nothing may stay locked while scoring
+            existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
+            if existing is not None:
+                if existing.input_digest != digests[0]:
+                    raise Invalid("Idempotency-Key was already used with a different request body",
+                                  errors=[{"loc": ["header", "Idempotency-Key"],
+                                           "msg": "reused with a different body", "type": "idempotency"}])
+                # The first response may never have arrived: a retry gets a fresh link to the same page.
+                token = secrets.token_urlsafe(24)
+                existing.token_hash = repo.sha256_hex(token)
+                existing.token_expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(
+                    hours=settings.explanation_ttl_hours)
+                session.commit()
+                return [(existing, token)]
+            session.rollback()  # end the read: nothing may stay locked while scoring
         prepared = []
         for req, digest, payload in zip(requests, digests, payloads, strict=True):
             allowed = [s for s in MONTHLY_SOURCES if getattr(req.consent, s)]
@@ -80,11 +79,10 @@ def score_requests(session: Session, *, settings: Settings, keyring: Keyring, en
             token = secrets.token_urlsafe(24)
             prepared.append((_record(settings, engine, policy, tenant_id, req, digest, scored, token,
                                      idempotency_key), token, payload))
-        with repo.write_turn(session):
-            for decision, _, payload in prepared:
-                repo.add_decision(session, decision=decision, consents=payload["consent"], actor=actor)
-                repo.store_raw_input(session, keyring=keyring, decision=decision, payload=payload)
-            session.commit()
+        for decision, _, payload in prepared:
+            repo.add_decision(session, decision=decision, consents=payload["consent"], actor=actor)
+            repo.store_raw_input(session, keyring=keyring, decision=decision, payload=payload)
+        session.commit()
     except IntegrityError as exc:
         session.rollback()
         if idempotency_key:  # the same key raced in from a concurrent retry

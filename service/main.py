@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = write_engine
     migrate(app.state.engine)
     app.state.sessions = session_factory(app.state.engine)
+    app.state.read_engine = read_engine
     app.state.read_sessions = session_factory(read_engine)
     app.state.champion = Champion(settings.registry, settings.model_check_seconds)
     app.state.champion.refresh(force=True)

@@ -17,10 +17,9 @@ def revoke_consent(applicant_ref: str, body: schemas.RevokeIn, caller: ReaderDep
                    session: SessionDep) -> schemas.RevokeOut:
     """Record the withdrawal for the given sources and purge this applicant's stored raw data (every source:
     raw requests are stored whole). Decision records keep only digests and the pseudonymous reference."""
-    with repo.write_turn(session):  # before the first statement: the turn, then the database lock
-        if not repo.known_applicant(session, tenant_id=caller.tenant.id, applicant_ref=applicant_ref):
-            raise NotFound(f"no applicant {applicant_ref!r} for this tenant")
-        purged = repo.revoke_consent(session, tenant_id=caller.tenant.id, applicant_ref=applicant_ref,
-                                     sources=list(body.sources), actor=f"key:{caller.key_id}", reason=body.reason)
-        session.commit()
+    if not repo.known_applicant(session, tenant_id=caller.tenant.id, applicant_ref=applicant_ref):
+        raise NotFound(f"no applicant {applicant_ref!r} for this tenant")
+    purged = repo.revoke_consent(session, tenant_id=caller.tenant.id, applicant_ref=applicant_ref,
+                                 sources=list(body.sources), actor=f"key:{caller.key_id}", reason=body.reason)
+    session.commit()
     return schemas.RevokeOut(applicant_ref=applicant_ref, sources=list(body.sources), raw_rows_purged=purged)

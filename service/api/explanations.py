@@ -84,7 +84,7 @@ async def request_review_from_page(token: str, request: Request, lang: str | Non
     note = note[:2000] if note else None
 
     def record() -> str | None:
-        with request.app.state.sessions() as session, repo.write_turn(session):
+        with request.app.state.sessions() as session:
             decision, problem = _open(session, token)
             if decision is None:
                 return problem
@@ -105,7 +105,7 @@ async def revoke_consent_from_page(token: str, request: Request, lang: str | Non
     language = choose_language(lang, request.headers.get("accept-language"))
 
     def revoke() -> str | None:
-        with request.app.state.sessions() as session, repo.write_turn(session):
+        with request.app.state.sessions() as session:
             decision, problem = _open(session, token)
             if decision is None:
                 return problem

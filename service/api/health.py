@@ -24,7 +24,7 @@ def readyz(request: Request) -> JSONResponse:
     champion.refresh()
     checks["model"] = f"ok: {champion.loaded.version}" if champion.loaded else (champion.last_error or "no champion")
     try:
-        with request.app.state.engine.connect() as conn:
+        with request.app.state.read_engine.connect() as conn:  # a probe must not queue behind writers
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported

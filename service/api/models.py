@@ -65,9 +65,8 @@ def promote_model(version: str, body: schemas.PromoteIn, caller: PlatformDep, se
         event = registry.promote(version, by=f"{caller.tenant.name}/key:{caller.key_id}", reason=body.reason)
     except RegistryError as exc:
         raise Invalid(str(exc)) from exc
-    with repo.write_turn(session):
-        repo.append_audit(session, tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", action="model.promoted",
-                          subject=version, payload={"previous": event.previous, "reason": body.reason})
-        session.commit()
+    repo.append_audit(session, tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", action="model.promoted",
+                      subject=version, payload={"previous": event.previous, "reason": body.reason})
+    session.commit()
     champion.refresh(force=True)
     return schemas.ModelOut(**_summary(registry, version, version))

@@ -24,11 +24,10 @@ def list_reviews(caller: ReviewerDep, session: ReadSessionDep,
 @router.post("/{decision_id}", operation_id="decide_review", response_model=schemas.ReviewOut)
 def decide_review(decision_id: str, body: schemas.ReviewIn, caller: ReviewerDep,
                   session: SessionDep) -> schemas.ReviewOut:
-    with repo.write_turn(session):
-        decision = repo.get_decision(session, tenant_id=caller.tenant.id, decision_id=decision_id)
-        if decision is None:
-            raise NotFound(f"no decision {decision_id!r} for this tenant")
-        review = repo.decide_review(session, decision=decision, reviewer=body.reviewer, outcome=body.outcome,
-                                    reason=body.reason)
-        session.commit()
+    decision = repo.get_decision(session, tenant_id=caller.tenant.id, decision_id=decision_id)
+    if decision is None:
+        raise NotFound(f"no decision {decision_id!r} for this tenant")
+    review = repo.decide_review(session, decision=decision, reviewer=body.reviewer, outcome=body.outcome,
+                                reason=body.reason)
+    session.commit()
     return review_out(review)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
 import json
 import secrets
-import threading
-from collections.abc import Iterator
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
@@ -19,18 +16,6 @@ from service.db.tables import ApiKey, AuditEvent, Consent, Decision, RawInput, R
 
 SCOPES = ("score", "review", "admin", "platform")  # platform: operators of the shared model registry
 GENESIS = "0" * 64
-_SQLITE_WRITER = threading.Lock()
-
-
-@contextlib.contextmanager
-def write_turn(session: Session) -> Iterator[None]:
-    """On SQLite, threads of this process take turns to write: a fair queue instead of SQLite's busy handler,
-    whose growing sleeps gave some requests second-long waits under load. PostgreSQL needs no such turn."""
-    if session.bind.dialect.name != "sqlite":
-        yield
-        return
-    with _SQLITE_WRITER:
-        yield
 
 
 def sha256_hex(value: str) -> str:

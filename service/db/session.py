@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -37,10 +38,31 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
+        if not immediate:
+            @event.listens_for(engine, "begin")
+            def _begin(conn) -> None:  # noqa: ANN001
+                conn.exec_driver_sql("BEGIN")
+            return engine
+
+        # Write transactions: threads of this process take turns (a fair lock) before SQLite's write lock, which
+        # BEGIN IMMEDIATE then takes at once, so read-then-append (the audit chain) cannot interleave and no
+        # request sleeps in SQLite's busy handler, whose growing back-off gave second-long waits under load.
+        # The turn is part of the transaction itself, so no write path can forget it.
+        turn = threading.Lock()  # not an RLock: a transaction may end in another thread (FastAPI's teardown)
+
         @event.listens_for(engine, "begin")
-        def _begin(conn) -> None:  # noqa: ANN001
-            # IMMEDIATE takes the write lock at the start: read-then-append (the audit chain) cannot interleave.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        def _begin_immediate(conn) -> None:  # noqa: ANN001
+            turn.acquire()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                turn.release()
+                raise
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _end(conn) -> None:  # noqa: ANN001
+            turn.release()
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
