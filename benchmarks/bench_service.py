@@ -44,6 +44,7 @@ from service.config import Settings  # noqa: E402
 from service.db import repo  # noqa: E402
 from service.decisions import score_requests  # noqa: E402
 from service.main import create_app  # noqa: E402
+from service.scoring.features import build_features  # noqa: E402
 from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the virtualenv's scripts: smecredit, uvicorn
@@ -186,18 +187,18 @@ def bench_pieces(app: FastAPI, key: str, payload: dict, n: int, warmup: int) -> 
         tenant_id = repo.authenticate(session, key=key)[0].id
 
     def authenticate() -> None:
-        with sessions() as session:  # the handler's session: its first query takes SQLite's write lock
+        with app.state.read_sessions() as session:  # as the API does: a read-only session
             repo.authenticate(session, key=key)
 
     def score_and_record() -> None:
         with sessions() as session:
-            score_requests(session, settings=app.state.settings, engine=engine, policy=policy, tenant_id=tenant_id,
-                           actor="bench", requests=[req])
+            score_requests(session, settings=app.state.settings, keyring=app.state.keyring, engine=engine,
+                           policy=policy, tenant_id=tenant_id, actor="bench", requests=[req])
 
     steps = [("authenticate the key (`repo.authenticate`)", authenticate),
              ("validate the body (`ScoreRequest.model_validate`)", lambda: ScoreRequest.model_validate(payload)),
              ("request to `RawData` (`raw_for_applicant`)", raw),
-             ("58 features (`engine.features`)", lambda: engine.features(one, allowed)),
+             ("58 features (`build_features`)", lambda: build_features(one, allowed_sources=allowed)),
              ("features + LightGBM + TreeSHAP + policy (`engine.score`)",
               lambda: engine.score(one, policy, allowed_sources=allowed)),
              ("all of that + record the decision, one commit (`score_requests`)", score_and_record)]

@@ -55,8 +55,3 @@ class BinnedLogisticScorecard:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return self.model_.predict_proba(self.transform(X))[:, 1]
-
-    def summary(self, names: tuple[str, ...]) -> list[dict]:
-        coef = self.model_.coef_[0]
-        return [{"feature": n, "coefficient": float(c), "bins": len(self.edges_[j]) + 2}
-                for j, (n, c) in enumerate(zip(names, coef, strict=True))]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from pathlib import Path
 
@@ -17,6 +19,25 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
+
+
+class WriteTurn:
+    """One writer at a time across the threads of this process (a lock; not an RLock, since a transaction may
+    end in another thread than it began, as in FastAPI's teardown) and across processes (an flock)."""
+
+    def __init__(self, lock_file: Path | None) -> None:
+        self._thread = threading.Lock()
+        self._fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600) if lock_file else None
+
+    def acquire(self) -> None:
+        self._thread.acquire()
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread.release()
 
 
 def make_engine(url: str, *, immediate: bool = True) -> Engine:
@@ -44,11 +65,12 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
                 conn.exec_driver_sql("BEGIN")
             return engine
 
-        # Write transactions: threads of this process take turns (a fair lock) before SQLite's write lock, which
-        # BEGIN IMMEDIATE then takes at once, so read-then-append (the audit chain) cannot interleave and no
-        # request sleeps in SQLite's busy handler, whose growing back-off gave second-long waits under load.
-        # The turn is part of the transaction itself, so no write path can forget it.
-        turn = threading.Lock()  # not an RLock: a transaction may end in another thread (FastAPI's teardown)
+        # Write transactions take turns before SQLite's write lock, which BEGIN IMMEDIATE then takes at once: so
+        # read-then-append (the audit chain) cannot interleave, and no request sleeps in SQLite's busy handler,
+        # whose growing back-off gave second-long waits under load. Threads queue on a lock, worker processes
+        # on an flock of a file beside the database. The turn is part of the transaction itself, so no write
+        # path can forget it.
+        turn = WriteTurn(Path(f"{path}.write-turn") if path and path != ":memory:" else None)
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn) -> None:  # noqa: ANN001

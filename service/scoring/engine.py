@@ -73,13 +73,10 @@ class Engine:
         self.points_per_margin = bundle.scorer.points_per_margin
         self.medians: dict[str, dict[str, float]] = bundle.metadata.get("industry_medians", {})
 
-    def features(self, raw: RawData, allowed_sources: list[str] | None = None) -> FeatureMatrix:
-        return build_features(raw, allowed_sources=allowed_sources)
-
     def score(self, raw: RawData, policy: Policy, *, allowed_sources: list[str] | None = None,
               fm: FeatureMatrix | None = None) -> list[Scored]:
         """Score every application of ``raw`` (one for an API request, a whole folder offline)."""
-        fm = fm if fm is not None else self.features(raw, allowed_sources)
+        fm = fm if fm is not None else build_features(raw, allowed_sources=allowed_sources)
         contrib = self.bundle.contributions(fm.values)
         return [self.decide(fm.values[i], contrib[i], application_context(raw, i), policy,
                             tuple(s for j, s in enumerate(MONTHLY_SOURCES) if fm.sources_used[i, j]))
