@@ -40,14 +40,20 @@ def _bundle_files(bundle_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in bundle_dir.iterdir() if p.is_file()}
 
 
+_ENGINES: dict[str, Engine] = {}  # per worker process: a version is content-addressed, so load it once
+
+
 def _engine_from(files: dict[str, bytes], version: str) -> Engine:
-    """On a worker: write the bundle's files and load it, which verifies every digest."""
+    """On a worker: write the bundle's files and load it (which verifies every digest), once per version."""
+    if version in _ENGINES:
+        return _ENGINES[version]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / version
         folder.mkdir()
         for name, data in files.items():
             (folder / name).write_bytes(data)
-        return Engine(load_bundle(folder))
+        _ENGINES[version] = Engine(load_bundle(folder))
+    return _ENGINES[version]
 
 
 def _score_piece(piece: RawData, files: dict[str, bytes], version: str, policy_yaml: str) -> pa.Table:
