@@ -85,7 +85,7 @@ def plots(report: dict) -> dict[str, str]:
 
     imp = list(report["importance"]["mean_abs_contribution"].items())[:20][::-1]
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.barh([k for k, _ in imp], [v for _, v in imp])
+    ax.barh([k.replace("$", r"\$") for k, _ in imp], [v for _, v in imp])  # a column name is not mathtext
     ax.set(xlabel="mean |TreeSHAP contribution| (log-odds)", title="Global importance (top 20)")
     ax.tick_params(axis="y", labelsize=7)
     out["importance"] = _svg(fig)

@@ -30,7 +30,7 @@ class TrainingSet:
     X: np.ndarray
     y: np.ndarray
     dates: np.ndarray | None  # datetime64[D]; None: no time order (cross-validation)
-    features: list[dict]  # name, categorical categories, monotone direction, ... (stored in metadata)
+    features: list[dict]  # name, internal name, categorical categories, monotone direction, ... (in metadata)
     segments: dict[str, np.ndarray] = field(default_factory=dict)  # performance by region, industry, ...
     fairness_groups: dict[str, np.ndarray] = field(default_factory=dict)  # owner gender, owner age band
     withheld: dict[str, np.ndarray] = field(default_factory=dict)  # source -> X computed without that source
@@ -41,6 +41,11 @@ class TrainingSet:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(f["name"] for f in self.features)
+
+    @property
+    def internal_names(self) -> tuple[str, ...]:
+        """What LightGBM calls the features: it refuses or renames some characters that real column names have."""
+        return tuple(f["internal"] for f in self.features)
 
     @property
     def categorical(self) -> list[int]:
@@ -62,7 +67,7 @@ def fingerprint_files(paths: list[Path]) -> dict:
 
 
 def catalog_features() -> list[dict]:
-    return [{"name": f.name, "source": f.source, "group": f.group, "direction": f.direction,
+    return [{"name": f.name, "internal": f.name, "source": f.source, "group": f.group, "direction": f.direction,
              "categories": list(f.categories), "actionable": f.actionable, "label_en": f.label_en,
              "label_zh": f.label_zh} for f in CATALOG]
 
@@ -165,6 +170,14 @@ def binary_target(df: pd.DataFrame, target: str, positive: str | None) -> np.nda
     return numeric.to_numpy(np.int64)
 
 
+def _table_feature(name: str, j: int, categories: list[str]) -> dict:
+    """A column as a feature: its name as the user wrote it (any characters: spaces, brackets, quotes...) for
+    the card, the API and the explanations, and a safe internal name for LightGBM, which refuses JSON special
+    characters in feature names and renames spaces."""
+    return {"name": name, "internal": f"f{j:03d}", "source": "table", "group": "table", "direction": 0,
+            "categories": categories, "actionable": True, "label_en": name, "label_zh": name}
+
+
 def from_table(path: Path, target: str, *, id_column: str | None = None, date_column: str | None = None,
                positive: str | None = None, max_categories: int = 50) -> TrainingSet:
     """A risk team's own feature table: numeric and categorical columns inferred, leaks and junk refused."""
@@ -205,8 +218,7 @@ def from_table(path: Path, target: str, *, id_column: str | None = None, date_co
             continue
         if numeric:
             columns.append(col.astype(np.float64).to_numpy())
-            features.append({"name": str(name), "source": "table", "group": "table", "direction": 0,
-                             "categories": [], "actionable": True, "label_en": str(name), "label_zh": str(name)})
+            features.append(_table_feature(str(name), len(features), []))
         else:
             cats = sorted(as_str[col.notna()].unique())
             if len(cats) > max_categories:
@@ -215,8 +227,12 @@ def from_table(path: Path, target: str, *, id_column: str | None = None, date_co
             index = {c: float(i) for i, c in enumerate(cats)}
             columns.append(np.array([index.get(v, np.nan) if ok else np.nan
                                      for v, ok in zip(as_str, col.notna(), strict=True)]))
-            features.append({"name": str(name), "source": "table", "group": "table", "direction": 0,
-                             "categories": cats, "actionable": True, "label_en": str(name), "label_zh": str(name)})
+            features.append(_table_feature(str(name), len(features), cats))
+    seen: set[str] = set()
+    for f in features:
+        if f["name"] in seen:
+            raise TableError(f"column name '{f['name']}' appears twice; feature names must be unique")
+        seen.add(f["name"])
     if not features:
         raise TableError("no usable feature column is left after dropping empty, constant and identifier columns")
     log.info("table: %d rows, %d features (%d categorical), target '%s' with %.2f%% positives", len(df),

@@ -17,7 +17,15 @@ import lightgbm as lgb
 import numpy as np
 import sklearn
 
-from service.scoring.bundle import CARD_FILES, METADATA_FILE, MODEL_FILE, canonical_json, sha256_bytes, version_of
+from service.scoring.bundle import (
+    CARD_FILES,
+    METADATA_FILE,
+    MODEL_FILE,
+    Canary,
+    canonical_json,
+    sha256_bytes,
+    version_of,
+)
 from service.scoring.catalog import FEATURE_CODE_VERSION
 from service.scoring.raw import MONTHLY_SOURCES
 from service.scoring.registry import Registry
@@ -33,6 +41,7 @@ log = logging.getLogger(__name__)
 MIN_PART = 200  # rows in each of train / validation / test
 MIN_DEFAULTS = 10  # defaults in each part
 CV_FOLDS = 5
+CANARY_ROWS = 4  # real rows stored with their expected outputs, plus one row with every feature missing
 
 Step = Callable[[str], None]
 
@@ -88,8 +97,8 @@ def augment_with_withheld_sources(ts: TrainingSet, train: np.ndarray, rate: floa
 
 def _fit(ts: TrainingSet, cfg: TrainConfig, lgb_cfg, train: np.ndarray, valid: np.ndarray) -> lgb.Booster:
     X, y = augment_with_withheld_sources(ts, train, cfg.source_masking_rate, cfg.seed)
-    return fit_lightgbm(lgb_cfg, X, y, ts.X[valid], ts.y[valid], names=ts.names, categorical=ts.categorical,
-                        monotone=ts.monotone, seed=cfg.seed)
+    return fit_lightgbm(lgb_cfg, X, y, ts.X[valid], ts.y[valid], names=ts.internal_names,
+                        categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
 
 
 def _margin(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
@@ -116,7 +125,7 @@ def fit_out_of_time(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> Fitt
     lgb_cfg = cfg.lightgbm
     if tune_trials:
         X, y = augment_with_withheld_sources(ts, split.train, cfg.source_masking_rate, cfg.seed)
-        lgb_cfg = tune(lgb_cfg, tune_trials, X, y, ts.X[split.valid], ts.y[split.valid], names=ts.names,
+        lgb_cfg = tune(lgb_cfg, tune_trials, X, y, ts.X[split.valid], ts.y[split.valid], names=ts.internal_names,
                        categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
     booster = _fit(ts, cfg, lgb_cfg, split.train, split.valid)
     valid_margin = _margin(booster, ts.X[split.valid])
@@ -137,7 +146,7 @@ def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> 
     lgb_cfg = cfg.lightgbm
     if tune_trials:
         tr, va = train_test_split(np.arange(n), test_size=0.25, stratify=ts.y, random_state=cfg.seed)
-        lgb_cfg = tune(lgb_cfg, tune_trials, ts.X[tr], ts.y[tr], ts.X[va], ts.y[va], names=ts.names,
+        lgb_cfg = tune(lgb_cfg, tune_trials, ts.X[tr], ts.y[tr], ts.X[va], ts.y[va], names=ts.internal_names,
                        categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
     oof = np.empty(n)
     oof_challenger = np.empty(n)
@@ -155,7 +164,7 @@ def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> 
     everything = np.arange(n)
     X, y = augment_with_withheld_sources(ts, everything, cfg.source_masking_rate, cfg.seed)
     booster = lgb.train(lgb_params(final_cfg, seed=cfg.seed, monotone=ts.monotone),
-                        lgb.Dataset(X, y, feature_name=list(ts.names), categorical_feature=ts.categorical,
+                        lgb.Dataset(X, y, feature_name=list(ts.internal_names), categorical_feature=ts.categorical,
                                     params={"verbose": -1}), num_boost_round=final_rounds)
     log.info("cross-validation: %d folds, best rounds %s; final model %d trees on all %d rows", CV_FOLDS, rounds,
              final_rounds, n)
@@ -272,7 +281,7 @@ def train(ts: TrainingSet, cfg: TrainConfig, registry: Registry, *, tune_trials:
     report = evaluate(ts, cfg, fitted, scorer)
     report["importance"] = shap_importance(ts, fitted)
     text = model_text(fitted.booster)
-    metadata = build_metadata(ts, cfg, fitted, scorer, report)
+    metadata = build_metadata(ts, cfg, fitted, scorer, report, canary_rows(ts, text))
     step("writing the model card")
     version = version_of(sha256_bytes(text.encode("utf-8")), sha256_bytes(canonical_json(metadata)))
     card_json, card_html = render_card(version, metadata, report)
@@ -295,10 +304,19 @@ def _round(obj: object) -> object:
     return obj
 
 
-def build_metadata(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer, report: dict) -> dict:
+def canary_rows(ts: TrainingSet, text: str) -> Canary:
+    """Evenly spaced training rows and an all-missing row, with what the model text computes for them: the
+    service refuses a bundle that does not reproduce them (checked in a child process, see bundle.py)."""
+    idx = np.unique(np.linspace(0, len(ts.y) - 1, CANARY_ROWS).astype(int))
+    rows = np.vstack([ts.X[idx], np.full((1, ts.X.shape[1]), np.nan)])
+    return Canary.compute(text, rows)
+
+
+def build_metadata(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer, report: dict,
+                   canary: Canary) -> dict:
     drop = {"calibration_by_decile"}
     metrics = {k: {m: v for m, v in report[k].items() if m not in drop} for k in ("oot", "valid", "challenger_oot")}
-    return _round({
+    return {"canary": canary.to_json()} | _round({  # the canary unrounded: JSON keeps every double exactly
         "kind": ts.kind,
         "target": ts.target,
         "feature_code_version": FEATURE_CODE_VERSION,

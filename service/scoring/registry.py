@@ -3,6 +3,10 @@
     <root>/<version>/        model.txt, metadata.json, model_card.html, model_card.json, manifest.json
     <root>/champion.json     the alias the service loads (rewritten atomically)
     <root>/events.jsonl      append-only: registrations, promotions and rollbacks, who, when and why
+
+Nothing lands under its version, and the champion pointer never moves, before the bundle has passed the
+servability check (``bundle.check_servable``: parsed and test-scored in a child process). A champion must
+also be a model the service can serve to applications: a catalog model trained with the running feature code.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from service.scoring.bundle import (
     MODEL_FILE,
     BundleError,
     canonical_json,
+    check_servable,
     sha256_file,
     verify,
     version_of,
 )
+from service.scoring.catalog import FEATURE_CODE_VERSION
 
 CHAMPION_FILE = "champion.json"
 EVENTS_FILE = "events.jsonl"
@@ -65,19 +71,25 @@ class Registry:
         """Write a bundle atomically; returns (version, created). Re-registering identical content is a no-op."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        staging = tmp / "staging"
+        staging.mkdir(parents=True)
         try:
             for name, data in files.items():
-                _fsync_write(tmp / name, data)
-            digests = {name: sha256_file(tmp / name) for name in sorted(files)}
+                _fsync_write(staging / name, data)
+            digests = {name: sha256_file(staging / name) for name in sorted(files)}
             version = version_of(digests[MODEL_FILE], digests[METADATA_FILE])
-            _fsync_write(tmp / MANIFEST_FILE, canonical_json({"version": version, "algorithm": "sha256",
-                                                              "files": digests}))
+            _fsync_write(staging / MANIFEST_FILE, canonical_json({"version": version, "algorithm": "sha256",
+                                                                  "files": digests}))
+            checked = staging.rename(tmp / version)  # a bundle's folder is named by its version
+            try:
+                check_servable(checked)  # before it lands: a bundle LightGBM cannot serve is never registered
+            except BundleError as exc:
+                raise RegistryError(str(exc).replace(f"bundle {version}", f"new bundle {version}", 1)) from exc
             target = self.root / version
             if target.exists():
                 verify(target)  # same content already registered: it must still be intact
                 return version, False
-            tmp.rename(target)
+            checked.rename(target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         self._log(Event("register", version, _now(), by or _who(), "trained"))
@@ -86,10 +98,10 @@ class Registry:
     def promote(self, version: str, *, by: str | None = None, reason: str) -> Event:
         if not reason.strip():
             raise RegistryError("a promotion needs a reason")
-        self.verify(version)
         current = self.champion()
         if current == version:
             raise RegistryError(f"{version} is already the champion")
+        self.check_champion(version)
         event = Event("promote", version, _now(), by or _who(), reason, previous=current)
         self._set_champion(version)
         self._log(event)
@@ -103,7 +115,7 @@ class Registry:
         if len(stack) < 2:
             raise RegistryError("no earlier champion to roll back to")
         target = stack[-2]
-        self.verify(target)
+        self.check_champion(target)
         event = Event("rollback", target, _now(), by or _who(), reason, previous=stack[-1])
         self._set_champion(target)
         self._log(event)
@@ -129,6 +141,27 @@ class Registry:
         except BundleError as exc:
             raise RegistryError(str(exc)) from exc
 
+    def check(self, version: str) -> dict[str, str]:
+        """Digests and servability (parsed and test-scored in a child process, memoised per content)."""
+        digests = self.verify(version)
+        try:
+            check_servable(self.path(version))
+        except BundleError as exc:
+            raise RegistryError(str(exc)) from exc
+        return digests
+
+    def check_champion(self, version: str) -> None:
+        """Raise RegistryError saying why ``version`` cannot be the champion the service loads."""
+        self.check(version)
+        md = self.metadata(version)
+        if md["kind"] != "catalog":
+            raise RegistryError(f"{version} is a '{md['kind']}' model and cannot be the champion: POST /v1/scores "
+                                "needs a catalog model (smecredit train --data); score a table model with "
+                                f"POST /v1/scores/features?model_version={version}")
+        if md["feature_code_version"] != FEATURE_CODE_VERSION:
+            raise RegistryError(f"{version} was trained with feature code {md['feature_code_version']}, this "
+                                f"service computes {FEATURE_CODE_VERSION}; retrain it")
+
     def metadata(self, version: str) -> dict:
         return json.loads((self.path(version) / METADATA_FILE).read_text(encoding="utf-8"))
 
@@ -137,6 +170,11 @@ class Registry:
         if not path.exists():
             return None
         return json.loads(path.read_text(encoding="utf-8"))["version"]
+
+    def champion_history(self) -> list[str]:
+        """Every version that has been champion, most recently made champion first."""
+        made = [e.version for e in self.events() if e.event in ("promote", "rollback")]
+        return list(dict.fromkeys(reversed(made)))
 
     def events(self) -> list[Event]:
         path = self.root / EVENTS_FILE
