@@ -33,8 +33,17 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     max_body_bytes: int = Field(2_000_000, ge=1024)
     max_batch: int = Field(100, ge=1, le=10_000)
-    rate_limit_per_minute: int = Field(1200, ge=1)
+    rate_limit_per_minute: int = Field(1200, ge=1)  # per API key
+    auth_failures_per_minute: int = Field(20, ge=1)  # per client address: missing or invalid keys and tokens
+    pages_per_minute: int = Field(60, ge=1)  # per client address: the public explanation pages
     redis_url: str | None = None  # set for several replicas: rate limits shared through Redis
+    # The HTTP edge of each worker process (service/edge.py), applied by `smecredit serve`:
+    max_header_bytes: int = Field(16_384, ge=1024)  # request line and headers; larger gets 431
+    header_timeout_seconds: float = Field(10.0, gt=0)  # from connection (or first byte) to the end of the head
+    body_timeout_seconds: float = Field(30.0, gt=0)  # from the end of the head to the end of the body
+    max_connections: int = Field(1000, ge=1)  # open connections per worker; beyond: 503 and closed
+    max_in_flight: int = Field(100, ge=1)  # requests being handled per worker; beyond: 503 (/healthz exempt)
+    metrics_token: SecretStr | None = None  # when set, /metrics and /readyz details need 'Bearer <token>'
     explanation_ttl_hours: int = Field(24 * 30, ge=1)
     docs_enabled: bool = True
     model_check_seconds: float = 1.0  # how often a replica looks for a new champion
@@ -53,6 +62,9 @@ class Settings(BaseSettings):
                 problems.append("SMECREDIT_PUBLIC_BASE_URL must be the public https address (links go to applicants)")
             if self.docs_enabled:
                 problems.append("SMECREDIT_DOCS_ENABLED must be false (no public API docs)")
+            if self.metrics_token is None or len(self.metrics_token.get_secret_value()) < 16:
+                problems.append("SMECREDIT_METRICS_TOKEN must be set (16+ characters): /metrics and /readyz "
+                                "details reveal decision counts and model versions")
             if problems:
                 raise ValueError("unsafe production settings: " + "; ".join(problems))
         return self

@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, one error shape, body-size limit, metrics, champion and database."""
+"""The FastAPI application: routers, one error shape, the edge (limits, auth), metrics, champion and database."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from service.api import applicants, decisions, explanations, health, models, rev
 from service.config import Settings, get_settings
 from service.crypto import Keyring
 from service.db.session import make_engine, migrate, session_factory
+from service.edge import EdgeMiddleware
 from service.runtime import Champion, Policies, RateLimiter, RedisRateLimiter
 
 log = logging.getLogger("smecredit")
@@ -64,52 +65,6 @@ class ObserveMiddleware:
             access.info("%s %s %d %.1f ms", scope["method"], route, status, seconds * 1e3)
 
 
-class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413, whether declared (Content-Length) or streamed (chunked)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
-        chunks, size, more = [], 0, True
-        while more:  # read the whole (bounded) body first, so nothing downstream sees a truncated one
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body, replayed = b"".join(chunks), False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = errors.error_response(413, errors.TooLarge.type, errors.TooLarge.title,
-                                         f"the body must be at most {self.max_bytes} bytes")
-        await response({"type": "http"}, _no_receive, send)
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if not logging.getLogger().handlers:  # a served process (each worker): timestamped lines on stderr
@@ -139,13 +94,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.champion.refresh(force=True)
     app.state.policies = Policies(settings.policies_dir)
     app.state.keyring = Keyring.parse(settings.data_keys.get_secret_value())
-    app.state.rate_limiter = RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute) \
-        if settings.redis_url else RateLimiter(settings.rate_limit_per_minute)
+    app.state.rate_limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else RateLimiter()
     app.state.metrics = metrics = Metrics()
     errors.install(app)
     for module in (scores, decisions, explanations, applicants, models, reviews, health):
         app.include_router(module.router)
 
+    # Outermost last: metrics and the access log see what the client sees, the edge's refusals included.
+    app.add_middleware(EdgeMiddleware, settings=settings, limiter=app.state.rate_limiter,
+                       sessions=app.state.read_sessions)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -8,6 +8,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from lightgbm.basic import LightGBMError
+
 from service.errors import RateLimited, Unavailable
 from service.scoring.bundle import Bundle, BundleError, load_bundle
 from service.scoring.engine import Engine
@@ -19,9 +21,11 @@ DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
 
 
 class Champion:
-    """The champion engine. Replicas notice a new champion.json within ``check_seconds`` and load it; a bundle
-    that fails verification is refused and the current engine keeps serving. Requests in flight keep the
-    engine object they started with, so a swap never fails them."""
+    """The champion engine. Replicas notice a new champion.json within ``check_seconds`` and load it. A bundle
+    that fails verification or the servability check (in a child process, see bundle.py) is refused: the
+    current engine keeps serving, or, with none yet (at start), the newest earlier champion in the registry's
+    history that passes. Requests in flight keep the engine object they started with, so a swap never fails
+    them."""
 
     def __init__(self, registry: Path, check_seconds: float = 1.0) -> None:
         self.registry = registry
@@ -30,13 +34,18 @@ class Champion:
         self._lock = threading.Lock()
         self._checked = 0.0
         self._refused: str | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # why champion.json's version is not the one serving, if it is not
 
     def current_version(self) -> str | None:
         try:
             return Registry(self.registry).champion()
         except (OSError, ValueError, KeyError):  # absent, or being rewritten by another replica
             return None
+
+    @property
+    def refused(self) -> str | None:
+        """The version champion.json names when it was refused (and something else, or nothing, serves)."""
+        return self._refused if self._refused == self.current_version() else None
 
     def refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -47,19 +56,44 @@ class Champion:
                 return  # another thread checked while this one waited for the lock
             self._checked = now
             version = self.current_version()
-            if version is None or (self._engine is not None and self._engine.version == version):
+            if version is None:
+                return
+            if self._engine is not None and self._engine.version == version:
+                self._refused = self.last_error = None  # e.g. rolled back to the version serving as a fallback
                 return
             if version == self._refused:
-                return  # verified and refused already: not again on every request
+                return  # checked and refused already: not again on every request
             try:
-                engine = Engine(load_bundle(self.registry / version))
-            except (BundleError, OSError, ValueError) as exc:
+                engine = _load_engine(self.registry, version)
+            except _LOAD_ERRORS as exc:
                 self._refused = version
-                self.last_error = f"champion {version} refused: {exc}"
+                self.last_error = f"champion.json names {version}, refused: {exc}"
                 log.error(self.last_error)
+                if self._engine is None:
+                    self._engine = self._last_good(exclude=version)
                 return
-            self._engine, self.last_error = engine, None
+            self._engine, self._refused, self.last_error = engine, None, None
             log.info("serving model %s", version)
+
+    def _last_good(self, *, exclude: str) -> Engine | None:
+        """The newest earlier champion that still passes every check, so that a bad pointer at start does not
+        leave the service without a model."""
+        try:
+            history = Registry(self.registry).champion_history()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("cannot read the registry's history for a fallback champion: %s", exc)
+            return None
+        for version in history:
+            if version == exclude:
+                continue
+            try:
+                engine = _load_engine(self.registry, version)
+            except _LOAD_ERRORS as exc:
+                log.error("earlier champion %s refused too: %s", version, exc)
+                continue
+            log.warning("serving %s, the last good champion, instead of %s", version, exclude)
+            return engine
+        return None
 
     def get(self) -> Engine:
         self.refresh()
@@ -74,9 +108,17 @@ class Champion:
         return self._engine
 
 
+_LOAD_ERRORS = (BundleError, RegistryError, LightGBMError, OSError, ValueError, KeyError, TypeError)
+
+
+def _load_engine(registry: Path, version: str) -> Engine:
+    return Engine(load_bundle(Registry(registry).path(version)))  # path() refuses anything but a version
+
+
 class BundleCache:
     """Verified bundles by version. Versions are content-addressed and immutable, so a bundle is loaded
-    (digests checked, model parsed) once, not per request."""
+    (digests checked, servability checked in a child process, model parsed) once, not per request; a refusal
+    is remembered per content by ``check_servable``, so asking again forks nothing."""
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
@@ -88,7 +130,10 @@ class BundleCache:
             raise RegistryError("no model version given and no champion")
         with self._lock:
             if version not in self._bundles:
-                bundle = load_bundle(Registry(registry).path(version))  # path() refuses anything but a version
+                try:
+                    bundle = load_bundle(Registry(registry).path(version))  # checked in a child before any parse
+                except LightGBMError as exc:  # the child passed, yet this parse failed: refuse, never a 500
+                    raise BundleError(f"bundle {version}: LightGBM cannot load it ({exc})") from exc
                 if len(self._bundles) >= self.size:
                     self._bundles.pop(next(iter(self._bundles)))
                 self._bundles[version] = bundle
@@ -133,44 +178,73 @@ class Policies:
 
 
 class RateLimiter:
-    """Fixed one-minute windows per API key, in process: right for one replica."""
+    """Fixed one-minute windows per key ("key:<id>", "authfail:<address>", "page:<address>"), in process: right
+    for one replica. Each check names its own limit, so one limiter serves every kind of key."""
 
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
+    def __init__(self) -> None:
         self._counts: dict[tuple[str, int], int] = defaultdict(int)
         self._lock = threading.Lock()
 
-    def check(self, key_id: str) -> None:
+    def _window(self) -> int:
         window = int(time.time() // 60)
+        if len(self._counts) > 10_000:  # forget old windows (called under the lock)
+            self._counts = defaultdict(int, {k: v for k, v in self._counts.items() if k[1] == window})
+        return window
+
+    def hit(self, key: str) -> int:
+        """Count one event for ``key`` in this window; the count so far."""
         with self._lock:
-            if len(self._counts) > 10_000:  # forget old windows
-                self._counts = defaultdict(int, {k: v for k, v in self._counts.items() if k[1] == window})
-            self._counts[(key_id, window)] += 1
-            if self._counts[(key_id, window)] > self.per_minute:
-                raise RateLimited(f"more than {self.per_minute} requests in a minute for this API key")
+            window = self._window()
+            self._counts[(key, window)] += 1
+            return self._counts[(key, window)]
+
+    def peek(self, key: str) -> int:
+        """The count for ``key`` in this window, without counting."""
+        with self._lock:
+            return self._counts.get((key, self._window()), 0)
+
+    def check(self, key: str, limit: int, detail: str) -> None:
+        """Count one event; refuse it (429) when it is over ``limit`` in this window."""
+        if self.hit(key) > limit:
+            raise RateLimited(detail)
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(RateLimiter):
     """The same windows shared by every replica through Redis (INCR + EXPIRE, one round trip).
-    If Redis is unreachable the request is let through and the failure logged: scoring stays available."""
+    If Redis is unreachable the request is let through and the failure logged: scoring stays available. After a
+    failure Redis is left alone for ``retry_seconds``, so an outage does not add its timeouts to every request."""
 
-    def __init__(self, url: str, per_minute: int) -> None:
+    def __init__(self, url: str, retry_seconds: float = 5.0) -> None:
         import redis
 
-        self.per_minute = per_minute
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.errors = (redis.RedisError, OSError)
+        self.retry_seconds = retry_seconds
+        self._down_until = 0.0
 
-    def check(self, key_id: str) -> None:
-        window = int(time.time() // 60)
-        name = f"smecredit:rl:{key_id}:{window}"
+    @staticmethod
+    def _name(key: str) -> str:
+        return f"smecredit:rl:{key}:{int(time.time() // 60)}"
+
+    def _count(self, key: str, *, increment: bool) -> int:
+        if time.monotonic() < self._down_until:
+            return 0
+        name = self._name(key)
         try:
+            if not increment:
+                return int(self.client.get(name) or 0)
             pipe = self.client.pipeline()
             pipe.incr(name)
             pipe.expire(name, 120)
-            count = pipe.execute()[0]
+            return int(pipe.execute()[0])
         except self.errors as exc:
-            log.warning("rate limiter: Redis unavailable (%s); request allowed", type(exc).__name__)
-            return
-        if count > self.per_minute:
-            raise RateLimited(f"more than {self.per_minute} requests in a minute for this API key")
+            self._down_until = time.monotonic() + self.retry_seconds
+            log.warning("rate limiter: Redis unavailable (%s); requests allowed for %g s", type(exc).__name__,
+                        self.retry_seconds)
+            return 0
+
+    def hit(self, key: str) -> int:
+        return self._count(key, increment=True)
+
+    def peek(self, key: str) -> int:
+        return self._count(key, increment=False)

@@ -77,6 +77,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         admin.dispose()
 
 
+# The per-address limits (service/edge.py) off, as the per-key one is below: tests that exercise them set them.
+UNLIMITED_ADDRESSES = {"auth_failures_per_minute": 1_000_000, "pages_per_minute": 1_000_000}
+
+
 @dataclass
 class Api:
     client: TestClient
@@ -91,6 +95,7 @@ class Api:
 
 
 def make_api(database_url: str, registry: Path, **overrides: object) -> Api:
+    overrides = {**UNLIMITED_ADDRESSES, **overrides}  # every test client shares one address
     settings = Settings(environment=Environment.test, database_url=database_url, registry=registry,
                         model_check_seconds=0.0, **overrides)
     app = create_app(settings)
@@ -120,7 +125,9 @@ def running_service(database_url: str, registry: Path, *, port: int | None = Non
     port = port or free_port()
     env = {**os.environ, "SMECREDIT_DATABASE_URL": database_url, "SMECREDIT_REGISTRY": str(registry),
            "SMECREDIT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "SMECREDIT_ENVIRONMENT": "test",
-           "SMECREDIT_RATE_LIMIT_PER_MINUTE": "1000000", **(extra_env or {})}
+           "SMECREDIT_RATE_LIMIT_PER_MINUTE": "1000000",
+           **{f"SMECREDIT_{name.upper()}": str(value) for name, value in UNLIMITED_ADDRESSES.items()},
+           **(extra_env or {})}
     smecredit = str(Path(sys.executable).with_name("smecredit"))
     proc = subprocess.Popen([smecredit, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,  # noqa: S603
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,6 +161,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def error_of(response) -> dict:  # noqa: ANN001
+    """The one error shape, checked, as a dict."""
+    body = response.json()
+    assert set(body) == {"type", "title", "status", "detail", "errors"}, body
+    assert body["status"] == response.status_code
+    return body
 
 
 def body_with(example: dict, **paths: object) -> dict:
