@@ -1,7 +1,9 @@
 """Audit verification and decision replay: what an auditor runs years later.
 
-``verify`` walks the hash chain (an edited, deleted or reordered event breaks it) and cross-checks every
-decision row against the digest its creation event recorded (an edited or deleted decision shows). ``replay``
+``verify`` walks the hash chain (an edited, deleted or reordered event breaks it), cross-checks every
+decision row against the digest its creation event recorded and every other sealed row (reviews, consents,
+API keys, tenants) against the newest event that wrote it (an edited, inserted or deleted row shows), and,
+given an anchor kept outside the database, notices the newest events being cut off. ``replay``
 recomputes a decision from its stored feature snapshot with the bundle and policy versions it names.
 """
 
@@ -29,11 +31,40 @@ class Problem:
     what: str
 
 
-def verify(session: Session) -> tuple[int, list[Problem]]:
-    """(events checked, problems). Streams the chain in id order; memory stays flat."""
+@dataclass(frozen=True)
+class Anchor:
+    """The chain's head as it was at some moment, kept outside the database (a log store, a ticket, a
+    notary): a chain whose newest events were deleted no longer reaches it."""
+
+    count: int
+    head: str
+
+    def to_json(self) -> dict:
+        return {"count": self.count, "head": self.head}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Anchor:
+        count, head = data.get("count"), data.get("head")
+        if not isinstance(count, int) or count < 0 or not isinstance(head, str) or len(head) != 64:
+            raise ValueError("an anchor is {\"count\": <events>, \"head\": <64 hex digits>}")
+        return cls(count, head)
+
+
+def anchor(session: Session) -> Anchor:
+    return Anchor(*repo.audit_head(session))
+
+
+def verify(session: Session, *, anchored: Anchor | None = None) -> tuple[int, list[Problem]]:
+    """(events checked, problems). Streams the chain in id order; memory holds one digest per sealed row.
+
+    Checks the chain itself, every decision against its creation event, every sealed row (reviews, consents,
+    API keys, tenants) against the newest event that sealed it, and, given an anchor, that the chain still
+    reaches the anchored head.
+    """
     problems: list[Problem] = []
     prev, count = repo.GENESIS, 0
     created: dict[str, str] = {}
+    sealed: dict[str, str] = {}
     for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)):
         count += 1
         if event.prev_hash != prev:
@@ -44,7 +75,14 @@ def verify(session: Session) -> tuple[int, list[Problem]]:
                                     f"{event.subject} was edited)"))
         if event.action == "decision.created":
             created[event.subject] = event.payload.get("record_digest", "")
+        sealed.update(event.payload.get("sealed", {}))
+        if anchored is not None and count == anchored.count and event.hash != anchored.head:
+            problems.append(Problem(f"audit event {event.id}", "is not the anchored head (the trail was rewritten "
+                                    "up to the anchor)"))
         prev = event.hash
+    if anchored is not None and count < anchored.count:
+        problems.append(Problem("audit trail", f"has {count} events, the anchor recorded {anchored.count}: the "
+                                "newest events were deleted"))
     seen = set()
     for d in session.scalars(select(Decision).execution_options(yield_per=1000)):
         seen.add(d.id)
@@ -55,6 +93,18 @@ def verify(session: Session) -> tuple[int, list[Problem]]:
     for missing in sorted(set(created) - seen):
         problems.append(Problem(f"decision {missing}", "is in the audit trail but not in the decisions table "
                                 "(deleted)"))
+    for table in repo.SEALED:
+        present = set()
+        for row in session.scalars(select(table).order_by(table.id).execution_options(yield_per=1000)):
+            key = repo.row_key(row)
+            present.add(key)
+            if key not in sealed:
+                problems.append(Problem(key, "has no audit event (written outside the service)"))
+            elif repo.row_digest(row) != sealed[key]:
+                problems.append(Problem(key, "differs from what its last audit event recorded (edited)"))
+        prefix = f"{table.__tablename__}:"
+        for key in sorted(k for k in sealed if k.startswith(prefix) and k not in present):
+            problems.append(Problem(key, "is in the audit trail but not in its table (deleted)"))
     return count, problems
 
 

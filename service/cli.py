@@ -200,22 +200,28 @@ def models_show(version: str, registry: RegistryOpt = None) -> None:
 
 @models_app.command("verify")
 def models_verify(version: str, registry: RegistryOpt = None) -> None:
-    """Check every SHA-256 digest of a bundle; exit 1 on any changed byte."""
+    """Check every SHA-256 digest of a bundle, then that it is servable (LightGBM parses it and reproduces its
+    canary rows, in a child process); exit 1 on any changed byte or any refusal."""
     from service.scoring.registry import RegistryError
 
+    reg = _registry(registry)
     try:
-        digests = _registry(registry).verify(version)
+        digests = reg.check(version)
+        canary = "canary" in reg.metadata(version)
     except RegistryError as exc:
         console.print(f"[bold red]FAILED[/] {exc}")
         raise typer.Exit(code=1) from None
-    console.print(f"[green]ok[/] {version}: {len(digests)} files match their digests")
+    console.print(f"[green]ok[/] {version}: {len(digests)} files match their digests; servable: "
+                  + ("LightGBM parses the model and reproduces its canary rows" if canary else
+                     "LightGBM parses the model and scores test rows (no canary stored: retrain to store one)"))
 
 
 @models_app.command("promote")
 def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (kept in the history)")],
                    by: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
                    registry: RegistryOpt = None) -> None:
-    """Make a verified version the champion."""
+    """Make a version the champion once it passes every check (digests, servable, a catalog model); exit 2
+    with the reason otherwise, leaving the champion as it was."""
     from service.scoring.registry import RegistryError
 
     try:
@@ -279,7 +285,10 @@ def serve(
     except ValueError as exc:
         _fail(str(exc))
     # uvicorn's own access log prints raw paths (tokens, decision ids): ours logs route templates instead.
+    # service.edge:EdgeProtocol is uvicorn's httptools protocol plus the head-size limit, the head and body
+    # deadlines and the connection and in-flight caps, all from the same settings (each worker reads them).
     uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
+                http="service.edge:EdgeProtocol", ws="none", server_header=False,
                 timeout_graceful_shutdown=30, log_level="info", access_log=False)
 
 
@@ -310,8 +319,6 @@ def keys_create(
                                       label=label)
         except ValueError as exc:
             _fail(str(exc))
-        repo.append_audit(session, tenant_id=t.id, actor="cli", action="key.created", subject=key.split("_")[1],
-                          payload={"scopes": scopes, "label": label})
     console.print(f"tenant {tenant}: new key with scopes {scopes} (shown once, store it now):")
     print(key)
 
@@ -346,8 +353,6 @@ def demo(
         t = repo.get_or_create_tenant(session, name=tenant)
         key = repo.create_api_key(session, tenant=t, scopes=["score", "review", "admin", "platform"],
                                   label="make run")
-        repo.append_audit(session, tenant_id=t.id, actor="cli", action="key.created", subject=key.split("_")[1],
-                          payload={"scopes": "score,review,admin,platform", "label": "make run"})
     print(f"""
 Demo tenant '{tenant}', API key (scopes score, review, admin, platform; shown once):
 
@@ -378,20 +383,52 @@ def _database():  # noqa: ANN202
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash-chained audit trail and cross-check every decision; exit 1 on any edit, deletion or
-    reordering."""
+def audit_verify(
+    anchor: Annotated[Path | None, typer.Option(help="An anchor written by 'audit anchor': also catch the newest "
+                                                     "events being deleted")] = None,
+) -> None:
+    """Walk the hash-chained audit trail and cross-check every decision, review, consent, API key and tenant;
+    exit 1 on any edit, insertion, deletion or reordering."""
+    import json
+
     from service import audit
 
+    anchored = None
+    if anchor is not None:
+        try:
+            anchored = audit.Anchor.from_json(json.loads(anchor.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            _fail(f"--anchor {anchor}: {exc}")
     _, sessions = _database()
     with sessions() as session:
-        count, problems = audit.verify(session)
+        count, problems = audit.verify(session, anchored=anchored)
     if problems:
         for p in problems[:50]:
             console.print(f"[bold red]FAILED[/] {p.where}: {p.what}")
         console.print(f"{len(problems)} problem(s) in {count} audit events")
         raise typer.Exit(code=1)
-    console.print(f"[green]ok[/] {count} audit events chain correctly; every decision matches its record")
+    reaches = f"; it reaches the anchor at event {anchored.count}" if anchored else ""
+    console.print(f"[green]ok[/] {count} audit events chain correctly; every decision, review, consent, key and "
+                  f"tenant matches its record{reaches}")
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    out: Annotated[Path | None, typer.Option(help="Also write the anchor to this file (JSON)")] = None,
+) -> None:
+    """Print the chain's head (event count and newest hash) as JSON: keep it outside the database (a log store,
+    a ticket) and pass it to 'audit verify --anchor' to catch the newest events being deleted."""
+    import json
+
+    from service import audit
+
+    _, sessions = _database()
+    with sessions() as session:
+        head = audit.anchor(session)
+    text = json.dumps(head.to_json())
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+    print(text)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Raw data at rest: key rotation and retention.")
@@ -425,6 +462,7 @@ def data_retention(
     import datetime as dt
 
     from service.db import repo
+    from service.db.session import checkpoint_after_purge
 
     settings, sessions = _database()
     keep = days or settings.raw_retention_days
@@ -432,6 +470,7 @@ def data_retention(
     with sessions() as session:
         purged = repo.purge_raw_before(session, cutoff=cutoff)
         session.commit()
+        checkpoint_after_purge(session.get_bind())
     console.print(f"deleted {purged} raw record(s) older than {keep} days; decision records kept")
 
 

@@ -7,8 +7,8 @@ import hashlib
 import hmac
 import json
 import math
-import secrets
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -26,49 +26,63 @@ from service.scoring.policy import Policy
 from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant
 
 
-def input_digest(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+def tenant_key(settings: Settings, tenant_id: int) -> bytes:
+    """Each lender's own HMAC key, derived from the service's pseudonym key: two lenders comparing their
+    records cannot link an applicant through a shared reference or digest."""
+    master = settings.pseudonym_key.get_secret_value().encode()
+    return hmac.new(master, f"tenant:{tenant_id}".encode(), hashlib.sha256).digest()
 
 
-def pseudonym(settings: Settings, enterprise_id: str) -> str:
-    """A stable pseudonymous applicant reference: keyed HMAC, so it cannot be reversed without the key."""
-    key = settings.pseudonym_key.get_secret_value().encode()
-    return hmac.new(key, enterprise_id.encode("utf-8"), hashlib.sha256).hexdigest()
+def keyed(key: bytes, value: str) -> str:
+    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def input_digest(key: bytes, payload: dict) -> str:
+    """The request's digest, keyed per tenant (an unkeyed hash of a guessable body could be confirmed)."""
+    return keyed(key, json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def pseudonym(settings: Settings, tenant_id: int, enterprise_id: str) -> str:
+    """A stable pseudonymous applicant reference within one lender: keyed HMAC, not reversible without the key."""
+    return keyed(tenant_key(settings, tenant_id), enterprise_id)
 
 
 def _json_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+@dataclass(frozen=True)
+class Issued:
+    """A recorded decision as one response returns it: with the lender's own application id (held in clear
+    only in the encrypted raw input) and the page link this response carries."""
+
+    decision: Decision
+    application_id: str | None
+    token: str | None
+    expires_at: dt.datetime | None
+
+
 def score_requests(session: Session, *, settings: Settings, keyring: Keyring, engine: Engine, policy: Policy,
                    tenant_id: int, actor: str, requests: list[schemas.ScoreRequest],
-                   idempotency_key: str | None = None) -> list[tuple[Decision, str | None]]:
-    """Score each request, then record them all in one short transaction; returns (decision, plain token).
+                   idempotency_key: str | None = None) -> list[Issued]:
+    """Score each request, then record them all in one short transaction.
 
     Scoring runs outside any transaction, so the database write lock (SQLite) or row locks (PostgreSQL) are
-    held only for the inserts, not for the model.
+    held only for the inserts, not for the model. A retry under the same Idempotency-Key, sequential or
+    concurrent, gets the recorded decision and a link of its own; links issued before stay valid.
     """
     missing = sorted(set(engine.bundle.scorer.grades.names) - set(policy.grades))
     if missing:
         raise Unavailable(f"policy {policy.version} does not cover grades {', '.join(missing)} of model "
                           f"{engine.version}; fix the policy before scoring")
+    key = tenant_key(settings, tenant_id)
     payloads = [req.model_dump(mode="json") for req in requests]
-    digests = [input_digest(p) for p in payloads]
+    digests = [input_digest(key, p) for p in payloads]
     try:
         if idempotency_key:
-            existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
-            if existing is not None:
-                if existing.input_digest != digests[0]:
-                    raise Invalid("Idempotency-Key was already used with a different request body",
-                                  errors=[{"loc": ["header", "Idempotency-Key"],
-                                           "msg": "reused with a different body", "type": "idempotency"}])
-                # The first response may never have arrived: a retry gets a fresh link to the same page.
-                token = secrets.token_urlsafe(24)
-                existing.token_hash = repo.sha256_hex(token)
-                existing.token_expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(
-                    hours=settings.explanation_ttl_hours)
-                session.commit()
-                return [(existing, token)]
+            replayed = _replay(session, settings, tenant_id, idempotency_key, digests[0], requests[0])
+            if replayed is not None:
+                return [replayed]
             session.rollback()  # end the read: nothing may stay locked while scoring
         prepared = []
         for req, digest, payload in zip(requests, digests, payloads, strict=True):
@@ -76,32 +90,53 @@ def score_requests(session: Session, *, settings: Settings, keyring: Keyring, en
             application = {**payload["application"], "enterprise_id": req.profile.enterprise_id}
             raw = raw_for_applicant(payload["profile"], application, {s: payload["data"][s] for s in allowed})
             scored = engine.score(raw, policy, allowed_sources=allowed)[0]
-            token = secrets.token_urlsafe(24)
-            prepared.append((_record(settings, engine, policy, tenant_id, req, digest, scored, token,
-                                     idempotency_key), token, payload))
-        for decision, _, payload in prepared:
+            prepared.append((_record(key, settings, engine, tenant_id, req, digest, scored, idempotency_key),
+                             req, payload))
+        issued = []
+        for decision, req, payload in prepared:
             repo.add_decision(session, decision=decision, consents=payload["consent"], actor=actor)
             repo.store_raw_input(session, keyring=keyring, decision=decision, payload=payload)
+            token, expires = repo.issue_link(session, decision=decision, hours=settings.explanation_ttl_hours)
+            issued.append(Issued(decision, req.application.application_id, token, expires))
         session.commit()
     except IntegrityError as exc:
         session.rollback()
-        if idempotency_key:  # the same key raced in from a concurrent retry
+        if not idempotency_key:
+            raise
+        # The same key raced in from a concurrent retry and won: answer with its decision.
+        replayed = _replay(session, settings, tenant_id, idempotency_key, digests[0], requests[0])
+        if replayed is None:
             raise Conflict("Idempotency-Key is being used by a concurrent request; retry") from exc
-        raise
+        return [replayed]
     except OperationalError as exc:
         session.rollback()
         raise Unavailable("the database is not reachable; nothing was recorded") from exc
-    return [(decision, token) for decision, token, _ in prepared]
+    return issued
 
 
-def _record(settings: Settings, engine: Engine, policy: Policy, tenant_id: int, req: schemas.ScoreRequest,
-            digest: str, s: Scored, token: str, idempotency_key: str | None) -> Decision:
+def _replay(session: Session, settings: Settings, tenant_id: int, idempotency_key: str, digest: str,
+            req: schemas.ScoreRequest) -> Issued | None:
+    existing = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
+    if existing is None:
+        return None
+    if existing.input_digest != digest:
+        raise Invalid("Idempotency-Key was already used with a different request body",
+                      errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body",
+                               "type": "idempotency"}])
+    # The first response may never have arrived: the retry gets a link of its own, and the first still works.
+    token, expires = repo.issue_link(session, decision=existing, hours=settings.explanation_ttl_hours)
+    session.commit()
+    return Issued(existing, req.application.application_id, token, expires)
+
+
+def _record(key: bytes, settings: Settings, engine: Engine, tenant_id: int, req: schemas.ScoreRequest,
+            digest: str, s: Scored, idempotency_key: str | None) -> Decision:
     o = s.outcome
     now = dt.datetime.now(dt.UTC)
     names = engine.names
     return Decision(
-        id=uuid.uuid4().hex, tenant_id=tenant_id, application_ref=req.application.application_id,
-        applicant_ref=pseudonym(settings, req.profile.enterprise_id), input_digest=digest,
+        id=uuid.uuid4().hex, tenant_id=tenant_id, application_ref=keyed(key, req.application.application_id),
+        applicant_ref=keyed(key, req.profile.enterprise_id), input_digest=digest,
         idempotency_key=idempotency_key, model_version=engine.version, policy_version=o.policy_version,
         pd=s.pd, score=s.score, grade=s.grade, decision=o.decision,
         offer=None if o.offer is None else o.offer.to_json(),
@@ -117,18 +152,19 @@ def _record(settings: Settings, engine: Engine, policy: Policy, tenant_id: int, 
                  "legal_form": req.profile.legal_form, "application_date": req.application.application_date.isoformat(),
                  "requested_amount": req.application.requested_amount, "term_months": req.application.term_months,
                  "purpose": req.application.purpose},
-        sources_used=list(s.sources_used), token_hash=repo.sha256_hex(token),
-        token_expires_at=now + dt.timedelta(hours=settings.explanation_ttl_hours), created_at=now,
+        sources_used=list(s.sources_used), created_at=now,
     )
 
 
-def to_response(d: Decision, token: str | None, settings: Settings) -> schemas.ScoreResponse:
+def to_response(issued: Issued, settings: Settings) -> schemas.ScoreResponse:
+    d = issued.decision
     explanation = None
-    if token is not None:
-        explanation = schemas.ExplanationLink(url=f"{settings.public_base_url}/v1/explanations/{token}", token=token,
-                                              expires_at=aware(d.token_expires_at))
+    if issued.token is not None:
+        explanation = schemas.ExplanationLink(url=f"{settings.public_base_url}/v1/explanations/{issued.token}",
+                                              token=issued.token, expires_at=aware(issued.expires_at))
     return schemas.ScoreResponse(
-        decision_id=d.id, application_id=d.application_ref, applicant_ref=d.applicant_ref,
+        decision_id=d.id, application_id=issued.application_id, application_ref=d.application_ref,
+        applicant_ref=d.applicant_ref,
         model_version=d.model_version, policy_version=d.policy_version, pd=d.pd, score=d.score, grade=d.grade,
         decision=d.decision,
         offer=d.offer, reasons=d.reasons, recourse=d.explanation.get("recourse"),

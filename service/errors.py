@@ -63,6 +63,10 @@ class TooLarge(DomainError):
     status_code, type, title = 413, "payload_too_large", "The request body is too large"
 
 
+class UnsupportedMediaType(DomainError):
+    status_code, type, title = 415, "unsupported_media_type", "The body must be JSON"
+
+
 class RateLimited(DomainError):
     status_code, type, title = 429, "rate_limited", "Too many requests"
 
@@ -103,9 +107,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 413: "The request body is too large"}
-        return error_response(exc.status_code, "http_error", titles.get(exc.status_code, "HTTP error"),
-                              str(exc.detail))
+        titles = {404: "Not found", 405: "Method not allowed", 413: TooLarge.title}
+        type_ = TooLarge.type if exc.status_code == 413 else "http_error"
+        # exc.headers: Allow on a 405, Connection: close on a 413 from the edge (its body is left unread)
+        return error_response(exc.status_code, type_, titles.get(exc.status_code, "HTTP error"), str(exc.detail),
+                              headers=exc.headers)
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
@@ -129,6 +135,7 @@ ERROR_RESPONSES = {
            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     for code, text in ((401, "Missing or invalid API key"), (403, "Missing scope"), (404, "Not found"),
                        (409, "Conflict (a concurrent request with the same Idempotency-Key)"),
-                       (413, "Body too large"), (422, "Validation error, naming the field and the rule"),
+                       (413, "Body too large"), (415, "The body is not application/json"),
+                       (422, "Validation error, naming the field and the rule"),
                        (429, "Rate limited"), (503, "No champion model, or the database is unreachable"))
 }

@@ -11,17 +11,10 @@ from service.openapi_doc import openapi_json
 from service.runtime import DEFAULT_POLICY
 from service.scoring.policy import load_policy
 from service.scoring.registry import Registry
-from tests.api_fixtures import Api, body_with
+from tests.api_fixtures import Api, body_with, error_of
 from training.offline import request_for, score_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def error_of(response) -> dict:  # noqa: ANN001
-    body = response.json()
-    assert set(body) == {"type", "title", "status", "detail", "errors"}, body
-    assert body["status"] == response.status_code
-    return body
 
 
 class TestCreateScore:
@@ -177,7 +170,7 @@ class TestReviews:
         again = api.client.get(f"/v1/decisions/{d['decision_id']}", headers=api.headers()).json()
         assert again["decision"] == d["decision"] and again["pd"] == d["pd"]
         assert again["reviews"][-1]["outcome"] == "decline"
-        assert api.client.get("/v1/reviews?status=decided", headers=api.headers("review")).json()
+        assert api.client.get("/v1/reviews?status=decided", headers=api.headers("review")).json()["items"]
 
     def test_a_reason_is_mandatory(self, api: Api, example_request: dict) -> None:
         d = api.score(example_request).json()
@@ -194,14 +187,14 @@ class TestReviews:
             if d["decision"] == "refer":
                 referred.append(d["decision_id"])
         assert referred, "some of 40 synthetic applicants fall in the refer band"
-        pending = api.client.get("/v1/reviews?status=pending", headers=api.headers("review")).json()
+        pending = api.client.get("/v1/reviews?status=pending", headers=api.headers("review")).json()["items"]
         assert [p["decision_id"] for p in pending] == referred
         assert all(p["requested_by"] == "policy" for p in pending)
 
 
 class TestModels:
     def test_list_and_show(self, api: Api, champion_registry: Path) -> None:
-        models = api.client.get("/v1/models", headers=api.headers("score")).json()
+        models = api.client.get("/v1/models", headers=api.headers("score")).json()["items"]
         champion = Registry(champion_registry).champion()
         assert [m["version"] for m in models if m["champion"]] == [champion]
         detail = api.client.get(f"/v1/models/{champion}", headers=api.headers("score")).json()

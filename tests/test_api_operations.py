@@ -149,7 +149,7 @@ class TestProductionSettings:
 
         s = Settings(environment=Environment.production, database_url="postgresql://db/prod",
                      pseudonym_key="x" * 32, data_keys=f"k1:{Keyring.new_key()}", docs_enabled=False,
-                     public_base_url="https://credit.example.cn")
+                     public_base_url="https://credit.example.cn", metrics_token="m" * 32)
         assert s.environment == Environment.production
 
     def test_serve_refuses_unsafe_production(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,7 +259,8 @@ def test_a_revoked_key_stops_working_and_the_revocation_is_audited(champion_regi
         from sqlalchemy import select
 
         from service.db.tables import AuditEvent
-        assert s.scalar(select(AuditEvent.action).where(AuditEvent.subject == prefix)) == "key.revoked"
+        actions = list(s.scalars(select(AuditEvent.action).where(AuditEvent.subject == prefix).order_by(AuditEvent.id)))
+        assert actions == ["key.created", "key.revoked"]
 
 
 def test_a_retried_request_gets_a_working_link(champion_registry: Path, tmp_path: Path, example_request: dict) -> None:
@@ -269,7 +270,8 @@ def test_a_retried_request_gets_a_working_link(champion_registry: Path, tmp_path
         retry = api.score(example_request, **{"Idempotency-Key": "lost-response"}).json()
         assert retry["decision_id"] == first["decision_id"] and retry["explanation"] is not None
         page = api.client.get(f"/v1/explanations/{retry['explanation']['token']}")
-        assert page.status_code == 200 and first["application_id"] in page.text
+        assert page.status_code == 200 and first["decision_id"] in page.text
+        assert api.client.get(f"/v1/explanations/{first['explanation']['token']}").status_code == 200
 
 
 def test_a_model_version_that_is_not_a_version_is_a_422(champion_registry: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ def recorded(database_url: str, champion_registry: Path, small_raw: RawData,
             ids.append(api.score(request_for(small_raw, str(application_id))).json()["decision_id"])
         api.client.post(f"/v1/reviews/{ids[0]}", headers=api.headers("review"),
                         json={"outcome": "approve", "reason": "documents checked", "reviewer": "wang"})
+        ref = api.client.get(f"/v1/decisions/{ids[1]}", headers=api.headers()).json()["applicant_ref"]
+        api.client.post(f"/v1/applicants/{ref}/consents/revoke", headers=api.headers(), json={"sources": ["tax"]})
     monkeypatch.setenv("SMECREDIT_DATABASE_URL", database_url)
     monkeypatch.setenv("SMECREDIT_REGISTRY", str(champion_registry))
     get_settings.cache_clear()
@@ -89,6 +92,7 @@ class TestAuditVerify:
         sql(api, "DELETE FROM consents WHERE decision_id = :id", id=ids[7])
         sql(api, "DELETE FROM reviews WHERE decision_id = :id", id=ids[7])
         sql(api, "DELETE FROM raw_inputs WHERE decision_id = :id", id=ids[7])
+        sql(api, "DELETE FROM explanation_links WHERE decision_id = :id", id=ids[7])
         sql(api, "DELETE FROM decisions WHERE id = :id", id=ids[7])
         code, out = verify()
         assert code == 1 and f"decision {ids[7]}: is in the audit trail but not in the decisions table" in out
@@ -111,3 +115,82 @@ class TestReplay:
     def test_unknown_decision(self, recorded) -> None:  # noqa: ANN001
         result = runner.invoke(cli, ["replay", "nope"])
         assert result.exit_code == 2 and "no decision 'nope'" in flat(result.output)
+
+
+class TestSealedRows:
+    """Direct edits of the rows that carry a review's outcome, a consent, a key's scopes or a tenant's policy
+    are caught like edits of decisions (the adversarial test turned a reviewed decline into an approval and
+    revived a withdrawn consent, and verify said ok)."""
+
+    @pytest.mark.parametrize(("statement", "table"), [
+        ("UPDATE reviews SET outcome = 'decline' WHERE outcome = 'approve'", "reviews"),  # a reviewed approval
+        ("UPDATE consents SET granted = true WHERE granted = false", "consents"),  # a withdrawn consent revived
+        ("UPDATE api_keys SET scopes = 'admin,platform,review,score' WHERE scopes = 'score'", "api_keys"),
+        ("UPDATE tenants SET policy = 'lenient' WHERE name = 'lender-a'", "tenants"),
+    ])
+    def test_an_edit_made_directly_in_the_database(self, recorded, statement: str,  # noqa: ANN001
+                                                   table: str) -> None:
+        api, _ = recorded
+        sql(api, statement)
+        code, out = verify()
+        assert code == 1 and f"{table}:" in out and "differs from what its last audit event recorded (edited)" in out
+
+    def test_a_consent_or_review_inserted_or_deleted_directly(self, recorded) -> None:  # noqa: ANN001
+        api, ids = recorded
+        sql(api, "INSERT INTO reviews (decision_id, tenant_id, status, requested_by, outcome, reason, created_at) "
+                 "SELECT id, tenant_id, 'decided', 'lender', 'approve', 'forged', created_at FROM decisions "
+                 "WHERE id = :id", id=ids[2])
+        sql(api, "DELETE FROM consents WHERE decision_id = :id AND source = 'tax'", id=ids[3])
+        code, out = verify()
+        assert code == 1
+        assert "has no audit event (written outside the service)" in out
+        assert "is in the audit trail but not in its table (deleted)" in out
+
+    def test_a_revoked_key_revived(self, recorded) -> None:  # noqa: ANN001
+        api, _ = recorded
+        prefix = api.keys["review"].split("_")[1]
+        assert runner.invoke(cli, ["keys", "revoke", prefix]).exit_code == 0
+        assert verify()[0] == 0
+        sql(api, "UPDATE api_keys SET revoked_at = NULL WHERE prefix = :p", p=prefix)
+        code, out = verify()
+        assert code == 1 and "api_keys:" in out
+
+
+class TestAnchor:
+    def test_truncating_the_newest_events_is_caught_only_with_an_anchor(self, recorded,  # noqa: ANN001
+                                                                         tmp_path: Path) -> None:
+        api, _ = recorded
+        anchor = tmp_path / "anchor.json"
+        result = runner.invoke(cli, ["audit", "anchor", "--out", str(anchor)])
+        assert result.exit_code == 0, result.output
+        head = json.loads(anchor.read_text())
+        assert head["count"] > 10 and len(head["head"]) == 64
+        code, out = verify_with(anchor)
+        assert code == 0 and f"reaches the anchor at event {head['count']}" in out
+        # The newest events are a review request and a consent withdrawal: delete them, and the rows they wrote.
+        sql(api, "DELETE FROM consents WHERE decision_id IS NULL")
+        with api.client.app.state.engine.begin() as conn:
+            newest = conn.execute(text("SELECT max(id) FROM audit_events")).scalar_one()
+        sql(api, "DELETE FROM audit_events WHERE id = :id", id=newest)
+        assert verify()[0] == 0  # without the anchor, a clean cut at the end is invisible
+        code, out = verify_with(anchor)
+        assert code == 1 and f"the anchor recorded {head['count']}: the newest events were deleted" in out
+
+    def test_a_rewritten_head_is_caught(self, recorded, tmp_path: Path) -> None:  # noqa: ANN001
+        anchor = tmp_path / "anchor.json"
+        runner.invoke(cli, ["audit", "anchor", "--out", str(anchor)])
+        head = json.loads(anchor.read_text())
+        anchor.write_text(json.dumps({**head, "head": "f" * 64}))
+        code, out = verify_with(anchor)
+        assert code == 1 and "is not the anchored head" in out
+
+    def test_a_malformed_anchor(self, recorded, tmp_path: Path) -> None:  # noqa: ANN001
+        anchor = tmp_path / "anchor.json"
+        anchor.write_text('{"count": "many"}')
+        code, out = verify_with(anchor)
+        assert code == 2 and "--anchor" in out and "count" in out
+
+
+def verify_with(anchor: Path) -> tuple[int, str]:
+    result = runner.invoke(cli, ["audit", "verify", "--anchor", str(anchor)])
+    return result.exit_code, flat(result.output)

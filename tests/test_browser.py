@@ -79,5 +79,5 @@ def test_the_page_in_headless_chromium(server, small_raw: RawData) -> None:  # n
             assert "being handled" in page.locator("#review").inner_text()
         finally:
             browser.close()
-    queue = httpx.get(f"{base}/v1/reviews?status=pending", headers={"Authorization": f"Bearer {key}"}).json()
+    queue = httpx.get(f"{base}/v1/reviews?status=pending", headers={"Authorization": f"Bearer {key}"}).json()["items"]
     assert any(q["decision_id"] == d["decision_id"] and q["requested_by"] == "applicant" for q in queue)

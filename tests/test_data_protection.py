@@ -147,3 +147,70 @@ def test_a_keyring_error_never_shows_the_key() -> None:
     with pytest.raises(KeyringError) as info:
         Keyring.parse(key)  # the key id forgotten: the whole setting is the secret
     assert key not in str(info.value) and key[:12] not in str(info.value)
+
+
+class TestNothingLinkableOrLeftInClear:
+    """Pseudonyms and digests were the same for every lender, the lender's application id and the applicant's
+    review note stayed in clear after withdrawal, and the SQLite file was world-readable."""
+
+    def test_two_lenders_get_unlinkable_references(self, sqlite_api: Api, example_request: dict) -> None:
+        a = sqlite_api.score(example_request).json()
+        b = sqlite_api.score(example_request, who="other").json()
+        assert a["applicant_ref"] != b["applicant_ref"] and a["application_ref"] != b["application_ref"]
+        with sqlite_api.client.app.state.read_sessions() as s:
+            digests = {d.id: d.input_digest for d in s.scalars(select(Decision))}
+        assert digests[a["decision_id"]] != digests[b["decision_id"]]
+        again = sqlite_api.score(example_request).json()  # within one lender the references are stable
+        assert again["applicant_ref"] == a["applicant_ref"] and again["application_ref"] == a["application_ref"]
+
+    def test_the_application_id_is_never_stored_in_clear(self, sqlite_api: Api, example_request: dict) -> None:
+        d = sqlite_api.score(example_request).json()
+        application_id = example_request["application"]["application_id"]
+        assert d["application_id"] == application_id
+        assert application_id not in d["application_ref"]
+        got = sqlite_api.client.get(f"/v1/decisions/{d['decision_id']}", headers=sqlite_api.headers()).json()
+        assert got["application_id"] == application_id  # read back from the encrypted raw input
+        assert application_id.encode() not in database_bytes(sqlite_api)
+        sqlite_api.client.post(f"/v1/applicants/{d['applicant_ref']}/consents/revoke", headers=sqlite_api.headers(),
+                               json={})
+        got = sqlite_api.client.get(f"/v1/decisions/{d['decision_id']}", headers=sqlite_api.headers()).json()
+        assert got["application_id"] is None and got["application_ref"] == d["application_ref"]
+
+    def test_withdrawal_purges_the_applicants_review_note(self, sqlite_api: Api, example_request: dict) -> None:
+        from service.db.tables import Review
+
+        d = sqlite_api.score(example_request).json()
+        token = d["explanation"]["token"]
+        note = "my new phone is 138 0000 0000"
+        sqlite_api.client.post(f"/v1/explanations/{token}/review", data={"note": note}, follow_redirects=False)
+        with sqlite_api.client.app.state.read_sessions() as s:
+            assert [r.request_note for r in s.scalars(select(Review))] == [note]
+        sqlite_api.client.post(f"/v1/explanations/{token}/consents/revoke")
+        with sqlite_api.client.app.state.read_sessions() as s:
+            reviews = list(s.scalars(select(Review)))
+        assert [(r.requested_by, r.status, r.request_note) for r in reviews] == [("applicant", "pending", None)]
+        assert note.encode() not in database_bytes(sqlite_api)  # secure_delete: not left in free pages either
+        assert runner.invoke(cli, ["audit", "verify"], env={
+            "SMECREDIT_DATABASE_URL": str(sqlite_api.settings.database_url)}).exit_code == 0
+
+    def test_database_files_are_private(self, sqlite_api: Api, example_request: dict) -> None:
+        sqlite_api.score(example_request)
+        path = Path(sqlite_api.settings.database_url.split("///", 1)[1])
+        files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        assert path in files and len(files) >= 2  # the database, its WAL and the write-turn lock
+        for p in files:
+            assert p.stat().st_mode & 0o777 == 0o600, p.name
+
+    def test_an_existing_world_readable_database_is_made_private(self, champion_registry: Path,
+                                                                 tmp_path: Path) -> None:
+        path = tmp_path / "old.sqlite"
+        path.touch(mode=0o644)
+        path.chmod(0o644)
+        make_api(f"sqlite:///{path}", champion_registry).client.app.state.engine.dispose()
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+def database_bytes(api: Api) -> bytes:
+    """Every byte SQLite keeps for the database: the main file and its write-ahead log."""
+    path = Path(api.settings.database_url.split("///", 1)[1])
+    return b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith(path.name))

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from service.db.tables import Decision
+from service.db.tables import ExplanationLink
 from service.runtime import DEFAULT_POLICY
 from service.scoring.bundle import load_bundle
 from service.scoring.catalog import BY_NAME, MISSING_DATA, PROTECTED_FIELDS
@@ -167,17 +167,17 @@ class TestPage:
         other_id = next(str(a) for a in small_raw.applications["application_id"] if a != mine["application_id"])
         other = page_api.score(request_for(small_raw, other_id)).json()
         page = page_api.client.get(f"/v1/explanations/{mine['explanation']['token']}").text
-        assert mine["application_id"] in page and other["application_id"] not in page
+        assert mine["decision_id"] in page and other["decision_id"] not in page
         assert page_api.client.get("/v1/explanations/not-a-real-token").status_code == 404
         assert page_api.client.get(f"/v1/explanations/{mine['explanation']['token']}x").status_code == 404
 
     def test_an_expired_token_opens_nothing(self, page_api: Api, small_raw: RawData) -> None:
         _, d = declined_body(page_api, small_raw)
         with page_api.client.app.state.sessions.begin() as session:
-            session.execute(update(Decision).where(Decision.id == d["decision_id"])
-                            .values(token_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)))
+            session.execute(update(ExplanationLink).where(ExplanationLink.decision_id == d["decision_id"])
+                            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)))
         r = page_api.client.get(f"/v1/explanations/{d['explanation']['token']}?lang=en")
-        assert r.status_code == 410 and "expired" in r.text and d["application_id"] not in r.text
+        assert r.status_code == 410 and "expired" in r.text and d["decision_id"] not in r.text
 
     def test_asking_for_a_human_review_lands_in_the_queue(self, page_api: Api, small_raw: RawData) -> None:
         _, d = declined_body(page_api, small_raw)
@@ -187,7 +187,7 @@ class TestPage:
                                      headers={"Content-Type": "application/x-www-form-urlencoded"},
                                      follow_redirects=False)
             assert r.status_code == 303
-        queue = page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()
+        queue = page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()["items"]
         mine = [q for q in queue if q["decision_id"] == d["decision_id"]]
         assert [(q["requested_by"], q["request_note"]) for q in mine] == [("applicant", "I have new orders")]
         page = page_api.client.get(f"/v1/explanations/{token}?lang=en").text
@@ -230,11 +230,11 @@ def test_an_applicant_can_ask_for_review_of_a_referred_decision(page_api: Api, s
     token = referred["explanation"]["token"]
     page_api.client.post(f"/v1/explanations/{token}/review", content="note=new+contract+signed",
                          headers={"Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False)
-    queue = page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()
+    queue = page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()["items"]
     mine = sorted((q["requested_by"], q["request_note"]) for q in queue if q["decision_id"] == referred["decision_id"])
     assert mine == [("applicant", "new contract signed"), ("policy", "referred by the lender policy")]
     assert "being handled" in page_api.client.get(f"/v1/explanations/{token}?lang=en").text
     page_api.client.post(f"/v1/reviews/{referred['decision_id']}", headers=page_api.headers("review"),
                          json={"outcome": "approve", "reason": "contract verified", "reviewer": "zhao"})
-    assert not [q for q in page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()
-                if q["decision_id"] == referred["decision_id"]]
+    queue = page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()["items"]
+    assert not [q for q in queue if q["decision_id"] == referred["decision_id"]]

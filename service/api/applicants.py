@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api import schemas
+from service.api.routing import EdgeRoute
 from service.db import repo
+from service.db.session import checkpoint_after_purge
 from service.deps import ReaderDep, SessionDep
 from service.errors import ERROR_RESPONSES, NotFound
 
-router = APIRouter(prefix="/v1/applicants", tags=["applicants"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=EdgeRoute, prefix="/v1/applicants", tags=["applicants"], responses=ERROR_RESPONSES)
 
 
 @router.post("/{applicant_ref}/consents/revoke", operation_id="revoke_consent", response_model=schemas.RevokeOut)
@@ -22,4 +24,5 @@ def revoke_consent(applicant_ref: str, body: schemas.RevokeIn, caller: ReaderDep
     purged = repo.revoke_consent(session, tenant_id=caller.tenant.id, applicant_ref=applicant_ref,
                                  sources=list(body.sources), actor=f"key:{caller.key_id}", reason=body.reason)
     session.commit()
+    checkpoint_after_purge(session.get_bind())
     return schemas.RevokeOut(applicant_ref=applicant_ref, sources=list(body.sources), raw_rows_purged=purged)

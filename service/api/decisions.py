@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service.api import schemas
+from service.api.routing import EdgeRoute
 from service.db import repo
-from service.decisions import explanation_out, review_out, to_response
+from service.decisions import Issued, explanation_out, review_out, to_response
 from service.deps import ReaderDep, ReadSessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, NotFound
 
-router = APIRouter(prefix="/v1/decisions", tags=["decisions"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=EdgeRoute, prefix="/v1/decisions", tags=["decisions"], responses=ERROR_RESPONSES)
 
 
 def _get_or_404(session, tenant_id: int, decision_id: str):  # noqa: ANN001, ANN202
@@ -21,10 +22,13 @@ def _get_or_404(session, tenant_id: int, decision_id: str):  # noqa: ANN001, ANN
 
 
 @router.get("/{decision_id}", operation_id="get_decision", response_model=schemas.DecisionOut)
-def get_decision(decision_id: str, caller: ReaderDep, session: ReadSessionDep,
+def get_decision(decision_id: str, request: Request, caller: ReaderDep, session: ReadSessionDep,
                  settings: SettingsDep) -> schemas.DecisionOut:
+    """A decision with its reviews. The application id comes from the encrypted raw input while it is kept."""
     decision = _get_or_404(session, caller.tenant.id, decision_id)
-    base = to_response(decision, None, settings)
+    raw = repo.read_raw_input(session, keyring=request.app.state.keyring, decision_id=decision.id)
+    base = to_response(Issued(decision, raw["application"]["application_id"] if raw else None, None, None),
+                       settings)
     return schemas.DecisionOut(**base.model_dump(), reviews=[review_out(r) for r in
                                                              repo.reviews_of(session, decision_id=decision.id)])
 

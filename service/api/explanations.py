@@ -14,12 +14,18 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from service.api.routing import EdgeRoute
 from service.db import repo
-from service.db.tables import Decision, as_utc
+from service.db.session import checkpoint_after_purge
+from service.db.tables import Decision
+from service.errors import ERROR_RESPONSES
 from service.scoring.raw import MONTHLY_SOURCES
 from service.web.page import choose_language, render, render_message
 
-router = APIRouter(prefix="/v1/explanations", tags=["explanations"])
+# Rate-limited per client address before routing (service/edge.py): 429; 503 when the database is unreachable;
+# 422 (JSON) for control characters in the query or form (service/api/routing.py).
+router = APIRouter(route_class=EdgeRoute, prefix="/v1/explanations", tags=["explanations"],
+                   responses={code: ERROR_RESPONSES[code] for code in (422, 429, 503)})
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
@@ -42,14 +48,15 @@ def _page(html: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 
-def _open(session, token: str) -> tuple[Decision | None, str | None]:  # noqa: ANN001
-    """The decision of a valid token, or why not ("not_found" or "expired")."""
-    decision = repo.get_by_token(session, token=token)
-    if decision is None:
+def _open(session, token: str) -> tuple[Decision | None, dt.datetime | str]:  # noqa: ANN001
+    """The decision of a valid token and when the token expires, or why not ("not_found" or "expired")."""
+    found = repo.get_by_token(session, token=token)
+    if found is None:
         return None, "not_found"
-    if as_utc(decision.token_expires_at) <= dt.datetime.now(dt.UTC):
+    decision, expires = found
+    if expires <= dt.datetime.now(dt.UTC):
         return None, "expired"
-    return decision, None
+    return decision, expires
 
 
 def _refusal(problem: str, lang: str) -> HTMLResponse:
@@ -64,18 +71,21 @@ def get_explanation_page(token: str, request: Request, lang: str | None = None,
     """The explanation card for the applicant: decision, factor chart, reasons, recourse, data used, rights."""
     language = choose_language(lang, accept_language)
     with request.app.state.read_sessions() as session:
-        decision, problem = _open(session, token)
+        decision, expires_at = _open(session, token)
         if decision is None:
-            return _refusal(problem, language)
+            return _refusal(expires_at, language)
         reviews = repo.reviews_of(session, decision_id=decision.id)
     mine = [r for r in reviews if r.requested_by == "applicant"]
     status = None if not mine else "pending" if any(r.status == "pending" for r in mine) else "decided"
-    expires = as_utc(decision.token_expires_at).strftime("%Y-%m-%d %H:%M UTC")
+    expires = expires_at.strftime("%Y-%m-%d %H:%M UTC")
     return _page(render(decision=decision, lang=language, token=token, review_status=status, now_expires=expires))
 
 
-@router.post("/{token}/review", operation_id="request_review_from_page", response_class=HTMLResponse,
-             status_code=303, responses={404: {"description": "Unknown token"}, 410: {"description": "Expired"}})
+@router.post("/{token}/review", operation_id="request_review_from_page", response_class=RedirectResponse,
+             status_code=303, responses={  # a redirect has no body, hence no content type
+                 303: {"description": "Recorded: back to the page, which shows the pending request (no body)",
+                       "headers": {"Location": {"description": "The explanation page", "schema": {"type": "string"}}}},
+                 404: {"description": "Unknown token"}, 410: {"description": "Expired"}})
 async def request_review_from_page(token: str, request: Request, lang: str | None = None) -> HTMLResponse:
     """The applicant asks for a human review; the page then shows that the request is pending."""
     language = choose_language(lang, request.headers.get("accept-language"))
@@ -112,7 +122,8 @@ async def revoke_consent_from_page(token: str, request: Request, lang: str | Non
             repo.revoke_consent(session, tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
                                 sources=list(MONTHLY_SOURCES), actor="applicant", reason="withdrawn on the page")
             session.commit()
-            return None
+        checkpoint_after_purge(request.app.state.engine)
+        return None
 
     problem = await run_in_threadpool(revoke)
     if problem:

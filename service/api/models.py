@@ -6,12 +6,14 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from service.api import schemas
+from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from service.api.routing import EdgeRoute
 from service.db import repo
 from service.deps import ChampionDep, PlatformDep, ReaderDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid, NotFound
 from service.scoring.registry import Registry, RegistryError
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=EdgeRoute, prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 
 
 def _summary(registry: Registry, version: str, champion: str | None) -> dict:
@@ -21,11 +23,21 @@ def _summary(registry: Registry, version: str, champion: str | None) -> dict:
             "metrics": {k: oot[k] for k in ("auc", "gini", "ks", "brier", "log_loss", "n") if k in oot}}
 
 
-@router.get("", operation_id="list_models", response_model=list[schemas.ModelOut])
-def list_models(_: ReaderDep, settings: SettingsDep) -> list[schemas.ModelOut]:
+@router.get("", operation_id="list_models", response_model=schemas.ModelPage)
+def list_models(_: ReaderDep, settings: SettingsDep, limit: Limit = 100, cursor: Cursor = None) -> schemas.ModelPage:
+    """Registered versions, oldest first, a page at a time: follow ``next_cursor`` until it is null."""
     registry = Registry(settings.registry)
     champion = registry.champion()
-    return [schemas.ModelOut(**_summary(registry, v, champion)) for v in registry.versions()]
+    versions = registry.versions()
+    after = decode_cursor(cursor, str)
+    if after is not None and after not in versions:
+        raise Invalid("query.cursor: not a cursor from this list; pass next_cursor from the previous page",
+                      errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this list", "type": "cursor"}])
+    start = 0 if after is None else versions.index(after) + 1
+    page = versions[start:start + limit]
+    more = start + limit < len(versions)
+    return schemas.ModelPage(items=[schemas.ModelOut(**_summary(registry, v, champion)) for v in page],
+                             next_cursor=encode_cursor(page[-1]) if more else None)
 
 
 @router.get("/{version}", operation_id="get_model", response_model=schemas.ModelDetail)
@@ -48,14 +60,18 @@ def get_model_card(version: str, _: ReaderDep, settings: SettingsDep) -> HTMLRes
         registry.verify(version)
     except RegistryError as exc:
         raise NotFound(str(exc)) from exc
-    return HTMLResponse((registry.path(version) / "model_card.html").read_text(encoding="utf-8"))
+    # The card is self-contained (inline CSS and SVG, no script, no external resource): tests/test_edge.py.
+    return HTMLResponse((registry.path(version) / "model_card.html").read_text(encoding="utf-8"), headers={
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
+                                   "form-action 'none'; frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"})
 
 
 @router.post("/{version}/promote", operation_id="promote_model", response_model=schemas.ModelOut)
 def promote_model(version: str, body: schemas.PromoteIn, caller: PlatformDep, settings: SettingsDep,
                   champion: ChampionDep, session: SessionDep) -> schemas.ModelOut:
-    """Verify and promote a version (platform scope: the champion serves every tenant); this replica loads it at
-    once, others within a second."""
+    """Check and promote a version (platform scope: the champion serves every tenant); this replica loads it at
+    once, others within a second. A version that fails the checks (digests, parse and canary scoring in a child
+    process, a catalog model) is refused with the reason: the champion and the audit trail stay as they were."""
     registry = Registry(settings.registry)
     try:
         registry.path(version)
@@ -65,8 +81,8 @@ def promote_model(version: str, body: schemas.PromoteIn, caller: PlatformDep, se
         event = registry.promote(version, by=f"{caller.tenant.name}/key:{caller.key_id}", reason=body.reason)
     except RegistryError as exc:
         raise Invalid(str(exc)) from exc
+    champion.refresh(force=True)  # checked by promote(): loads from the memoised verdict, forks nothing
     repo.append_audit(session, tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", action="model.promoted",
                       subject=version, payload={"previous": event.previous, "reason": body.reason})
     session.commit()
-    champion.refresh(force=True)
     return schemas.ModelOut(**_summary(registry, version, version))

@@ -7,18 +7,26 @@ from typing import Literal
 from fastapi import APIRouter
 
 from service.api import schemas
+from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from service.api.routing import EdgeRoute
 from service.db import repo
 from service.decisions import review_out
 from service.deps import ReadSessionDep, ReviewerDep, SessionDep
 from service.errors import ERROR_RESPONSES, NotFound
 
-router = APIRouter(prefix="/v1/reviews", tags=["reviews"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=EdgeRoute, prefix="/v1/reviews", tags=["reviews"], responses=ERROR_RESPONSES)
 
 
-@router.get("", operation_id="list_reviews", response_model=list[schemas.ReviewOut])
-def list_reviews(caller: ReviewerDep, session: ReadSessionDep,
-                 status: Literal["pending", "decided"] | None = None) -> list[schemas.ReviewOut]:
-    return [review_out(r) for r in repo.list_reviews(session, tenant_id=caller.tenant.id, status=status)]
+@router.get("", operation_id="list_reviews", response_model=schemas.ReviewPage)
+def list_reviews(caller: ReviewerDep, session: ReadSessionDep, status: Literal["pending", "decided"] | None = None,
+                 limit: Limit = 100, cursor: Cursor = None) -> schemas.ReviewPage:
+    """The review queue, oldest first, a page at a time: follow ``next_cursor`` until it is null."""
+    after = decode_cursor(cursor, int) or 0
+    rows = repo.list_reviews(session, tenant_id=caller.tenant.id, status=status, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return schemas.ReviewPage(items=[review_out(r) for r in rows],
+                              next_cursor=encode_cursor(rows[-1].id) if more else None)
 
 
 @router.post("/{decision_id}", operation_id="decide_review", response_model=schemas.ReviewOut)

@@ -6,7 +6,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    create_model,
+    model_validator,
+)
 
 from service.scoring.raw import CONTRACT, EARLIEST_DATE, MONTHLY_SOURCES, Column, business_today
 
@@ -42,12 +51,14 @@ def _annotation(c: Column) -> Any:
         return Annotated[dt.date, AfterValidator(_plausible_date)]
     if c.kind == "month":
         return Annotated[dt.date, AfterValidator(_month_start), AfterValidator(_plausible_date)]
+    # Numbers and booleans are strict: "18" or true is not a head count, and a client that sends them has a bug
+    # worth hearing about (a float field takes an integer, 5 is 5.0).
     if c.kind == "bool":
-        return bool
+        return Annotated[bool, Field(strict=True)]
     bounds = {"ge": c.min, "le": c.max}
     if c.kind == "int":
-        return Annotated[int, Field(**bounds)]
-    return Annotated[float, Field(allow_inf_nan=False, **bounds)]
+        return Annotated[int, Field(strict=True, **bounds)]
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
 def contract_model(source: str, *, name: str, skip: tuple[str, ...] = ()) -> type[BaseModel]:
@@ -70,11 +81,11 @@ MONTHLY_MODELS = {s: contract_model(s, name=f"{s.title().replace('_', '')}Month"
 class ConsentIn(Strict):
     """The applicant's consent per data source (PIPL: separate, specific). A source without consent is not used."""
 
-    tax: bool
-    payments: bool
-    utilities: bool
-    social_insurance: bool
-    bureau: bool = False
+    tax: StrictBool
+    payments: StrictBool
+    utilities: StrictBool
+    social_insurance: StrictBool
+    bureau: StrictBool = False
 
 
 MonthlyDataIn = create_model(
@@ -114,7 +125,8 @@ class BatchScoreRequest(Strict):
 class FeatureScoreRequest(Strict):
     """A bring-your-own-table model: the feature vector as the model's table had it (null = missing)."""
 
-    features: dict[str, float | str | None]
+    features: dict[str, Annotated[float, Field(strict=True, allow_inf_nan=False)] | Annotated[str, Field(strict=True)]
+                   | None]
     application_ref: str = Field(min_length=1, max_length=128)
 
 
@@ -167,8 +179,12 @@ class ExplanationLink(BaseModel):
 
 class ScoreResponse(BaseModel):
     decision_id: str
-    application_id: str
-    applicant_ref: str = Field(description="Pseudonymous applicant reference (keyed HMAC of the enterprise id)")
+    application_id: str | None = Field(description="The lender's application id; null once the applicant has "
+                                       "withdrawn consent or the raw data has passed retention")
+    application_ref: str = Field(description="Pseudonymous reference of the application id (keyed HMAC, per "
+                                 "lender): what the decision record keeps")
+    applicant_ref: str = Field(description="Pseudonymous applicant reference (keyed HMAC of the enterprise id, "
+                               "per lender)")
     model_version: str
     policy_version: str
     pd: float
@@ -233,6 +249,11 @@ class ReviewOut(BaseModel):
     decided_at: dt.datetime | None
 
 
+class ReviewPage(BaseModel):
+    items: list[ReviewOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
 class DecisionOut(ScoreResponse):
     reviews: list[ReviewOut]
 
@@ -249,6 +270,11 @@ class ModelOut(BaseModel):
     champion: bool
     trees: int
     metrics: dict[str, float | int]
+
+
+class ModelPage(BaseModel):
+    items: list[ModelOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
 class ModelDetail(ModelOut):

@@ -6,9 +6,11 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Header, Request
+from lightgbm.basic import LightGBMError
 from sqlalchemy.orm import Session
 
 from service.api import schemas
+from service.api.routing import EdgeRoute
 from service.config import Settings
 from service.decisions import score_requests, to_response
 from service.deps import Caller, ChampionDep, EngineDep, PoliciesDep, ScorerDep, SessionDep, SettingsDep
@@ -20,8 +22,8 @@ from service.scoring.registry import RegistryError
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
                                               description="Retries with the same key and body get the same decision")]
-table_bundles = BundleCache()  # bring-your-own-table models, loaded (and verified) once per version
-router = APIRouter(prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
+table_bundles = BundleCache()  # table models: verified, checked in a child process, loaded once per version
+router = APIRouter(route_class=EdgeRoute, prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
 
 
 def _score_and_record(request: Request, caller: Caller, session: Session, settings: Settings, engine: Engine,
@@ -30,9 +32,9 @@ def _score_and_record(request: Request, caller: Caller, session: Session, settin
     done = score_requests(session, settings=settings, keyring=request.app.state.keyring, engine=engine,
                           policy=policies.for_tenant(caller.tenant.policy), tenant_id=caller.tenant.id,
                           actor=f"key:{caller.key_id}", requests=items, idempotency_key=idempotency_key)
-    for decision, _ in done:
-        request.app.state.metrics.decisions.labels(decision.decision).inc()
-    return [to_response(d, t, settings) for d, t in done]
+    for issued in done:
+        request.app.state.metrics.decisions.labels(issued.decision.decision).inc()
+    return [to_response(issued, settings) for issued in done]
 
 
 @router.post("", operation_id="create_score", response_model=schemas.ScoreResponse)
@@ -59,8 +61,15 @@ def create_scores_batch(request: Request, body: schemas.BatchScoreRequest, calle
 def score_features(body: schemas.FeatureScoreRequest, caller: ScorerDep, settings: SettingsDep,
                    champion: ChampionDep,
                    model_version: str | None = None) -> schemas.FeatureScoreResponse:
-    """Score a feature vector with a bring-your-own-table model (``model_version``, default the champion)."""
-    version = model_version or champion.current_version()
+    """Score a feature vector with a bring-your-own-table model named by ``model_version`` (the champion is
+    always a catalog model: applications go to ``POST /v1/scores``)."""
+    if model_version is None:
+        current = champion.current_version()
+        raise Invalid(f"query.model_version: required; the champion {current or '(none)'} is a catalog model, "
+                      "send applications to POST /v1/scores",
+                      errors=[{"loc": ["query", "model_version"], "msg": "a table model version is required",
+                               "type": "missing"}])
+    version = model_version
     try:
         bundle = table_bundles.get(settings.registry, version)
     except (RegistryError, BundleError) as exc:
@@ -91,7 +100,12 @@ def score_features(body: schemas.FeatureScoreRequest, caller: ScorerDep, setting
                           errors=[{"loc": ["body", "features", name], "msg": "must be a number", "type": "float"}])
         else:
             x[0, j] = float(value)
-    contrib = bundle.contributions(x)
+    try:
+        contrib = bundle.contributions(x)
+    except LightGBMError as exc:  # a checked bundle should not get here; if it does, a 4xx naming it, not a 500
+        raise Invalid(f"query.model_version: model {version} cannot score this vector ({exc})",
+                      errors=[{"loc": ["query", "model_version"], "msg": "model cannot score", "type": "value"}]
+                      ) from exc
     pd, score, grade = bundle.scorer.apply(contrib.sum(axis=1))
     return schemas.FeatureScoreResponse(
         model_version=version, application_ref=body.application_ref, pd=float(pd[0]), score=float(score[0]),

@@ -8,14 +8,29 @@ import hmac
 import json
 import secrets
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from service.crypto import Keyring, Sealed
-from service.db.tables import ApiKey, AuditEvent, Consent, Decision, RawInput, Review, Tenant, as_utc, utcnow
+from service.db.tables import (
+    ApiKey,
+    AuditEvent,
+    Base,
+    Consent,
+    Decision,
+    ExplanationLink,
+    RawInput,
+    Review,
+    Tenant,
+    as_utc,
+    utcnow,
+)
 
 SCOPES = ("score", "review", "admin", "platform")  # platform: operators of the shared model registry
 GENESIS = "0" * 64
+# Rows whose state affects a decision or a data subject's rights, besides decisions themselves: each write goes
+# through this module and seals the row's digest into its audit event; `audit verify` checks every row.
+SEALED: tuple[type[Base], ...] = (Tenant, ApiKey, Review, Consent)
 
 
 def sha256_hex(value: str) -> str:
@@ -25,25 +40,32 @@ def sha256_hex(value: str) -> str:
 # --- tenants and keys ------------------------------------------------------------------------------------
 
 
-def get_or_create_tenant(session: Session, *, name: str, policy: str | None = None) -> Tenant:
+def get_or_create_tenant(session: Session, *, name: str, policy: str | None = None,
+                         actor: str = "cli") -> Tenant:
     tenant = session.scalar(select(Tenant).where(Tenant.name == name))
     if tenant is None:
         tenant = Tenant(name=name, policy=policy)
         session.add(tenant)
         session.flush()
+        append_audit(session, tenant_id=tenant.id, actor=actor, action="tenant.created", subject=name,
+                     payload={"policy": policy}, rows=[tenant])
     return tenant
 
 
-def create_api_key(session: Session, *, tenant: Tenant, scopes: list[str], label: str | None = None) -> str:
-    """A new key, returned once in plain text; only its SHA-256 is stored."""
+def create_api_key(session: Session, *, tenant: Tenant, scopes: list[str], label: str | None = None,
+                   actor: str = "cli") -> str:
+    """A new key, returned once in plain text; only its SHA-256 is stored. Audited with the row's digest."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
         raise ValueError(f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
     prefix = secrets.token_hex(6)
     key = f"sk_{prefix}_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=sha256_hex(key), scopes=",".join(sorted(scopes)),
-                       label=label))
+    row = ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=sha256_hex(key), scopes=",".join(sorted(scopes)),
+                 label=label)
+    session.add(row)
     session.flush()
+    append_audit(session, tenant_id=tenant.id, actor=actor, action="key.created", subject=prefix,
+                 payload={"scopes": row.scopes, "label": label}, rows=[row])
     return key
 
 
@@ -53,7 +75,9 @@ def revoke_api_key(session: Session, *, prefix: str, actor: str) -> bool:
     if row is None:
         return False
     row.revoked_at = utcnow()
-    append_audit(session, tenant_id=row.tenant_id, actor=actor, action="key.revoked", subject=prefix, payload={})
+    session.flush()
+    append_audit(session, tenant_id=row.tenant_id, actor=actor, action="key.revoked", subject=prefix, payload={},
+                 rows=[row])
     return True
 
 
@@ -75,17 +99,27 @@ def authenticate(session: Session, *, key: str) -> tuple[Tenant, frozenset[str]]
 def add_decision(session: Session, *, decision: Decision, consents: dict[str, bool], actor: str) -> Decision:
     session.add(decision)
     session.flush()
-    for source, granted in sorted(consents.items()):
-        session.add(Consent(tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
-                            decision_id=decision.id, source=source, granted=granted))
+    written: list[Base] = [Consent(tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
+                                   decision_id=decision.id, source=source, granted=granted)
+                           for source, granted in sorted(consents.items())]
     if decision.decision == "refer":
-        session.add(Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="policy",
-                           request_note="referred by the lender policy"))
+        written.append(Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="policy",
+                              request_note="referred by the lender policy"))
+    session.add_all(written)
+    session.flush()
     append_audit(session, tenant_id=decision.tenant_id, actor=actor, action="decision.created", subject=decision.id,
                  payload={"input_digest": decision.input_digest, "record_digest": decision_digest(decision),
                           "model_version": decision.model_version, "policy_version": decision.policy_version,
-                          "decision": decision.decision})
+                          "decision": decision.decision}, rows=written)
     return decision
+
+
+def issue_link(session: Session, *, decision: Decision, hours: int) -> tuple[str, dt.datetime]:
+    """A new link token to the applicant's page (only its SHA-256 is stored); earlier links stay valid."""
+    token = secrets.token_urlsafe(24)
+    expires = utcnow() + dt.timedelta(hours=hours)
+    session.add(ExplanationLink(token_hash=sha256_hex(token), decision_id=decision.id, expires_at=expires))
+    return token, expires
 
 
 def store_raw_input(session: Session, *, keyring: Keyring, decision: Decision, payload: dict) -> None:
@@ -117,14 +151,24 @@ def rotate_raw_inputs(session: Session, *, keyring: Keyring) -> int:
 
 def revoke_consent(session: Session, *, tenant_id: int, applicant_ref: str, sources: list[str], actor: str,
                    reason: str) -> int:
-    """Record the withdrawal and purge the applicant's stored raw data; returns the rows purged.
-    Decisions stay: they hold only digests, the pseudonymous reference and the feature snapshot."""
+    """Record the withdrawal, purge the applicant's stored raw data (which holds the lender's application id in
+    clear) and the notes they wrote with review requests; returns the raw rows purged. Decisions stay: they
+    hold only digests, keyed pseudonyms and the feature snapshot."""
     purged = session.execute(delete(RawInput).where(RawInput.tenant_id == tenant_id,
                                                     RawInput.applicant_ref == applicant_ref)).rowcount
-    for source in sources:
-        session.add(Consent(tenant_id=tenant_id, applicant_ref=applicant_ref, source=source, granted=False))
+    decisions = select(Decision.id).where(Decision.tenant_id == tenant_id, Decision.applicant_ref == applicant_ref)
+    notes = list(session.scalars(select(Review).where(Review.decision_id.in_(decisions),
+                                                      Review.requested_by == "applicant",
+                                                      Review.request_note.is_not(None))))
+    for review in notes:
+        review.request_note = None
+    withdrawals = [Consent(tenant_id=tenant_id, applicant_ref=applicant_ref, source=source, granted=False)
+                   for source in sources]
+    session.add_all(withdrawals)
+    session.flush()
     append_audit(session, tenant_id=tenant_id, actor=actor, action="consent.revoked", subject=applicant_ref,
-                 payload={"sources": sources, "reason": reason, "raw_rows_purged": purged})
+                 payload={"sources": sources, "reason": reason, "raw_rows_purged": purged,
+                          "notes_purged": len(notes)}, rows=[*withdrawals, *notes])
     return purged
 
 
@@ -150,15 +194,22 @@ def get_by_idempotency_key(session: Session, *, tenant_id: int, key: str) -> Dec
     return session.scalar(select(Decision).where(Decision.tenant_id == tenant_id, Decision.idempotency_key == key))
 
 
-def get_by_token(session: Session, *, token: str) -> Decision | None:
-    return session.scalar(select(Decision).where(Decision.token_hash == sha256_hex(token)))
+def get_by_token(session: Session, *, token: str) -> tuple[Decision, dt.datetime] | None:
+    """The decision a page token opens and when the token expires."""
+    row = session.execute(select(Decision, ExplanationLink.expires_at).join(
+        ExplanationLink, ExplanationLink.decision_id == Decision.id).where(
+        ExplanationLink.token_hash == sha256_hex(token))).first()
+    return None if row is None else (row[0], as_utc(row[1]))
 
 
 # --- reviews -----------------------------------------------------------------------------------------------
 
 
-def list_reviews(session: Session, *, tenant_id: int, status: str | None, limit: int = 100) -> list[Review]:
-    q = select(Review).where(Review.tenant_id == tenant_id)
+def list_reviews(session: Session, *, tenant_id: int, status: str | None, after: int = 0,
+                 limit: int = 100) -> list[Review]:
+    """One page of the queue, oldest first: reviews with an id above ``after`` (keyset pagination: a page
+    never skips or repeats a review when new ones arrive)."""
+    q = select(Review).where(Review.tenant_id == tenant_id, Review.id > after)
     if status:
         q = q.where(Review.status == status)
     return list(session.scalars(q.order_by(Review.id).limit(limit)))
@@ -176,7 +227,7 @@ def request_review(session: Session, *, decision: Decision, requested_by: str, n
     session.add(review)
     session.flush()
     append_audit(session, tenant_id=decision.tenant_id, actor=requested_by, action="review.requested",
-                 subject=decision.id, payload={"review_id": review.id})
+                 subject=decision.id, payload={"review_id": review.id}, rows=[review])
     return review
 
 
@@ -196,7 +247,7 @@ def decide_review(session: Session, *, decision: Decision, reviewer: str, outcom
     session.flush()
     append_audit(session, tenant_id=decision.tenant_id, actor=reviewer, action="review.decided", subject=decision.id,
                  payload={"review_ids": [r.id for r in pending], "outcome": outcome, "reason": reason,
-                          "original_decision": decision.decision})
+                          "original_decision": decision.decision}, rows=pending)
     return pending[-1]
 
 
@@ -234,9 +285,48 @@ def decision_digest(d: Decision) -> str:
                                      default=str).encode()).hexdigest()
 
 
+def _plain(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return iso_utc(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def row_key(row: Base) -> str:
+    return f"{row.__tablename__}:{row.id}"
+
+
+def row_digest(row: Base) -> str:
+    """SHA-256 over every column of a sealed row, as the database holds it."""
+    record = {c.name: _plain(getattr(row, c.key)) for c in row.__table__.columns}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
+
+
+def seal_existing_rows(session: Session) -> None:
+    """One event sealing every row of the sealed tables as it is now (the migration that introduced sealing
+    runs this for rows written before it)."""
+    rows = [row for table in SEALED for row in session.scalars(select(table).order_by(table.id))]
+    if rows:
+        append_audit(session, tenant_id=None, actor="migration", action="audit.baseline", subject="sealed rows",
+                     payload={"tables": [t.__tablename__ for t in SEALED]}, rows=rows)
+
+
+def audit_head(session: Session) -> tuple[int, str]:
+    """(number of events, hash of the newest): an anchor to keep outside the database."""
+    count = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+    last = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+    return count, last or GENESIS
+
+
 def append_audit(session: Session, *, tenant_id: int | None, actor: str, action: str, subject: str,
-                 payload: dict) -> AuditEvent:
-    """Append one event chained to the last one. Appends are serialised so that the chain never forks."""
+                 payload: dict, rows: list[Base] | tuple[Base, ...] = ()) -> AuditEvent:
+    """Append one event chained to the last one. Appends are serialised so that the chain never forks.
+    ``rows`` (flushed, so that they have ids) are sealed: their digests go into the payload, and `audit
+    verify` checks each row against the newest event that sealed it."""
+    if rows:
+        payload = {**payload, "sealed": {row_key(r): row_digest(r) for r in rows}}
     if session.bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(7461)"))  # held until this transaction ends
     last = session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))

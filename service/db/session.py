@@ -47,7 +47,7 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
 
         @event.listens_for(engine, "connect")
@@ -57,6 +57,7 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
             cur.execute("PRAGMA synchronous=FULL")  # an acknowledged decision survives power loss
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA secure_delete=ON")  # purged personal data is overwritten, not left in free pages
             cur.close()
 
         if not immediate:
@@ -90,6 +91,31 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+def _private_file(path: Path) -> None:
+    """Create the database file readable by its owner only (SQLite gives its WAL and shared-memory files the
+    same mode); tighten an existing one that others could read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+        for companion in (Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if companion.exists():
+                companion.chmod(0o600)
+
+
+def checkpoint_after_purge(engine: Engine) -> None:
+    """After deleting personal data on SQLite, fold the write-ahead log into the database and truncate it, so
+    that purged rows do not linger in old log frames (secure_delete scrubs the database file itself). Best
+    effort: with readers active the log is truncated at the next complete checkpoint."""
+    if engine.dialect.name != "sqlite":
+        return
+    conn = engine.raw_connection()  # autocommit (isolation_level None): no transaction, no write turn
+    try:
+        conn.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the latest Alembic revision (idempotent)."""
     from alembic import command
@@ -97,11 +123,21 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":  # workers start together: one migrates, the others wait
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7462)")
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:  # SQLite alters a table by copying it: foreign keys off meanwhile, checked before commit
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":  # workers start together: one migrates, others wait
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7462)")
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").first()):
+                    raise RuntimeError(f"migration left a dangling reference in table {broken[0]}")
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -65,8 +65,8 @@ class Decision(Base):
                       Index("ix_decisions_tenant_created", "tenant_id", "created_at"))
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
-    application_ref: Mapped[str] = mapped_column(String(128))
-    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)  # keyed HMAC of the enterprise id
+    application_ref: Mapped[str] = mapped_column(String(128))  # keyed HMAC (per tenant) of the lender's id
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)  # keyed HMAC (per tenant) of the enterprise
     input_digest: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     model_version: Mapped[str] = mapped_column(String(32))
@@ -81,8 +81,18 @@ class Decision(Base):
     features: Mapped[dict]  # the feature snapshot the model saw (None = missing)
     context: Mapped[dict]  # application and profile facts the policy used (no identifiers)
     sources_used: Mapped[list]
-    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
-    token_expires_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ExplanationLink(Base):
+    """A link to the applicant's page. Every link a response carried stays valid until it expires: an
+    idempotent retry adds a link instead of replacing the one the first response may already have handed out.
+    Only the token's SHA-256 is stored."""
+
+    __tablename__ = "explanation_links"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), index=True)
+    expires_at: Mapped[dt.datetime]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
