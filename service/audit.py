@@ -65,6 +65,7 @@ def verify(session: Session, *, anchored: Anchor | None = None) -> tuple[int, li
     prev, count = repo.GENESIS, 0
     created: dict[str, str] = {}
     sealed: dict[str, str] = {}
+    sealing_events = 0
     for event in session.scalars(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)):
         count += 1
         if event.prev_hash != prev:
@@ -74,8 +75,13 @@ def verify(session: Session, *, anchored: Anchor | None = None) -> tuple[int, li
             problems.append(Problem(f"audit event {event.id}", f"content does not match its hash ({event.action} "
                                     f"{event.subject} was edited)"))
         if event.action == "decision.created":
-            created[event.subject] = event.payload.get("record_digest", "")
-        sealed.update(event.payload.get("sealed", {}))
+            if event.subject in created:  # a decision is created once; a second event would re-seal an edit
+                problems.append(Problem(f"audit event {event.id}", f"is a second creation event for decision "
+                                        f"{event.subject} (forged)"))
+            else:
+                created[event.subject] = event.payload.get("record_digest", "")
+        problems += _seal(event, sealed, sealing_events)
+        sealing_events += repo.SEALED_KEY in event.payload
         if anchored is not None and count == anchored.count and event.hash != anchored.head:
             problems.append(Problem(f"audit event {event.id}", "is not the anchored head (the trail was rewritten "
                                     "up to the anchor)"))
@@ -93,7 +99,7 @@ def verify(session: Session, *, anchored: Anchor | None = None) -> tuple[int, li
     for missing in sorted(set(created) - seen):
         problems.append(Problem(f"decision {missing}", "is in the audit trail but not in the decisions table "
                                 "(deleted)"))
-    for table in repo.SEALED:
+    for table in (t.model for t in repo.SEALED.values()):
         present = set()
         for row in session.scalars(select(table).order_by(table.id).execution_options(yield_per=1000)):
             key = repo.row_key(row)
@@ -106,6 +112,22 @@ def verify(session: Session, *, anchored: Anchor | None = None) -> tuple[int, li
         for key in sorted(k for k in sealed if k.startswith(prefix) and k not in present):
             problems.append(Problem(key, "is in the audit trail but not in its table (deleted)"))
     return count, problems
+
+
+def _seal(event: AuditEvent, sealed: dict[str, str], sealing_events_before: int) -> list[Problem]:
+    """Take the event's seals; report those no such event ever writes (a forged re-seal of an edited row). The
+    baseline is written by the migration that introduced seals, so it is the first event to seal anything."""
+    problems = []
+    for key, digest in event.payload.get(repo.SEALED_KEY, {}).items():
+        table = repo.SEALED.get(key.split(":", 1)[0])
+        allowed = table is not None and event.action in table.sealed_by and not (
+            event.action == repo.BASELINE and (sealing_events_before or event.actor != "migration"))
+        if allowed:
+            sealed[key] = digest
+        else:
+            problems.append(Problem(f"audit event {event.id}", f"{event.action} seals {key}, which such an event "
+                                    "never writes (forged)"))
+    return problems
 
 
 def find_policy(version: str, directories: list[Path]) -> Policy | None:

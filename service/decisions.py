@@ -76,6 +76,8 @@ def score_requests(session: Session, *, settings: Settings, keyring: Keyring, en
         raise Unavailable(f"policy {policy.version} does not cover grades {', '.join(missing)} of model "
                           f"{engine.version}; fix the policy before scoring")
     key = tenant_key(settings, tenant_id)
+    # Stored keyed too: lenders often use the application id itself as the Idempotency-Key.
+    idempotency_key = keyed(key, idempotency_key) if idempotency_key else None
     payloads = [req.model_dump(mode="json") for req in requests]
     digests = [input_digest(key, p) for p in payloads]
     try:

@@ -48,12 +48,18 @@ class Champion:
         return self._refused if self._refused == self.current_version() else None
 
     def refresh(self, *, force: bool = False) -> None:
+        """Load the version champion.json names, if it is not the one serving. A load (a child-process check of
+        up to ``CHECK_TIMEOUT``) never holds up other callers: one that finds another thread loading returns at
+        once and the current engine keeps serving. Only the first load (``force=True`` with nothing serving
+        yet, at start) waits for one under way."""
         now = time.monotonic()
         if not force and now - self._checked < self.check_seconds:
             return
-        with self._lock:
+        if not self._lock.acquire(blocking=force and self._engine is None):
+            return  # another thread is loading
+        try:
             if not force and now - self._checked < self.check_seconds:
-                return  # another thread checked while this one waited for the lock
+                return  # another thread checked between this one's look and its lock
             self._checked = now
             version = self.current_version()
             if version is None:
@@ -74,6 +80,8 @@ class Champion:
                 return
             self._engine, self._refused, self.last_error = engine, None, None
             log.info("serving model %s", version)
+        finally:
+            self._lock.release()
 
     def _last_good(self, *, exclude: str) -> Engine | None:
         """The newest earlier champion that still passes every check, so that a bad pointer at start does not
@@ -123,21 +131,40 @@ class BundleCache:
     def __init__(self, size: int = 8) -> None:
         self.size = size
         self._bundles: dict[str, Bundle] = {}
-        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # version -> held while that version loads
+        self._lock = threading.Lock()  # guards both dicts; never held across a load
 
     def get(self, registry: Path, version: str | None) -> Bundle:
+        """The bundle, at once when cached; otherwise loaded by the first caller for that version while later
+        callers for the same version wait for it, and callers for any other version do not."""
         if version is None:
             raise RegistryError("no model version given and no champion")
         with self._lock:
-            if version not in self._bundles:
-                try:
-                    bundle = load_bundle(Registry(registry).path(version))  # checked in a child before any parse
-                except LightGBMError as exc:  # the child passed, yet this parse failed: refuse, never a 500
-                    raise BundleError(f"bundle {version}: LightGBM cannot load it ({exc})") from exc
-                if len(self._bundles) >= self.size:
-                    self._bundles.pop(next(iter(self._bundles)))
-                self._bundles[version] = bundle
-            return self._bundles[version]
+            if (bundle := self._bundles.get(version)) is not None:
+                return bundle
+            loading = self._loading.setdefault(version, threading.Lock())
+        with loading:
+            with self._lock:
+                if (bundle := self._bundles.get(version)) is not None:
+                    return bundle  # loaded by the caller this one waited for
+            bundle = None
+            try:
+                bundle = self._load(registry, version)
+            finally:
+                with self._lock:
+                    if bundle is not None:
+                        if len(self._bundles) >= self.size:
+                            self._bundles.pop(next(iter(self._bundles)))
+                        self._bundles[version] = bundle
+                    self._loading.pop(version, None)  # a refusal is remembered by check_servable, not here
+            return bundle
+
+    @staticmethod
+    def _load(registry: Path, version: str) -> Bundle:
+        try:
+            return load_bundle(Registry(registry).path(version))  # checked in a child before any parse
+        except LightGBMError as exc:  # the child passed, yet this parse failed: refuse, never a 500
+            raise BundleError(f"bundle {version}: LightGBM cannot load it ({exc})") from exc
 
 
 class Policies:

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from service.cli import app as cli
 from service.config import get_settings
+from service.db import repo
+from service.db.tables import Decision, Review
 from service.scoring.raw import RawData
 from tests.api_fixtures import Api, make_api
 from training.offline import request_for
@@ -146,6 +148,28 @@ class TestSealedRows:
         assert "has no audit event (written outside the service)" in out
         assert "is in the audit trail but not in its table (deleted)" in out
 
+    def test_a_reseal_by_an_event_that_never_writes_the_row(self, recorded) -> None:  # noqa: ANN001
+        """An insider edits a review, then appends a well-chained event sealing the edit under another action."""
+        api, ids = recorded
+        sql(api, "UPDATE reviews SET outcome = 'decline' WHERE outcome = 'approve'")
+        with api.client.app.state.sessions() as session:
+            review = session.scalar(select(Review).where(Review.outcome == "decline"))
+            repo.append_audit(session, tenant_id=review.tenant_id, actor="ops", action="key.revoked",
+                              subject="x", payload={}, rows=[review])
+            decision = session.get(Decision, ids[4])
+            decision.grade = "A" if decision.grade != "A" else "B"
+            session.flush()
+            repo.append_audit(session, tenant_id=decision.tenant_id, actor="ops", action="decision.created",
+                              subject=decision.id, payload={"record_digest": repo.decision_digest(decision)})
+            repo.append_audit(session, tenant_id=None, actor="migration", action=repo.BASELINE, subject="again",
+                              payload={}, rows=[review])
+            session.commit()
+        code, out = verify()
+        assert code == 1
+        assert "key.revoked seals reviews:" in out and "which such an event never writes (forged)" in out
+        assert f"is a second creation event for decision {ids[4]} (forged)" in out
+        assert f"{repo.BASELINE} seals reviews:" in out
+
     def test_a_revoked_key_revived(self, recorded) -> None:  # noqa: ANN001
         api, _ = recorded
         prefix = api.keys["review"].split("_")[1]
@@ -194,3 +218,9 @@ class TestAnchor:
 def verify_with(anchor: Path) -> tuple[int, str]:
     result = runner.invoke(cli, ["audit", "verify", "--anchor", str(anchor)])
     return result.exit_code, flat(result.output)
+
+
+def test_every_column_of_a_sealed_table_is_sealed() -> None:
+    """A new column on a sealed table must be a decision: sealed (and resealed by its migration) or not."""
+    for name, table in repo.SEALED.items():
+        assert set(table.columns) == {c.name for c in table.model.__table__.columns}, name

@@ -10,7 +10,16 @@ from __future__ import annotations
 import html
 import json
 import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -21,7 +30,7 @@ from typer.testing import CliRunner
 
 from service.cli import app as cli
 from service.db.tables import AuditEvent
-from service.runtime import Champion
+from service.runtime import BundleCache, Champion
 from service.scoring import bundle as bundle_mod
 from service.scoring.bundle import (
     CARD_FILES,
@@ -166,6 +175,53 @@ class TestCheckServable:
         monkeypatch.setattr(bundle_mod, "_run_child", lambda *_a, **_k: pytest.fail("forked again"))
         with pytest.raises(BundleError, match=f"bundle {bad}: not servable"):
             load_bundle(registry_copy / bad)  # never parsed in this process
+
+    def test_a_killed_child_is_retried_later_an_aborted_one_never(self, registry_copy: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        """SIGKILL (the out-of-memory killer) and a failed fork say nothing about the bundle; SIGABRT does."""
+        folder = registry_copy / Registry(registry_copy).champion()  # a good bundle
+        digest = bundle_mod.verify_with_digest(folder)[1]
+        clock = [1000.0]
+        monkeypatch.setattr(bundle_mod, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                                perf_counter=time.perf_counter))
+        real_run, outcomes, forks = subprocess.run, [], []
+
+        def run(args, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            forks.append(args)
+            outcome = outcomes.pop(0)
+            if outcome == "real":
+                return real_run(args, **kwargs)
+            if isinstance(outcome, OSError):
+                raise outcome
+            said = f"{bundle_mod.VERDICT_PREFIX}{json.dumps({'manifest_sha256': digest})}\n"  # before the parse
+            return subprocess.CompletedProcess(args, outcome, said.encode(), b"")
+
+        def planned(*planned_outcomes: object) -> None:
+            monkeypatch.setattr(bundle_mod, "_VERDICTS", {})
+            outcomes[:], forks[:] = planned_outcomes, []
+
+        monkeypatch.setattr(bundle_mod.subprocess, "run", run)
+        planned(-signal.SIGKILL, "real")
+        with pytest.raises(BundleError, match=rf"bundle {folder.name}: not servable: .*died \(SIGKILL\)"):
+            check_servable(folder)
+        clock[0] += bundle_mod._RETRY_SECONDS - 1
+        with pytest.raises(BundleError, match=r"died \(SIGKILL\)"):
+            check_servable(folder)  # within the delay: remembered, like a timeout
+        assert len(forks) == 1
+        clock[0] += 2
+        assert check_servable(folder) == digest and len(forks) == 2  # after it: checked again, and it passes
+
+        planned(OSError(12, "Cannot allocate memory"), "real")
+        with pytest.raises(BundleError, match=r"the check could not start \(OSError\)"):
+            check_servable(folder)
+        assert check_servable(folder) == digest and len(forks) == 2  # at once: no child ever ran
+
+        planned(-signal.SIGABRT)
+        for _ in range(2):
+            with pytest.raises(BundleError, match=r"died \(SIGABRT\)"):
+                check_servable(folder)
+            clock[0] += 100 * bundle_mod._RETRY_SECONDS
+        assert len(forks) == 1  # a malformed model aborts every time: remembered for good
 
     def test_a_canary_the_model_does_not_reproduce_is_refused(self, registry_copy: Path) -> None:
         def nudge(md: dict) -> dict:
@@ -342,6 +398,100 @@ class TestChampionFallback:
         champion = Champion(registry_copy, check_seconds=0)
         champion.refresh(force=True)
         assert champion.get().version == good and champion.refused == table_bundle.name
+
+
+# --- reloading never stalls the replica ---------------------------------------------------------------------
+
+QUICK = 0.5  # seconds: what a request may take while another thread waits for a child check (about 1.5 s)
+T = TypeVar("T")
+
+
+def held(monkeypatch: pytest.MonkeyPatch, name: str, folder: Path) -> SimpleNamespace:
+    """Wrap ``bundle.<name>`` (``check_servable`` or ``_run_child``) so that a call for ``folder`` waits until
+    ``release`` is set: a slow check, without a slow test."""
+    real, target = getattr(bundle_mod, name), folder.resolve()
+    hold = SimpleNamespace(started=threading.Event(), release=threading.Event(), calls=0)
+
+    def slow(checked: Path | str, *args: object, **kwargs: object) -> object:
+        if Path(checked).resolve() == target:
+            hold.calls += 1
+            hold.started.set()
+            hold.release.wait(60)
+        return real(checked, *args, **kwargs)
+
+    monkeypatch.setattr(bundle_mod, name, slow)
+    return hold
+
+
+def within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``'s result, or a failure if it takes longer than ``seconds`` (it finishes in the background)."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(call).result(timeout=seconds)
+    except FutureTimeout:
+        pytest.fail(f"waited more than {seconds} s behind another thread's check")
+    finally:
+        pool.shutdown(wait=False)
+
+
+class TestReloadNeverStalls:
+    def test_requests_keep_the_current_engine_while_a_new_champion_loads(
+            self, registry_copy: Path, second_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        first = Registry(registry_copy).champion()
+        champion = Champion(registry_copy, check_seconds=0)
+        champion.refresh(force=True)
+        new = Path(shutil.copytree(second_catalog, registry_copy / second_catalog.name))
+        hold = held(monkeypatch, "check_servable", new)
+        (registry_copy / "champion.json").write_text(json.dumps({"version": new.name}))  # promoted elsewhere
+        loader = threading.Thread(target=champion.get)  # the request that notices the new champion loads it
+        loader.start()
+        try:
+            assert hold.started.wait(60)
+            for _ in range(3):
+                assert within(QUICK, champion.get).version == first
+            within(QUICK, champion.refresh)  # /readyz
+            within(QUICK, lambda: champion.refresh(force=True))  # the promote handler, with a model serving
+            assert champion.loaded.version == first
+        finally:
+            hold.release.set()
+            loader.join(60)
+        assert champion.get().version == new.name and hold.calls == 1
+
+    def test_cached_versions_are_served_while_another_version_loads(
+            self, registry_copy: Path, second_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cache, first = BundleCache(), Registry(registry_copy).champion()
+        cached = cache.get(registry_copy, first)
+        new = Path(shutil.copytree(second_catalog, registry_copy / second_catalog.name))
+        hold = held(monkeypatch, "check_servable", new)
+        pool = ThreadPoolExecutor(2)
+        try:
+            loading = pool.submit(cache.get, registry_copy, new.name)
+            assert hold.started.wait(60)
+            waiting = pool.submit(cache.get, registry_copy, new.name)  # the same version: waits for that load
+            assert within(QUICK, lambda: cache.get(registry_copy, first)) is cached
+            assert not waiting.done()
+        finally:
+            hold.release.set()
+            pool.shutdown(wait=True)
+        assert loading.result().version == new.name and waiting.result() is loading.result() and hold.calls == 1
+
+    def test_a_verified_bundle_never_waits_for_another_bundles_child(
+            self, registry_copy: Path, second_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(bundle_mod, "_VERDICTS", {})  # so that the second bundle's child runs here
+        verified = registry_copy / Registry(registry_copy).champion()
+        digest = check_servable(verified)
+        new = Path(shutil.copytree(second_catalog, registry_copy / second_catalog.name))
+        hold = held(monkeypatch, "_run_child", new)
+        checking = threading.Thread(target=check_servable, args=(new,))
+        checking.start()
+        try:
+            assert hold.started.wait(60)
+            assert within(QUICK, lambda: check_servable(verified)) == digest
+            assert within(QUICK, lambda: load_bundle(verified)).version == verified.name
+        finally:
+            hold.release.set()
+            checking.join(60)
+        assert check_servable(new) and hold.calls == 1
 
 
 # --- column names with special characters -------------------------------------------------------------------

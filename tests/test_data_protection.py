@@ -167,7 +167,6 @@ class TestNothingLinkableOrLeftInClear:
         d = sqlite_api.score(example_request).json()
         application_id = example_request["application"]["application_id"]
         assert d["application_id"] == application_id
-        assert application_id not in d["application_ref"]
         got = sqlite_api.client.get(f"/v1/decisions/{d['decision_id']}", headers=sqlite_api.headers()).json()
         assert got["application_id"] == application_id  # read back from the encrypted raw input
         assert application_id.encode() not in database_bytes(sqlite_api)
@@ -208,6 +207,27 @@ class TestNothingLinkableOrLeftInClear:
         path.chmod(0o644)
         make_api(f"sqlite:///{path}", champion_registry).client.app.state.engine.dispose()
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+    def test_the_idempotency_key_is_not_stored_in_clear(self, sqlite_api: Api, example_request: dict) -> None:
+        key = "loan-application-2026-000123"  # lenders often use their application id
+        first = sqlite_api.score(example_request, **{"Idempotency-Key": key}).json()
+        assert sqlite_api.score(example_request, **{"Idempotency-Key": key}).json()["decision_id"] == \
+            first["decision_id"]
+        assert key.encode() not in database_bytes(sqlite_api)
+
+    def test_a_raw_input_that_cannot_be_opened_still_answers(self, champion_registry: Path, tmp_path: Path,
+                                                            example_request: dict) -> None:
+        url = f"sqlite:///{tmp_path}/db.sqlite"
+        api = make_api(url, champion_registry)
+        with api.client:
+            d = api.score(example_request).json()
+        api.client.app.state.engine.dispose()
+        other_keys = make_api(url, champion_registry, data_keys=f"new:{Keyring.new_key()}")  # the old key dropped
+        with other_keys.client:
+            r = other_keys.client.get(f"/v1/decisions/{d['decision_id']}", headers=other_keys.headers())
+        other_keys.client.app.state.engine.dispose()
+        assert r.status_code == 200 and r.json()["application_id"] is None and r.json()["pd"] == d["pd"]
 
 
 def database_bytes(api: Api) -> bytes:

@@ -26,9 +26,8 @@ def get_decision(decision_id: str, request: Request, caller: ReaderDep, session:
                  settings: SettingsDep) -> schemas.DecisionOut:
     """A decision with its reviews. The application id comes from the encrypted raw input while it is kept."""
     decision = _get_or_404(session, caller.tenant.id, decision_id)
-    raw = repo.read_raw_input(session, keyring=request.app.state.keyring, decision_id=decision.id)
-    base = to_response(Issued(decision, raw["application"]["application_id"] if raw else None, None, None),
-                       settings)
+    application_id = repo.read_application_id(session, keyring=request.app.state.keyring, decision_id=decision.id)
+    base = to_response(Issued(decision, application_id, None, None), settings)
     return schemas.DecisionOut(**base.model_dump(), reviews=[review_out(r) for r in
                                                              repo.reviews_of(session, decision_id=decision.id)])
 

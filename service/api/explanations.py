@@ -7,6 +7,7 @@ ask for a human review (PIPL Art. 24); the request joins the lender's review que
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -48,15 +49,21 @@ def _page(html: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 
-def _open(session, token: str) -> tuple[Decision | None, dt.datetime | str]:  # noqa: ANN001
-    """The decision of a valid token and when the token expires, or why not ("not_found" or "expired")."""
+@dataclass(frozen=True)
+class Opened:
+    decision: Decision
+    expires_at: dt.datetime
+
+
+def _open(session, token: str) -> Opened | str:  # noqa: ANN001
+    """The decision a valid token opens and when the token expires, or why not ("not_found" or "expired")."""
     found = repo.get_by_token(session, token=token)
     if found is None:
-        return None, "not_found"
+        return "not_found"
     decision, expires = found
     if expires <= dt.datetime.now(dt.UTC):
-        return None, "expired"
-    return decision, expires
+        return "expired"
+    return Opened(decision, expires)
 
 
 def _refusal(problem: str, lang: str) -> HTMLResponse:
@@ -71,13 +78,14 @@ def get_explanation_page(token: str, request: Request, lang: str | None = None,
     """The explanation card for the applicant: decision, factor chart, reasons, recourse, data used, rights."""
     language = choose_language(lang, accept_language)
     with request.app.state.read_sessions() as session:
-        decision, expires_at = _open(session, token)
-        if decision is None:
-            return _refusal(expires_at, language)
+        opened = _open(session, token)
+        if isinstance(opened, str):
+            return _refusal(opened, language)
+        decision = opened.decision
         reviews = repo.reviews_of(session, decision_id=decision.id)
     mine = [r for r in reviews if r.requested_by == "applicant"]
     status = None if not mine else "pending" if any(r.status == "pending" for r in mine) else "decided"
-    expires = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    expires = opened.expires_at.strftime("%Y-%m-%d %H:%M UTC")
     return _page(render(decision=decision, lang=language, token=token, review_status=status, now_expires=expires))
 
 
@@ -95,10 +103,10 @@ async def request_review_from_page(token: str, request: Request, lang: str | Non
 
     def record() -> str | None:
         with request.app.state.sessions() as session:
-            decision, problem = _open(session, token)
-            if decision is None:
-                return problem
-            repo.request_review(session, decision=decision, requested_by="applicant", note=note)
+            opened = _open(session, token)
+            if isinstance(opened, str):
+                return opened
+            repo.request_review(session, decision=opened.decision, requested_by="applicant", note=note)
             session.commit()
             return None
 
@@ -116,10 +124,11 @@ async def revoke_consent_from_page(token: str, request: Request, lang: str | Non
 
     def revoke() -> str | None:
         with request.app.state.sessions() as session:
-            decision, problem = _open(session, token)
-            if decision is None:
-                return problem
-            repo.revoke_consent(session, tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
+            opened = _open(session, token)
+            if isinstance(opened, str):
+                return opened
+            d = opened.decision
+            repo.revoke_consent(session, tenant_id=d.tenant_id, applicant_ref=d.applicant_ref,
                                 sources=list(MONTHLY_SOURCES), actor="applicant", reason="withdrawn on the page")
             session.commit()
         checkpoint_after_purge(request.app.state.engine)

@@ -33,7 +33,8 @@ def decode_cursor(cursor: str | None, kind: type[int] | type[str]) -> int | str 
         after = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         after = None
-    if not isinstance(after, kind) or isinstance(after, bool):
+    out_of_range = isinstance(after, int) and not 0 <= after < 2**63  # a database integer's range
+    if not isinstance(after, kind) or isinstance(after, bool) or out_of_range:
         raise Invalid("query.cursor: not a cursor from this list; pass next_cursor from the previous page",
                       errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this list", "type": "cursor"}])
     return after

@@ -4,6 +4,7 @@ Strings are checked once, here, rather than in each handler or schema: a NUL byt
 refused before it can reach PostgreSQL (which cannot store either) or a log line. JSON bodies are parsed
 strictly: ``application/json`` only (415 otherwise), UTF-8, no duplicate keys (JSON leaves their meaning
 open: a check and a use could read different values), no NaN, Infinity or numbers too large for a float.
+The only other bodies, the applicant's page forms, must be URL-encoded UTF-8.
 """
 
 from __future__ import annotations
@@ -98,6 +99,21 @@ def parse_json_body(raw: bytes) -> Any:
     return parsed
 
 
+def check_form_body(raw: bytes) -> None:
+    """A URL-encoded form: UTF-8, and no control characters in any name or value once decoded."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError([], f"must be UTF-8 (invalid byte at position {exc.start})", "utf8") from exc
+    try:
+        fields = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError as exc:  # a percent-escape that is not UTF-8
+        raise BodyError([], "must be UTF-8 once percent-decoded", "utf8") from exc
+    for name, value in fields:
+        if FORBIDDEN_IN_TEXT.search(name) or FORBIDDEN_IN_TEXT.search(value):
+            raise BodyError([name], "must not contain control characters", "control_character")
+
+
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -117,21 +133,22 @@ class EdgeRoute(APIRoute):
                 if FORBIDDEN_IN_NAMES.search(name) or FORBIDDEN_IN_NAMES.search(value):
                     raise _refuse(["query", name], "must not contain control characters", "control_character")
             body = await request.body()
-            if takes_json and body:
-                if media_type(request) not in JSON_TYPES:
-                    raise UnsupportedMediaType(
-                        f"header.Content-Type: send the body as application/json, got "
-                        f"{media_type(request) or 'no content type'}",
-                        errors=[{"loc": ["header", "Content-Type"], "msg": "must be application/json",
-                                 "type": "media_type"}])
-                try:
+            if not body:
+                return await handle(request)
+            expected = JSON_TYPES if takes_json else FORM_TYPES  # the pages' forms are the only other bodies
+            if media_type(request) not in expected:
+                raise UnsupportedMediaType(
+                    f"header.Content-Type: send the body as {expected[0]}, got "
+                    f"{media_type(request) or 'no content type'}",
+                    errors=[{"loc": ["header", "Content-Type"], "msg": f"must be {expected[0]}",
+                             "type": "media_type"}])
+            try:
+                if takes_json:
                     request._json = parse_json_body(body)  # FastAPI's handler takes the parsed body from here
-                except BodyError as exc:
-                    raise _refuse(["body", *exc.loc], exc.msg, exc.type) from None
-            elif body and media_type(request) in FORM_TYPES:
-                for name, value in parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True):
-                    if FORBIDDEN_IN_TEXT.search(name) or FORBIDDEN_IN_TEXT.search(value):
-                        raise _refuse(["body", name], "must not contain control characters", "control_character")
+                else:
+                    check_form_body(body)
+            except BodyError as exc:
+                raise _refuse(["body", *exc.loc], exc.msg, exc.type) from None
             return await handle(request)
 
         return edge

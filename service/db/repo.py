@@ -6,12 +6,14 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
-from service.crypto import Keyring, Sealed
+from service.crypto import Keyring, KeyringError, Sealed
 from service.db.tables import (
     ApiKey,
     AuditEvent,
@@ -26,11 +28,34 @@ from service.db.tables import (
     utcnow,
 )
 
+log = logging.getLogger("smecredit.db")
 SCOPES = ("score", "review", "admin", "platform")  # platform: operators of the shared model registry
 GENESIS = "0" * 64
 # Rows whose state affects a decision or a data subject's rights, besides decisions themselves: each write goes
-# through this module and seals the row's digest into its audit event; `audit verify` checks every row.
-SEALED: tuple[type[Base], ...] = (Tenant, ApiKey, Review, Consent)
+# through this module and seals the row's digest into its audit event; `audit verify` checks every row. Per
+# table: the columns a seal covers (declared, so that a new column is a decision, and a migration that adds one
+# reseals), and the only actions that may seal it (a seal in any other event is reported as forged).
+SEALED_KEY = "sealed"  # the payload entry: {"<table>:<id>": <digest>}
+BASELINE = "audit.baseline"  # the one event (written by migration 0003) that sealed rows written before sealing
+
+
+@dataclass(frozen=True)
+class SealedTable:
+    model: type[Base]
+    columns: tuple[str, ...]
+    sealed_by: frozenset[str]
+
+
+SEALED: dict[str, SealedTable] = {t.model.__tablename__: t for t in (
+    SealedTable(Tenant, ("id", "name", "policy", "created_at"), frozenset({"tenant.created", BASELINE})),
+    SealedTable(ApiKey, ("id", "tenant_id", "prefix", "key_hash", "scopes", "label", "created_at", "revoked_at"),
+                frozenset({"key.created", "key.revoked", BASELINE})),
+    SealedTable(Review, ("id", "decision_id", "tenant_id", "status", "requested_by", "request_note", "reviewer",
+                         "outcome", "reason", "created_at", "decided_at"),
+                frozenset({"decision.created", "review.requested", "review.decided", "consent.revoked", BASELINE})),
+    SealedTable(Consent, ("id", "tenant_id", "applicant_ref", "decision_id", "source", "granted", "recorded_at"),
+                frozenset({"decision.created", "consent.revoked", BASELINE})),
+)}
 
 
 def sha256_hex(value: str) -> str:
@@ -135,6 +160,18 @@ def read_raw_input(session: Session, *, keyring: Keyring, decision_id: str) -> d
     if row is None:
         return None
     return json.loads(keyring.open(Sealed(row.key_id, row.nonce, row.ciphertext), aad=decision_id.encode()))
+
+
+def read_application_id(session: Session, *, keyring: Keyring, decision_id: str) -> str | None:
+    """The lender's application id, held in clear only inside the encrypted raw input; None once that is purged
+    or cannot be opened (a key removed from the keyring: the caller still gets the decision)."""
+    try:
+        raw = read_raw_input(session, keyring=keyring, decision_id=decision_id)
+    except KeyringError as exc:
+        log.warning("raw input of a decision cannot be opened (%s); answering without the application id",
+                    type(exc).__name__)
+        return None
+    return None if raw is None else raw["application"]["application_id"]
 
 
 def rotate_raw_inputs(session: Session, *, keyring: Keyring) -> int:
@@ -297,20 +334,15 @@ def row_key(row: Base) -> str:
     return f"{row.__tablename__}:{row.id}"
 
 
-def row_digest(row: Base) -> str:
-    """SHA-256 over every column of a sealed row, as the database holds it."""
-    record = {c.name: _plain(getattr(row, c.key)) for c in row.__table__.columns}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+def digest_record(record: dict) -> str:
+    """SHA-256 of a row's sealed columns, whatever types the database handed back."""
+    plain = {name: _plain(value) for name, value in record.items()}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                                      default=str).encode()).hexdigest()
 
 
-def seal_existing_rows(session: Session) -> None:
-    """One event sealing every row of the sealed tables as it is now (the migration that introduced sealing
-    runs this for rows written before it)."""
-    rows = [row for table in SEALED for row in session.scalars(select(table).order_by(table.id))]
-    if rows:
-        append_audit(session, tenant_id=None, actor="migration", action="audit.baseline", subject="sealed rows",
-                     payload={"tables": [t.__tablename__ for t in SEALED]}, rows=rows)
+def row_digest(row: Base) -> str:
+    return digest_record({c: getattr(row, c) for c in SEALED[row.__tablename__].columns})
 
 
 def audit_head(session: Session) -> tuple[int, str]:
@@ -321,12 +353,14 @@ def audit_head(session: Session) -> tuple[int, str]:
 
 
 def append_audit(session: Session, *, tenant_id: int | None, actor: str, action: str, subject: str,
-                 payload: dict, rows: list[Base] | tuple[Base, ...] = ()) -> AuditEvent:
+                 payload: dict, rows: list[Base] | tuple[Base, ...] = (),
+                 sealed: dict[str, str] | None = None) -> AuditEvent:
     """Append one event chained to the last one. Appends are serialised so that the chain never forks.
     ``rows`` (flushed, so that they have ids) are sealed: their digests go into the payload, and `audit
-    verify` checks each row against the newest event that sealed it."""
-    if rows:
-        payload = {**payload, "sealed": {row_key(r): row_digest(r) for r in rows}}
+    verify` checks each row against the newest event that sealed it; ``sealed`` adds digests computed by the
+    caller (the migration that seals rows written before sealing)."""
+    if rows or sealed:
+        payload = {**payload, SEALED_KEY: {**(sealed or {}), **{row_key(r): row_digest(r) for r in rows}}}
     if session.bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(7461)"))  # held until this transaction ends
     last = session.scalar(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1))

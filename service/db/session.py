@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_S = 15
 
 
 def normalise_url(url: str) -> str:
@@ -48,7 +49,9 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             _private_file(Path(path))
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+        # hide_parameters: a failing statement's error (and so the log) never carries the values it bound
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+                               hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _record) -> None:  # noqa: ANN001
@@ -88,7 +91,7 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
             turn.release()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)
 
 
 def _private_file(path: Path) -> None:
@@ -103,15 +106,24 @@ def _private_file(path: Path) -> None:
                 companion.chmod(0o600)
 
 
+PURGE_CHECKPOINT_WAIT_MS = 200  # a truncating checkpoint blocks writers while it waits for readers: briefly
+
+
 def checkpoint_after_purge(engine: Engine) -> None:
     """After deleting personal data on SQLite, fold the write-ahead log into the database and truncate it, so
     that purged rows do not linger in old log frames (secure_delete scrubs the database file itself). Best
-    effort: with readers active the log is truncated at the next complete checkpoint."""
+    effort and brief: when readers hold old snapshots for longer than PURGE_CHECKPOINT_WAIT_MS, the frames
+    are overwritten as the log is reused, and the next complete checkpoint truncates it."""
     if engine.dialect.name != "sqlite":
         return
     conn = engine.raw_connection()  # autocommit (isolation_level None): no transaction, no write turn
     try:
-        conn.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cur = conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={PURGE_CHECKPOINT_WAIT_MS}")
+        try:
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     finally:
         conn.close()
 

@@ -68,7 +68,7 @@ class Decision(Base):
     application_ref: Mapped[str] = mapped_column(String(128))  # keyed HMAC (per tenant) of the lender's id
     applicant_ref: Mapped[str] = mapped_column(String(64), index=True)  # keyed HMAC (per tenant) of the enterprise
     input_digest: Mapped[str] = mapped_column(String(64))
-    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))  # keyed HMAC (per tenant) of the header
     model_version: Mapped[str] = mapped_column(String(32))
     policy_version: Mapped[str] = mapped_column(String(128))
     pd: Mapped[float] = mapped_column(Float)

@@ -222,28 +222,34 @@ def canary_mismatch(bundle: Bundle) -> str | None:
 @dataclass
 class _Verdict:
     error: str | None
-    retry_after: float = float("inf")  # monotonic time; a timeout may be the machine, so it is retried later
+    retry_after: float = float("inf")  # monotonic time; a timeout or a kill may be the machine: retried later
+
+    def settled(self) -> bool:
+        return time.monotonic() <= self.retry_after
 
 
 _VERDICTS: dict[str, _Verdict] = {}  # manifest SHA-256 -> verdict; content-addressed, so never stale
 _CHECK_LOCK = threading.Lock()  # one child at a time per process: a flood of requests cannot fork a flood
-_TIMEOUT_RETRY_SECONDS = 300.0
+_RETRY_SECONDS = 300.0  # after a timeout or a SIGKILL (the out-of-memory killer): the machine, not the bundle
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_servable(folder: Path | str, *, timeout: float = CHECK_TIMEOUT) -> str:
     """Parse and test-score the bundle in a child process; returns the manifest digest that passed, or raises
-    BundleError naming the bundle and the reason. Memoised per manifest digest within this process."""
+    BundleError naming the bundle and the reason. Memoised per manifest digest within this process: a caller
+    whose content has a settled verdict never waits for another bundle's child."""
     folder = Path(folder)
     _, manifest_digest = verify_with_digest(folder)
-    with _CHECK_LOCK:
-        verdict = _VERDICTS.get(manifest_digest)
-        if verdict is None or time.monotonic() > verdict.retry_after:
-            verdict, checked = _run_child(folder, timeout)
-            if checked == manifest_digest or (checked is None and verdict.error is not None):
-                _VERDICTS[manifest_digest] = verdict  # a crash, a mismatch or a timeout is remembered too
-            else:  # the folder changed under the child: decide nothing about this content
-                verdict = _Verdict(f"bundle {folder.name}: changed while it was being checked")
+    verdict = _VERDICTS.get(manifest_digest)
+    if verdict is None or not verdict.settled():
+        with _CHECK_LOCK:
+            verdict = _VERDICTS.get(manifest_digest)  # settled by another thread while this one waited?
+            if verdict is None or not verdict.settled():
+                verdict, checked = _run_child(folder, timeout)
+                if checked == manifest_digest or (checked is None and verdict.error is not None):
+                    _VERDICTS[manifest_digest] = verdict  # a crash, a mismatch or a timeout is remembered too
+                else:  # the folder changed under the child: decide nothing about this content
+                    verdict = _Verdict(f"bundle {folder.name}: changed while it was being checked")
     if verdict.error is not None:
         raise BundleError(verdict.error)
     return manifest_digest
@@ -260,7 +266,7 @@ def _run_child(folder: Path, timeout: float) -> tuple[_Verdict, str | None]:
                               env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired:
         return _Verdict(f"bundle {name}: not servable: the check did not finish within {timeout:.0f} s",
-                        retry_after=time.monotonic() + _TIMEOUT_RETRY_SECONDS), None
+                        retry_after=time.monotonic() + _RETRY_SECONDS), None
     except OSError as exc:  # fork failed (memory, process limit): try again at the next load
         return _Verdict(f"bundle {name}: the check could not start ({type(exc).__name__})", retry_after=0.0), None
     stdout = proc.stdout.decode("utf-8", "replace")
@@ -281,8 +287,14 @@ def _run_child(folder: Path, timeout: float) -> tuple[_Verdict, str | None]:
     else:
         died = f"the check process died ({_signal_name(proc.returncode)})" if proc.returncode < 0 \
             else f"the check process exited with {proc.returncode}"
-        tail = _tail(stdout + "\n" + stderr, folder)
+        said = "\n".join(line for line in stdout.splitlines() if not line.startswith(VERDICT_PREFIX))
+        tail = _tail(said + "\n" + stderr, folder)  # what the process said, not the digest it reported
         reason = f"{died}: {tail}" if tail else died
+        if proc.returncode == -signal.SIGKILL:  # the out-of-memory killer or an operator, not the model's fault
+            log.warning("bundle %s: the check process was killed (SIGKILL); retried in %.0f s", name, _RETRY_SECONDS)
+            return _Verdict(f"bundle {name}: not servable: {reason}",
+                            retry_after=time.monotonic() + _RETRY_SECONDS), checked
+    # SIGABRT, SIGSEGV, a non-zero exit or a canary mismatch: a malformed model fails the same way every time
     return _Verdict(f"bundle {name}: not servable: {reason}"), checked
 
 

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.orm import Session
 
+from service.db import repo  # the digest and the chain are the application's own
+
 revision = '0003'
 down_revision = '0002'
 branch_labels = None
@@ -38,11 +40,33 @@ def upgrade() -> None:
         batch_op.drop_column('token_expires_at')
         batch_op.drop_column('token_hash')
 
-    from service.db import repo  # the digests are the application's; imported here, not at alembic's start-up
+    _seal_existing_rows()
 
-    with Session(bind=op.get_bind()) as session:
-        repo.seal_existing_rows(session)
-        session.flush()
+
+# The sealed columns as they stand at this revision (repo.SEALED declares the current ones): a later revision
+# that adds a sealed column reseals, and upgrading from before this one still reads only what exists here.
+SEALED_AT_0003 = {
+    "tenants": ("id", "name", "policy", "created_at"),
+    "api_keys": ("id", "tenant_id", "prefix", "key_hash", "scopes", "label", "created_at", "revoked_at"),
+    "reviews": ("id", "decision_id", "tenant_id", "status", "requested_by", "request_note", "reviewer", "outcome",
+                "reason", "created_at", "decided_at"),
+    "consents": ("id", "tenant_id", "applicant_ref", "decision_id", "source", "granted", "recorded_at"),
+}
+
+
+def _seal_existing_rows() -> None:
+    """One audit.baseline event sealing every row of the sealed tables as it stands."""
+    bind = op.get_bind()
+    sealed = {}
+    for table, columns in SEALED_AT_0003.items():
+        t = sa.Table(table, sa.MetaData(), autoload_with=bind)  # the types as they stand at this revision
+        for row in bind.execute(sa.select(*(t.c[c] for c in columns)).order_by(t.c.id)).mappings():
+            sealed[f"{table}:{row['id']}"] = repo.digest_record(dict(row))
+    if sealed:
+        with Session(bind=bind) as session:
+            repo.append_audit(session, tenant_id=None, actor="migration", action=repo.BASELINE,
+                              subject="sealed rows", payload={"tables": list(SEALED_AT_0003)}, sealed=sealed)
+            session.flush()
 
 
 def downgrade() -> None:
