@@ -431,6 +431,10 @@ def audit_anchor(
     print(text)
 
 
+monitor_app = typer.Typer(no_args_is_help=True, help="After the decision: drift, back-tests, early warning.")
+app.add_typer(monitor_app, name="monitor")
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Raw data at rest: key rotation and retention.")
 app.add_typer(data_app, name="data")
 
