@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.batch.chunks import build_all  # noqa: E402
 from service.runtime import DEFAULT_POLICY  # noqa: E402
 from service.scoring.bundle import load_bundle  # noqa: E402
 from service.scoring.engine import Engine  # noqa: E402
@@ -27,7 +28,6 @@ from service.scoring.raw import load_folder  # noqa: E402
 from service.scoring.registry import Registry  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.dataset import from_folder  # noqa: E402
-from training.featurize import build_all  # noqa: E402
 from training.pipeline import train  # noqa: E402
 from training.synth import SynthConfig, write  # noqa: E402
 

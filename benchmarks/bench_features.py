@@ -25,9 +25,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.batch.chunks import build_all  # noqa: E402
 from service.scoring.features import build_features  # noqa: E402
 from service.scoring.raw import RawData, load_folder  # noqa: E402
-from training.featurize import build_all  # noqa: E402
 from training.synth import SynthConfig, write  # noqa: E402
 
 

@@ -59,8 +59,8 @@ def features(
     dask: Annotated[str | None, typer.Option(help="Build on Dask: 'local' or a scheduler address")] = None,
 ) -> None:
     """Build point-in-time features for every application in a data folder."""
+    from service.batch.features import featurize_folder
     from service.scoring.raw import ContractError
-    from training.featurize import featurize_folder
 
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
@@ -522,13 +522,13 @@ def score(
     dask: Annotated[str | None, typer.Option(help="Score on Dask: 'local' or a scheduler address")] = None,
 ) -> None:
     """Score every application of a data folder offline, with the same code as the API."""
+    from service.batch.features import write_table
+    from service.batch.score import score_folder
     from service.runtime import DEFAULT_POLICY
     from service.scoring.bundle import BundleError
     from service.scoring.policy import PolicyError, load_policy
     from service.scoring.raw import ContractError
     from service.scoring.registry import RegistryError
-    from training.featurize import write_table
-    from training.offline import score_folder
 
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
@@ -571,8 +571,8 @@ def example(
     """Write a valid POST /v1/scores request built from a data folder."""
     import json
 
+    from service.batch.requests import request_for
     from service.scoring.raw import ContractError, load_folder
-    from training.offline import request_for
 
     try:
         body = request_for(load_folder(data), application_id)

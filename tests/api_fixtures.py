@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from service.batch.requests import request_for
 from service.config import Environment, Settings
 from service.db import repo
 from service.main import create_app
@@ -26,7 +27,6 @@ from service.scoring.raw import load_folder
 from service.scoring.registry import Registry
 from training.config import load_config
 from training.dataset import from_folder
-from training.offline import request_for
 from training.pipeline import train
 
 PG_URL = os.environ.get("SMECREDIT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

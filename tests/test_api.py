@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from service.batch.requests import request_for
+from service.batch.score import score_folder
 from service.openapi_doc import openapi_json
 from service.runtime import DEFAULT_POLICY
 from service.scoring.policy import load_policy
 from service.scoring.registry import Registry
 from tests.api_fixtures import Api, body_with, error_of
-from training.offline import request_for, score_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

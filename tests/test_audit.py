@@ -9,13 +9,13 @@ import pytest
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
+from service.batch.requests import request_for
 from service.cli import app as cli
 from service.config import get_settings
 from service.db import repo
 from service.db.tables import Decision, Review
 from service.scoring.raw import RawData
 from tests.api_fixtures import Api, make_api
-from training.offline import request_for
 
 runner = CliRunner()
 

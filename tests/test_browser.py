@@ -33,7 +33,7 @@ def server(champion_registry: Path, tmp_path: Path):  # noqa: ANN201
 
 
 def declined(base: str, key: str, raw: RawData) -> dict:
-    from training.offline import request_for
+    from service.batch.requests import request_for
 
     for application_id in raw.applications["application_id"][:80]:
         r = httpx.post(f"{base}/v1/scores", json=request_for(raw, str(application_id)),

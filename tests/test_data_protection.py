@@ -89,7 +89,7 @@ class TestEncryptionAtRest:
 class TestConsentWithdrawal:
     def test_revoke_purges_raw_data_and_keeps_decisions(self, sqlite_api: Api, example_request: dict,
                                                         small_raw) -> None:  # noqa: ANN001
-        from training.offline import request_for
+        from service.batch.requests import request_for
 
         mine = [sqlite_api.score(example_request).json() for _ in range(2)]
         other = sqlite_api.score(request_for(small_raw, str(small_raw.applications["application_id"][5]))).json()

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from service.batch.chunks import build_all
+from service.batch.distributed import features_distributed, score_distributed
+from service.batch.score import score_folder
 from service.cli import app as cli
 from service.runtime import DEFAULT_POLICY
 from service.scoring.policy import load_policy
 from service.scoring.raw import RawData
 from service.scoring.registry import Registry
-from training.distributed import features_distributed, score_distributed
-from training.featurize import build_all
-from training.offline import score_folder
 
 runner = CliRunner()
 

@@ -112,7 +112,7 @@ class TestRecourseExample:
     def test_a_declined_applicant_gets_reasons_and_recourse_that_raise_the_score(self, api: Api,
                                                                                   example_request: dict,
                                                                                   small_raw: RawData) -> None:
-        from training.offline import request_for
+        from service.batch.requests import request_for
 
         declined = None
         for application_id in small_raw.applications["application_id"][:80]:
@@ -135,7 +135,7 @@ def page_api(champion_registry: Path, tmp_path: Path) -> Api:
 
 
 def declined_body(api: Api, small_raw: RawData) -> tuple[dict, dict]:
-    from training.offline import request_for
+    from service.batch.requests import request_for
 
     for application_id in small_raw.applications["application_id"][:80]:
         body = request_for(small_raw, str(application_id))
@@ -161,7 +161,7 @@ class TestPage:
         assert "<script" not in zh.text
 
     def test_one_token_opens_one_decision(self, page_api: Api, small_raw: RawData) -> None:
-        from training.offline import request_for
+        from service.batch.requests import request_for
 
         _, mine = declined_body(page_api, small_raw)
         other_id = next(str(a) for a in small_raw.applications["application_id"] if a != mine["application_id"])
@@ -218,7 +218,7 @@ def test_the_access_log_never_shows_a_token(page_api: Api, small_raw: RawData, c
 
 
 def test_an_applicant_can_ask_for_review_of_a_referred_decision(page_api: Api, small_raw: RawData) -> None:
-    from training.offline import request_for
+    from service.batch.requests import request_for
 
     referred = None
     for application_id in small_raw.applications["application_id"][:80]:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.batch.chunks import build_all
 from service.scoring.catalog import FEATURE_NAMES, features_of_source
 from service.scoring.features import build_features
 from service.scoring.raw import MONTHLY_SOURCES, RawData, load_folder, month_index
 from tests.factories import make_application, make_payment, make_social, make_tax, months, write_folder
-from training.featurize import build_all
 
 
 def one(folder: Path) -> dict[str, float]:

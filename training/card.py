@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
+from service.scoring.bundle import stable_numbers  # noqa: E402
+
 matplotlib.rcParams["svg.hashsalt"] = "smecredit-model-card"
 matplotlib.rcParams["svg.fonttype"] = "none"
 
@@ -123,8 +125,6 @@ _env = Environment(loader=PackageLoader("training", "templates"), autoescape=sel
 
 
 def render_card(version: str, metadata: dict, report: dict) -> tuple[dict, str]:
-    from training.pipeline import _round
-
-    data = _round(card_data(version, metadata, report))
+    data = stable_numbers(card_data(version, metadata, report))
     html = _env.get_template("model_card.html.j2").render(card=data, plots=plots(report))
     return data, html

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from service.batch.chunks import build_all
 from service.scoring.bundle import sha256_file
 from service.scoring.catalog import CATALOG
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, find_file, load_folder
 from training.evaluate import age_band
-from training.featurize import build_all
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from service.scoring.bundle import (
     Canary,
     canonical_json,
     sha256_bytes,
+    stable_numbers,
     version_of,
 )
 from service.scoring.catalog import FEATURE_CODE_VERSION
@@ -293,17 +294,6 @@ def train(ts: TrainingSet, cfg: TrainConfig, registry: Registry, *, tune_trials:
     return TrainResult(version, created, metadata, card_json)
 
 
-def _round(obj: object) -> object:
-    """Round floats to 10 significant digits: metadata must be the same bytes on every identical run."""
-    if isinstance(obj, float):
-        return float(f"{obj:.10g}")
-    if isinstance(obj, dict):
-        return {k: _round(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_round(v) for v in obj]
-    return obj
-
-
 def canary_rows(ts: TrainingSet, text: str) -> Canary:
     """Evenly spaced training rows and an all-missing row, with what the model text computes for them: the
     service refuses a bundle that does not reproduce them (checked in a child process, see bundle.py)."""
@@ -316,7 +306,7 @@ def build_metadata(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer,
                    canary: Canary) -> dict:
     drop = {"calibration_by_decile"}
     metrics = {k: {m: v for m, v in report[k].items() if m not in drop} for k in ("oot", "valid", "challenger_oot")}
-    return {"canary": canary.to_json()} | _round({  # the canary unrounded: JSON keeps every double exactly
+    return {"canary": canary.to_json()} | stable_numbers({  # the canary unrounded: JSON keeps every double exactly
         "kind": ts.kind,
         "target": ts.target,
         "feature_code_version": FEATURE_CODE_VERSION,

@@ -69,6 +69,17 @@ def canonical_json(obj: object) -> bytes:
     return (json.dumps(obj, sort_keys=True, ensure_ascii=False, indent=1, allow_nan=False) + "\n").encode("utf-8")
 
 
+def stable_numbers(obj: object) -> object:
+    """Round floats to 10 significant digits: metadata must be the same bytes on every identical run."""
+    if isinstance(obj, float):
+        return float(f"{obj:.10g}")
+    if isinstance(obj, dict):
+        return {k: stable_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [stable_numbers(v) for v in obj]
+    return obj
+
+
 def verify(folder: Path) -> dict[str, str]:
     """Check every digest of the bundle in ``folder``; return the manifest's digests or raise BundleError."""
     return verify_with_digest(folder)[0]

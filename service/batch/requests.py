@@ -1,50 +1,11 @@
-"""Offline scoring of a whole data folder, and example API requests built from one: the batch twins of the API."""
+"""Example API requests built from a data folder: what POST /v1/scores would receive for one application."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
-import pyarrow as pa
 
-from service.scoring.bundle import load_bundle
 from service.scoring.catalog import WINDOW_MONTHS
-from service.scoring.engine import Engine
-from service.scoring.policy import Policy
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, month_index, month_start
-from training.featurize import build_all
-
-
-def score_folder(folder: Path, bundle_dir: Path, policy: Policy, *, dask_address: str | None = None) -> pa.Table:
-    """PD, score, grade, decision, offer and reasons for every application, via Engine.score (as the API).
-    With ``dask_address`` the pieces are scored on a Dask cluster (training/distributed.py)."""
-    from service.scoring.raw import load_folder
-
-    data = load_folder(folder)
-    if dask_address:
-        from training.distributed import score_distributed
-
-        return score_distributed(data, bundle_dir, policy, dask_address)
-    engine = Engine(load_bundle(bundle_dir))
-    return scored_table(data, engine.version, engine.score(data, policy, fm=build_all(data)))
-
-
-def scored_table(data: RawData, model_version: str, scored: list) -> pa.Table:
-    """One row per application of ``data``, in its order."""
-    return pa.table({
-        "application_id": pa.array(data.applications["application_id"], type=pa.string()),
-        "model_version": [model_version] * len(scored),
-        "policy_version": [s.outcome.policy_version for s in scored],
-        "pd": [s.pd for s in scored], "score": [s.score for s in scored], "grade": [s.grade for s in scored],
-        "decision": [s.outcome.decision for s in scored],
-        "limit": [s.outcome.offer.limit if s.outcome.offer else None for s in scored],
-        "term_months": [s.outcome.offer.term_months if s.outcome.offer else None for s in scored],
-        "apr": [s.outcome.offer.apr if s.outcome.offer else None for s in scored],
-        "reasons": [json.dumps([r.code for r in s.reasons]) for s in scored],
-        "reasons_en": [" | ".join(r.text_en for r in s.reasons) for s in scored],
-        "sources_used": [",".join(s.sources_used) for s in scored],
-    })
 
 
 def _py(value: object) -> object:

@@ -1,18 +1,14 @@
-"""Batch features for a data folder: the same ``build_features`` as online scoring, run chunk by chunk."""
+"""Pieces of whole enterprises: the unit in which a data folder is featurised and scored, in one process or
+on a Dask cluster, with the same ``build_features`` as online scoring."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from service.scoring.features import FeatureMatrix, build_features
-from service.scoring.raw import MONTHLY_SOURCES, RawData, load_folder
+from service.scoring.raw import MONTHLY_SOURCES, RawData
 
 CHUNK_APPLICATIONS = 20_000  # window arrays stay cache-friendly: measured fastest of 5k-100k (docs/benchmarks.md)
 
@@ -64,49 +60,3 @@ def build_all(data: RawData, max_applications: int = CHUNK_APPLICATIONS,
     if values is None:
         values = build_features(data, allowed_sources=allowed_sources).values
     return FeatureMatrix(application_id=data.applications["application_id"], values=values, sources_used=used)
-
-
-def feature_table(data: RawData, fm: FeatureMatrix) -> pa.Table:
-    """Identifiers, features, the sources used and (when present) the label, as one Arrow table."""
-    apps = data.applications
-    columns: dict[str, object] = {
-        "application_id": pa.array(apps["application_id"], type=pa.string()),
-        "enterprise_id": pa.array(apps["enterprise_id"], type=pa.string()),
-        "application_date": pa.array(apps["application_date"]),
-    }
-    for j, name in enumerate(fm.names):
-        columns[name] = pa.array(fm.values[:, j], from_pandas=True)  # NaN -> null: missing, not zero
-    for j, source in enumerate(MONTHLY_SOURCES):
-        columns[f"used_{source}"] = pa.array(fm.sources_used[:, j])
-    if "defaulted_12m" in apps:
-        columns["defaulted_12m"] = pa.array(apps["defaulted_12m"], from_pandas=True).cast(pa.int8())
-    return pa.table(columns)
-
-
-def write_table(table: pa.Table, out: Path) -> None:
-    """Write atomically: a reader never sees a half-written file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        if out.suffix == ".csv":
-            pacsv.write_csv(table, tmp)
-        else:
-            pq.write_table(table, tmp, compression="zstd")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def featurize_folder(data_dir: Path, out: Path, log: Callable[[str], None] = print,
-                     dask_address: str | None = None) -> tuple[int, int]:
-    data = load_folder(data_dir)
-    log(f"loaded {data.n_enterprises:,} enterprises, {len(data.applications['application_id']):,} applications, "
-        f"sources: {', '.join(data.monthly)}")
-    if dask_address:
-        from training.distributed import features_distributed
-
-        fm = features_distributed(data, dask_address)
-    else:
-        fm = build_all(data)
-    write_table(feature_table(data, fm), out)
-    return fm.values.shape

@@ -1,7 +1,7 @@
 """Batch scoring and features beyond one process or machine, with Dask (dask.distributed).
 
 The coordinator validates the folder once (errors keep their file, row and column), cuts it into pieces of
-whole enterprises (``featurize.iter_chunks``), and maps the very same code over them on the cluster: features
+whole enterprises (``chunks.iter_chunks``), and maps the very same code over them on the cluster: features
 with ``build_features``, decisions with ``Engine.score``. The model travels as its bundle files and is
 verified on each worker; the policy travels as its YAML text. Results come back in the applications order.
 
@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from service.batch.chunks import CHUNK_APPLICATIONS, iter_chunks
+from service.batch.scored import scored_table
 from service.scoring.bundle import MANIFEST_FILE, load_bundle
 from service.scoring.engine import Engine
 from service.scoring.features import FeatureMatrix, build_features
 from service.scoring.policy import Policy
 from service.scoring.raw import MONTHLY_SOURCES, RawData
-from training.featurize import CHUNK_APPLICATIONS, iter_chunks
 
 
 def client_for(address: str):  # noqa: ANN201 - dask.distributed.Client, imported lazily
@@ -57,8 +58,6 @@ def _engine_from(files: dict[str, bytes], version: str) -> Engine:
 
 
 def _score_piece(piece: RawData, files: dict[str, bytes], version: str, policy_yaml: str) -> pa.Table:
-    from training.offline import scored_table
-
     engine = _engine_from(files, version)
     policy = Policy.from_yaml(policy_yaml, source="policy")
     return scored_table(piece, engine.version, engine.score(piece, policy))
