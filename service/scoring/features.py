@@ -147,16 +147,22 @@ def _codes(values: np.ndarray, categories: tuple[str, ...]) -> np.ndarray:
 # The features.
 
 
-def build_features(data: RawData, *, allowed_sources: Collection[str] | None = None) -> FeatureMatrix:
-    """Compute every catalogue feature for every application in ``data`` as of its application date.
+@dataclass(frozen=True)
+class Windows:
+    """Each application's last W complete months per source: the one point-in-time view that features (and the
+    post-loan signals in signals.py) are computed from."""
 
-    ``allowed_sources`` limits the monthly sources that may be read (the applicant's consent); None allows all.
-    """
+    fields: dict[str, dict[str, np.ndarray]]  # source -> field -> (n, W), oldest month first, NaN = no record
+    present: dict[str, np.ndarray]  # source -> (n, W) a record exists (False everywhere for an unused source)
+    used: np.ndarray  # (n, len(MONTHLY_SOURCES)) the source had records in the window and was allowed
+
+
+def gather_windows(data: RawData, *, allowed_sources: Collection[str] | None = None) -> Windows:
+    """The windows of every application of ``data`` as of its application date, for the allowed sources."""
     apps = data.applications
     n = len(apps["application_id"])
     asof = month_index(apps["application_date"])
     allowed = set(MONTHLY_SOURCES if allowed_sources is None else allowed_sources)
-
     win: dict[str, dict[str, np.ndarray]] = {}
     has: dict[str, np.ndarray] = {}  # (n, W) record present
     used = np.zeros((n, len(MONTHLY_SOURCES)), dtype=bool)
@@ -172,6 +178,20 @@ def build_features(data: RawData, *, allowed_sources: Collection[str] | None = N
         for arr in win[source].values():
             arr[~used[:, j]] = np.nan
         has[source] = np.where(used[:, j][:, None], has[source], False)
+    return Windows(win, has, used)
+
+
+def build_features(data: RawData, *, allowed_sources: Collection[str] | None = None,
+                   windows: Windows | None = None) -> FeatureMatrix:
+    """Compute every catalogue feature for every application in ``data`` as of its application date.
+
+    ``allowed_sources`` limits the monthly sources that may be read (the applicant's consent); None allows all.
+    ``windows`` (from ``gather_windows`` with the same sources) avoids gathering them twice.
+    """
+    apps = data.applications
+    n = len(apps["application_id"])
+    w = windows if windows is not None else gather_windows(data, allowed_sources=allowed_sources)
+    win, has, used = w.fields, w.present, w.used
 
     f: dict[str, np.ndarray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):

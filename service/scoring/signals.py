@@ -1,0 +1,96 @@
+"""Post-loan operating signals: what a lender watching a borrower's monthly data sees before a default.
+
+Computed from the same point-in-time windows as the features (``features.gather_windows``): as of a date, each
+borrower's last complete months, compared with the same months a year earlier so that a season is not a
+signal. Each signal names the lead indicators that fired it, so a warning can say what was seen:
+
+- ``receipts_diverted``: receipts into the usual accounts fall while declared sales hold (the business goes on,
+  the money goes elsewhere: the classic precursor of a strategic default);
+- ``contributions_stopped``: social-insurance contributions stop after a year of paying them;
+- ``electricity_vs_sales``: the meter falls while declared sales stay flat (activity down, or sales inflated);
+- ``tax_filings_missed``: filings late or missing in recent months where the firm used to file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.scoring.features import Windows, _div, _mean
+
+SIGNALS = ("receipts_diverted", "contributions_stopped", "electricity_vs_sales", "tax_filings_missed")
+RECENT = 3  # months compared with the same months a year earlier
+
+
+@dataclass(frozen=True)
+class SignalRules:
+    """Thresholds (the lender's early-warning policy section carries them; these are the defaults)."""
+
+    receipts_ratio_below: float = 0.6  # recent receipts / a year earlier
+    sales_hold_at_least: float = 0.85  # recent declared sales / a year earlier
+    electricity_ratio_below: float = 0.75
+    contributions_history_months: int = 9  # paid in at least this many of the 12 months before the recent two
+    contributions_stopped_months: int = 2  # ... and in none of the last two
+    tax_missed_at_least: int = 2  # late or missing filings among the last three months
+
+    def __post_init__(self) -> None:
+        for name in ("receipts_ratio_below", "sales_hold_at_least", "electricity_ratio_below"):
+            if not 0 < getattr(self, name) <= 2:
+                raise ValueError(f"{name} must be in (0, 2], got {getattr(self, name)}")
+        if not 1 <= self.contributions_history_months <= 12:
+            raise ValueError("contributions_history_months must be between 1 and 12")
+        if not 1 <= self.contributions_stopped_months <= 6:
+            raise ValueError("contributions_stopped_months must be between 1 and 6")
+        if not 1 <= self.tax_missed_at_least <= RECENT:
+            raise ValueError(f"tax_missed_at_least must be between 1 and {RECENT}")
+
+
+@dataclass(frozen=True)
+class Signals:
+    fired: np.ndarray  # bool (n, len(SIGNALS))
+    indicators: dict[str, np.ndarray]  # lead indicators, (n,) each, NaN where the source is missing
+
+    def names(self, i: int) -> tuple[str, ...]:
+        return tuple(s for j, s in enumerate(SIGNALS) if self.fired[i, j])
+
+
+def _yoy(x: np.ndarray) -> np.ndarray:
+    """The last RECENT months against the same months a year earlier."""
+    return _div(_mean(x[:, -RECENT:]), _mean(x[:, -12 - RECENT:-12]))
+
+
+def operating_signals(windows: Windows, rules: SignalRules | None = None) -> Signals:
+    rules = rules or SignalRules()
+    w = windows.fields
+    n = windows.used.shape[0]
+    with np.errstate(invalid="ignore"):
+        receipts = _yoy(w["payments"]["inflow"])
+        sales = _yoy(w["tax"]["declared_sales"])
+        kwh = _yoy(w["utilities"]["electricity_kwh"])
+        holds = sales >= rules.sales_hold_at_least
+        diverted = (receipts < rules.receipts_ratio_below) & holds
+        meter = (kwh < rules.electricity_ratio_below) & holds
+
+        s = w["social_insurance"]
+        paid = (s["contributions_paid"] > 0) & (s["missed_payment"] == 0)  # NaN (no record): not paid
+        k = rules.contributions_stopped_months
+        history = paid[:, -12 - k:-k].sum(axis=1)
+        recent_paid = paid[:, -k:].sum(axis=1)
+        stopped = windows.present["social_insurance"].any(axis=1) & (history >= rules.contributions_history_months) \
+            & (recent_paid == 0)
+
+        t = w["tax"]
+        filed = windows.present["tax"]
+        late = filed[:, -RECENT:] & (t["filed_on_time"][:, -RECENT:] == 0)
+        missing = ~filed[:, -RECENT:] & filed[:, -12 - RECENT:-12]  # filed a year earlier, not now
+        tax_missed = (late | missing).sum(axis=1)
+        filings = filed.any(axis=1) & (tax_missed >= rules.tax_missed_at_least)
+
+    fired = np.column_stack([diverted, stopped, meter, filings]) if n else np.zeros((0, len(SIGNALS)), dtype=bool)
+    return Signals(fired=fired, indicators={
+        "receipts_yoy": receipts, "declared_sales_yoy": sales, "electricity_yoy": kwh,
+        "contribution_months_paid_12m": history.astype(np.float64),
+        "contribution_months_paid_recent": recent_paid.astype(np.float64),
+        "tax_filings_late_or_missing_3m": tax_missed.astype(np.float64),
+    })
