@@ -258,6 +258,21 @@ class GreenSpec(_Section):
     discount_bps: Annotated[int, Field(ge=0)]
 
 
+class EarlyWarningSpec(_Section):
+    """After the loan: when a rescored borrower gets a warning (service/monitoring/warning.py). The signal
+    thresholds are those of service/scoring/signals.py ``SignalRules``."""
+
+    pd_ratio: Annotated[float, Field(gt=1.0, le=100.0)] = 2.0  # PD now / PD at origination
+    grade_notches: Annotated[int, Field(ge=1, le=6)] = 2  # grades down since origination
+    act_pd: Annotated[float, Field(gt=0.0, le=1.0)] = 0.10  # a warning at or above this PD asks for action
+    receipts_ratio_below: Annotated[float, Field(gt=0.0, le=2.0)] = 0.6
+    sales_hold_at_least: Annotated[float, Field(gt=0.0, le=2.0)] = 0.85
+    electricity_ratio_below: Annotated[float, Field(gt=0.0, le=2.0)] = 0.75
+    contributions_history_months: Annotated[int, Field(ge=1, le=12)] = 9
+    contributions_stopped_months: Annotated[int, Field(ge=1, le=6)] = 2
+    tax_missed_at_least: Annotated[int, Field(ge=1, le=3)] = 2
+
+
 class PolicySpec(_Section):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
     version: Annotated[str, Field(min_length=1)]
@@ -268,6 +283,7 @@ class PolicySpec(_Section):
     pricing: PricingSpec
     green: GreenSpec | None = None
     local_rules: list[LocalRule] = []
+    early_warning: EarlyWarningSpec = EarlyWarningSpec()
 
 
 # ---------------------------------------------------------------------------------------------------------

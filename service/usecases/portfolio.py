@@ -1,0 +1,160 @@
+"""Post-loan monitoring of a book: rescore every live loan as of a month with the same engine, add the operating
+signals, and warn; and measure, month by month over a past period, how early the warnings came.
+
+The same code serves ``smecredit monitor portfolio`` (a data folder with its book) and the API. Rescoring reads
+only what a lender would have had: as of month T, the complete months before T (point in time, as a decision).
+The PD "then" is the loan's origination, scored as of its origination month by the same model, so that a
+change of model does not read as a change of the borrower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from service.monitoring.warning import EarlyWarning, Rescored, WarningQuality, assess, signal_rules, warning_quality
+from service.scoring.engine import Engine
+from service.scoring.explain import group_points, principal_reasons
+from service.scoring.features import build_features, gather_windows
+from service.scoring.policy import Policy
+from service.scoring.raw import RawData, month_start
+from service.scoring.signals import operating_signals
+
+LOSS_CONFIG = Path(__file__).resolve().parents[1] / "monitoring" / "stress_config.yaml"  # LGD and CCF by product
+
+
+@dataclass(frozen=True)
+class LossParameters:
+    lgd: dict[str, float]
+    ccf: dict[str, float]
+
+    @classmethod
+    def shipped(cls) -> LossParameters:
+        products = yaml.safe_load(LOSS_CONFIG.read_text(encoding="utf-8"))["products"]
+        return cls({p: float(v["lgd"]) for p, v in products.items()}, {p: float(v["ccf"]) for p, v in products.items()})
+
+
+@dataclass(frozen=True)
+class PortfolioRun:
+    as_of_month: int  # month index: the data read ends with the month before
+    watched: int  # live loans rescored
+    warnings: list[EarlyWarning]
+    model_version: str
+    policy_version: str
+
+    @property
+    def as_of(self) -> str:
+        return str(month_start(self.as_of_month))[:7]
+
+
+def live_loans(book: dict, as_of_month: int) -> np.ndarray:
+    """Rows of loans running at the start of ``as_of_month``: originated before it, not yet due, not defaulted
+    before it. At the book's own date the recorded status decides (a repaid loan is not live)."""
+    started = book["origination_month"] < as_of_month
+    running = book["origination_month"] + book["term_months"] >= as_of_month
+    default = book["default_month"]
+    defaulted = np.array([d is not None and not (isinstance(d, float) and np.isnan(d)) and d < as_of_month
+                          for d in default], dtype=bool)
+    live = started & running & ~defaulted
+    if as_of_month > int(np.max(book["as_of_month"])):
+        live &= np.isin(book["status"], ("current", "past_due"))
+    return np.flatnonzero(live)
+
+
+def _default_months(book: dict) -> list[int | None]:
+    return [None if d is None or (isinstance(d, float) and np.isnan(d)) else int(d) for d in book["default_month"]]
+
+
+def rescore(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarray, as_of_month: int,
+            loss: LossParameters) -> list[Rescored]:
+    """The loans at ``rows`` of the book: scored as of their origination and as of ``as_of_month``."""
+    book = data.book
+    n = len(rows)
+    if n == 0:
+        return []
+    then = month_start(book["origination_month"][rows])
+    now = np.repeat(month_start(np.int64(as_of_month)), n)
+    apps = {
+        "application_id": np.concatenate([book["loan_id"][rows], book["loan_id"][rows]]).astype(object),
+        "enterprise_id": np.concatenate([book["enterprise_id"][rows]] * 2).astype(object),
+        "enterprise_row": np.concatenate([book["enterprise_row"][rows]] * 2),
+        "application_date": np.concatenate([then, now]).astype("datetime64[D]"),
+        "requested_amount": np.concatenate([book["limit"][rows]] * 2).astype(np.float64),
+        "term_months": np.concatenate([book["term_months"][rows]] * 2).astype(np.int64),
+        "purpose": np.array(["working_capital"] * (2 * n), dtype=object),
+    }
+    raw = RawData(profile=data.profile, applications=apps, monthly=data.monthly)
+    windows = gather_windows(raw)
+    fm = build_features(raw, windows=windows)
+    contrib = engine.bundle.contributions(fm.values)
+    pd, _, grade = engine.bundle.scorer.apply(contrib.sum(axis=1))
+    signals = operating_signals(windows, signal_rules(policy.spec.early_warning))
+    names = engine.names
+    out = []
+    for k, r in enumerate(rows):
+        product = str(book["product"][r])
+        undrawn = max(float(book["limit"][r]) - float(book["drawn"][r]), 0.0)
+        exposure = float(book["outstanding"][r]) + loss.ccf[product] * undrawn
+        i = n + k  # the "now" row
+        points = contrib[i, :-1] * engine.points_per_margin
+        x = fm.values[i]
+        industry = str(data.profile["industry"][book["enterprise_row"][r]])
+        reasons = principal_reasons(names, x, points, engine.medians.get(industry), group_points(names, x, points))
+        out.append(Rescored(
+            loan_id=str(book["loan_id"][r]), enterprise_id=str(book["enterprise_id"][r]), exposure=exposure,
+            lgd=loss.lgd[product], pd_then=float(pd[k]), grade_then=str(grade[k]), pd_now=float(pd[i]),
+            grade_now=str(grade[i]), signals=signals.names(i), reasons=tuple(reasons),
+            indicators={name: float(v[i]) for name, v in signals.indicators.items() if not np.isnan(v[i])}))
+    return out
+
+
+def monitor_portfolio(*, data: RawData, engine: Engine, policy: Policy, as_of_month: int | None = None,
+                      loss: LossParameters | None = None) -> PortfolioRun:
+    """Warnings for the book as of ``as_of_month`` (default: the month after the book date, i.e. now)."""
+    if data.book is None:
+        raise ValueError("the data folder has no loan book (loans.parquet); monitoring needs one")
+    as_of = int(np.max(data.book["as_of_month"])) + 1 if as_of_month is None else as_of_month
+    rows = live_loans(data.book, as_of)
+    borrowers = rescore(data=data, engine=engine, policy=policy, rows=rows, as_of_month=as_of,
+                        loss=loss or LossParameters.shipped())
+    return PortfolioRun(as_of, len(rows), assess(borrowers, policy.spec.early_warning, policy.grades),
+                        engine.version, policy.version)
+
+
+@dataclass(frozen=True)
+class WarningEvaluation:
+    quality: WarningQuality
+    months: list[str]  # the monitoring dates, YYYY-MM
+    warnings_per_month: list[int]
+
+
+def evaluate_warnings(*, data: RawData, engine: Engine, policy: Policy, months: int = 12,
+                      loss: LossParameters | None = None) -> WarningEvaluation:
+    """Run the monitor as of each of the last ``months`` months up to the book date, as a lender would have,
+    and compare the first warning of each loan with its default month (the book's ground truth)."""
+    if data.book is None:
+        raise ValueError("the data folder has no loan book (loans.parquet); the evaluation needs one")
+    if not 1 <= months <= 36:
+        raise ValueError(f"months must be between 1 and 36, got {months}")
+    loss = loss or LossParameters.shipped()
+    last = int(np.max(data.book["as_of_month"]))
+    dates = list(range(last - months + 1, last + 1))
+    first_warning: dict[str, int] = {}
+    watched: dict[str, tuple[int, int]] = {}
+    per_month = []
+    for t in dates:
+        rows = live_loans(data.book, t)
+        borrowers = rescore(data=data, engine=engine, policy=policy, rows=rows, as_of_month=t, loss=loss)
+        for b in borrowers:
+            first, _ = watched.get(b.loan_id, (t, t))
+            watched[b.loan_id] = (first, t)
+        warned = assess(borrowers, policy.spec.early_warning, policy.grades)
+        per_month.append(len(warned))
+        for w in warned:
+            first_warning.setdefault(w.loan_id, t)
+    defaults = dict(zip([str(x) for x in data.book["loan_id"]], _default_months(data.book), strict=True))
+    return WarningEvaluation(warning_quality(first_warning, defaults, watched),
+                             [str(month_start(t))[:7] for t in dates], per_month)
