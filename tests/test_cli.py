@@ -21,7 +21,7 @@ def test_synth_then_features(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in data.iterdir()) == sorted(
         f"{s}.parquet" for s in ("profile", "tax", "payments", "utilities", "social_insurance", "bureau",
-                                 "applications"))
+                                 "applications", "loans"))
     result = runner.invoke(app, ["features", "--data", str(data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)

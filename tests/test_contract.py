@@ -47,12 +47,16 @@ def expect_error(folder: Path, file: str, rule: str, row: int | None = None, col
     assert rule in err.rule, str(err)
 
 
+def table_of(data, name: str) -> dict:  # noqa: ANN001
+    whole = {"profile": data.profile, "applications": data.applications, "loans": data.book}
+    return whole[name] if name in whole else data.monthly[name]
+
+
 class TestValidFolders:
     def test_parquet_and_csv_load_the_same_data(self, tiny_dir: Path, csv_dir: Path) -> None:
         a, b = load_folder(tiny_dir), load_folder(csv_dir)
         for name in CONTRACT:
-            ta = a.profile if name == "profile" else a.applications if name == "applications" else a.monthly[name]
-            tb = b.profile if name == "profile" else b.applications if name == "applications" else b.monthly[name]
+            ta, tb = (table_of(x, name) for x in (a, b))
             assert ta.keys() == tb.keys()
             for col in ta:
                 if ta[col].dtype == object:

@@ -52,6 +52,8 @@ class TestReproducible:
         data = load_folder(tmp_path / "chunked")
         assert data.n_enterprises == 1200
         assert len(set(data.profile["enterprise_id"])) == 1200
+        assert pq.ParquetFile(tmp_path / "chunked" / "loans.parquet").num_row_groups == 3  # the book streams too
+        assert data.book is not None and len(data.book["loan_id"]) > 300
 
     def test_a_failed_run_leaves_the_previous_folder_intact(self, tmp_path: Path) -> None:
         out = make_synth(tmp_path / "keep", entities=100, months=24)

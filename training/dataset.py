@@ -90,7 +90,8 @@ def from_folder(folder: Path) -> TrainingSet:
         withheld[source] = build_all(data, allowed_sources=allowed).values
     prof = data.profile
     rows = data.applications["enterprise_row"]
-    files = [p for name in CONTRACT if (p := find_file(folder, name)) is not None]
+    # The book is not training data (labels come from applications): it does not change the model's fingerprint.
+    files = [p for name in CONTRACT if name != "loans" and (p := find_file(folder, name)) is not None]
     return TrainingSet(
         kind="catalog", X=fm.values, y=data.applications["defaulted_12m"].astype(np.int64),
         dates=data.applications["application_date"], features=catalog_features(),

@@ -83,6 +83,166 @@ _MISSING_MONTH = {"east": 0.02, "central": 0.04, "west": 0.08, "northeast": 0.04
 SOURCES = ("tax", "payments", "utilities", "social_insurance", "bureau")
 
 DEFAULT_INTERCEPT = -6.1  # sets the overall 12-month default rate near 3.5% (see tests/test_synth.py)
+# The generator's stand-in for the lender's past underwriting (no model exists at generation time): approve when
+# a noisy view of the firm's health in the last complete month before the application clears this cut-off.
+APPROVAL_CUTOFF = -1.0
+APPROVAL_NOISE = 0.9
+REVENUE_PER_HEALTH = 0.35  # revenue ~ exp(0.35 health): a revenue change r is a health change ln(1 + r) / 0.35
+
+
+@dataclass(frozen=True)
+class Shock:
+    """A lasting change from month ``start`` (YYYY-MM) on, for firms of ``region`` and ``industry`` (None: all).
+
+    ``revenue`` is the relative change of revenue (-0.3 = 30% down); the firm's latent health moves by
+    ln(1 + revenue) / 0.35, so every source and the default risk follow. ``electricity`` (relative change of kWh
+    and the bill; by default kWh follows revenue), ``payment_delay`` (days added to every utility payment) and
+    ``contributions`` (relative change of social-insurance contributions; -1 stops them, and the months count
+    as missed) move those observables as given; ``late_filing`` (0..1) is the share of monthly VAT returns that
+    were filed on time and now are not.
+    """
+
+    start: str
+    region: str | None = None
+    industry: str | None = None
+    revenue: float = 0.0
+    electricity: float | None = None
+    payment_delay: int = 0
+    contributions: float = 0.0
+    late_filing: float = 0.0
+
+    @property
+    def month(self) -> int:
+        return int(month_index(np.array([np.datetime64(self.start, "M")]))[0])
+
+
+SHOCK_KEYS = ("region", "industry", "from", "revenue", "electricity", "payment_delay", "contributions",
+              "late_filing")
+
+
+def shock_from_mapping(spec: dict, where: str = "shock") -> Shock:
+    """A Shock from ``{key: value}`` (a parsed --shock or one item of a shock file); ValueError names the key."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: must be a mapping of {', '.join(SHOCK_KEYS)}")
+    unknown = [k for k in spec if k not in SHOCK_KEYS]
+    if unknown:
+        raise ValueError(f"{where}: unknown key '{unknown[0]}' (keys: {', '.join(SHOCK_KEYS)})")
+    if "from" not in spec or spec["from"] in (None, ""):
+        raise ValueError(f"{where}: key 'from' is required (the first shocked month, YYYY-MM)")
+    start = str(spec["from"]).strip()[:7] if isinstance(spec["from"], dt.date) else str(spec["from"]).strip()
+    try:
+        dt.date.fromisoformat(f"{start}-01")
+        if len(start) != 7:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{where}: key 'from' must be a month YYYY-MM, got {spec['from']!r}") from None
+
+    def number(key: str, lo: float, hi: float, *, whole: bool = False, closed: bool = False) -> float | None:
+        if key not in spec:
+            return None
+        raw = spec[key]
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(str(raw).strip()) if isinstance(raw, str) else float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: key '{key}' must be a number, got {raw!r}") from None
+        above = lo <= value if closed else lo < value
+        if not np.isfinite(value) or not above or value > hi or (whole and value != round(value)):
+            kind = "a whole number of days" if whole else "a share" if key == "late_filing" else "a relative change"
+            raise ValueError(f"{where}: key '{key}' must be {kind} in {'[' if closed else '('}{lo:g}, {hi:g}], "
+                             f"got {raw!r}")
+        return value
+
+    region = spec.get("region")
+    if region is not None and region not in REGIONS:
+        raise ValueError(f"{where}: key 'region' must be one of {', '.join(REGIONS)}, got {region!r}")
+    industry = spec.get("industry")
+    if industry is not None and industry not in INDUSTRY_CODES:
+        raise ValueError(f"{where}: key 'industry' must be one of the generated sections "
+                         f"{', '.join(INDUSTRY_CODES)}, got {industry!r}")
+    delay = number("payment_delay", -366, 366, whole=True)
+    shock = Shock(start=start, region=region, industry=industry, revenue=number("revenue", -1, 3) or 0.0,
+                  electricity=number("electricity", -1, 3, closed=True), payment_delay=int(delay or 0),
+                  contributions=number("contributions", -1, 3, closed=True) or 0.0,
+                  late_filing=number("late_filing", 0, 1, closed=True) or 0.0)
+    if shock.revenue == 0 and shock.electricity is None and shock.payment_delay == 0 and shock.contributions == 0 \
+            and shock.late_filing == 0:
+        raise ValueError(f"{where}: changes nothing; give at least one of revenue, electricity, payment_delay, "
+                         "contributions, late_filing")
+    return shock
+
+
+def parse_shock(text: str) -> Shock:
+    """``region=R,industry=I,from=YYYY-MM,revenue=-0.3,electricity=-0.25,payment_delay=+10`` -> Shock."""
+    spec: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"shock {text!r}: '{part}' must be key=value")
+        if key in spec:
+            raise ValueError(f"shock {text!r}: key '{key}' is given twice")
+        spec[key] = value.strip()
+    return shock_from_mapping(spec, where=f"shock {text!r}")
+
+
+def load_shock_file(path: Path | str) -> tuple[Shock, ...]:
+    """A YAML list of shocks with the keys of --shock; ValueError names the item and the key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        items = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"shock file {path}: cannot be read: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"shock file {path}: must be a non-empty YAML list of shocks")
+    return tuple(shock_from_mapping(item, where=f"shock file {path}, item {i + 1}") for i, item in enumerate(items))
+
+
+@dataclass(frozen=True)
+class _ShockEffects:
+    health: np.ndarray  # (n, horizon) added to latent health
+    electricity: np.ndarray  # (n, horizon) factor on kWh (and so the bill)
+    activity: np.ndarray  # (n, horizon) undoes the revenue change in metered activity where electricity is given
+    payment_delay: np.ndarray  # (n, horizon) days added to utility payments
+    contributions: np.ndarray  # (n, horizon) factor on social-insurance contributions
+    filing: np.ndarray  # (n, horizon) factor on the probability that a VAT return is filed on time
+
+
+def _shock_effects(shocks: tuple[Shock, ...], region: np.ndarray, industry: np.ndarray,
+                   cal: np.ndarray) -> _ShockEffects:
+    n, horizon = len(region), len(cal)
+    if not shocks:
+        zero = np.zeros((0, horizon))
+        return _ShockEffects(zero, zero, zero, zero, zero, zero)
+    health = np.zeros((n, horizon))
+    elec = np.ones((n, horizon))
+    activity = np.ones((n, horizon))
+    delay = np.zeros((n, horizon), dtype=np.int64)
+    contrib = np.ones((n, horizon))
+    filing = np.ones((n, horizon))
+    for s in shocks:
+        firms = np.ones(n, dtype=bool)
+        if s.region is not None:
+            firms &= region == s.region
+        if s.industry is not None:
+            firms &= industry == s.industry
+        on = firms[:, None] & (cal[None, :] >= s.month)
+        dh = np.log1p(s.revenue) / REVENUE_PER_HEALTH
+        health += on * dh
+        if s.electricity is not None:
+            # kWh is metered on last month's activity (revenue ** 0.9): undo what the health change did to it
+            on_before = firms[:, None] & (cal[None, :] - 1 >= s.month)
+            elec *= np.where(on, 1 + s.electricity, 1.0)
+            activity *= np.exp(-0.9 * REVENUE_PER_HEALTH * dh * on_before)
+        delay += on * s.payment_delay
+        contrib *= np.where(on, 1 + s.contributions, 1.0)
+        filing *= np.where(on, 1 - s.late_filing, 1.0)
+    return _ShockEffects(health, elec, activity, delay, contrib, filing)
 
 
 @dataclass(frozen=True)
@@ -92,6 +252,7 @@ class SynthConfig:
     seed: int = 7
     end_month: str = "2025-10"  # the last month with data; outcomes then run 12 months past it
     chunk: int = CHUNK
+    shocks: tuple[Shock, ...] = ()
 
     def __post_init__(self) -> None:
         if self.entities < 1:
@@ -105,6 +266,12 @@ class SynthConfig:
             raise ValueError(f"end_month must be YYYY-MM, got {self.end_month!r}") from None
         if end > business_today():
             raise ValueError(f"end_month must not be in the future, got {self.end_month}")
+        last = int(month_index(np.array([np.datetime64(self.end_month, "M")]))[0])
+        first = last - self.months + 1
+        for s in self.shocks:
+            if not first < s.month <= last:
+                raise ValueError(f"shock from={s.start}: key 'from' must be a month after the first data month "
+                                 f"{str(month_start(first))[:7]} and not after end_month {self.end_month}")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -119,8 +286,63 @@ def _choice(rng: np.random.Generator, options: tuple, probs: np.ndarray) -> np.n
 
 
 def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) -> dict[str, pa.Table]:
-    """All files' rows for enterprises ``first_id .. first_id + n - 1``."""
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index]))
+    """All files' rows for enterprises ``first_id .. first_id + n - 1``.
+
+    With shocks the chunk is simulated twice from the same stream: first without them, recording every Poisson
+    draw, then with them, replaying the recorded draws (thinned or topped up from a side stream where a shock
+    changed the rate). Every other draw is the same in both runs, so firms and months a shock does not reach
+    come out exactly as without it.
+    """
+    seed = np.random.SeedSequence([cfg.seed, chunk_index])
+    if not cfg.shocks:
+        return _generate(cfg, chunk_index, first_id, n, np.random.default_rng(seed))
+    record = _TapedRng(np.random.default_rng(seed))
+    _generate(cfg, chunk_index, first_id, n, record, shocks=())
+    replay = _TapedRng(np.random.default_rng(seed), tape=record.tape,
+                       side=np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index, 2])))
+    return _generate(cfg, chunk_index, first_id, n, replay, shocks=cfg.shocks)
+
+
+class _TapedRng:
+    """A Generator that records its Poisson draws (rate, values, state after) or replays a recording.
+
+    Poisson sampling consumes a number of random bits that depends on the rate, so a shocked rate would shift
+    every later draw of the chunk. Replaying restores the recorded state after each Poisson call and adapts the
+    recorded values where the rate changed: binomial thinning for a lower rate, an independent Poisson top-up
+    for a higher one (both exact Poisson draws at the new rate).
+    """
+
+    def __init__(self, gen: np.random.Generator, tape: list | None = None,
+                 side: np.random.Generator | None = None) -> None:
+        self._gen, self._side = gen, side
+        self._replay = tape is not None
+        self.tape: list = list(tape) if tape is not None else []
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - everything else is the plain Generator
+        return getattr(self._gen, name)
+
+    def poisson(self, lam, size=None) -> np.ndarray:  # noqa: ANN001
+        if not self._replay:
+            x = self._gen.poisson(lam, size)
+            self.tape.append((np.array(lam, dtype=np.float64), x, self._gen.bit_generator.state))
+            return x
+        lam_b, x_b, state = self.tape.pop(0)
+        self._gen.bit_generator.state = state
+        shape = np.shape(x_b)
+        lam_s = np.broadcast_to(np.asarray(lam, dtype=np.float64), shape)
+        lam_b = np.broadcast_to(lam_b, shape)
+        x = np.array(x_b, copy=True)
+        down = lam_s < lam_b
+        up = lam_s > lam_b
+        if down.any():
+            x[down] = self._side.binomial(x_b[down], lam_s[down] / lam_b[down])
+        if up.any():
+            x[up] = x_b[up] + self._side.poisson(lam_s[up] - lam_b[up])
+        return x
+
+
+def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np.random.Generator,
+              shocks: tuple[Shock, ...] = ()) -> dict[str, pa.Table]:
     end = int(month_index(np.array([np.datetime64(cfg.end_month, "M")]))[0])
     start = end - cfg.months + 1
     horizon = cfg.months + 12  # 12 months of outcomes after the last data month
@@ -173,6 +395,9 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
             shock = shock - hit_by_macro * rng.uniform(0.3, 1.2, n)
         if t >= 0:
             health[:, t] = quality + x + shock
+    hit = _shock_effects(shocks, region, industry, cal)
+    if shocks:
+        health += hit.health
     # Firms that did not exist yet have no activity.
     alive = cal[None, :] >= reg_month[:, None]
 
@@ -228,7 +453,7 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
     invoice_amount = sales * invoice_share[:, None] * rng.lognormal(0, 0.08, (n, horizon))
     invoice_ticket = np.maximum(ticket * 3, 500)
     invoices = rng.poisson(np.minimum(invoice_amount / invoice_ticket[:, None], 1e5))
-    filed_on_time = rng.random((n, horizon)) < _sigmoid(3.2 + 1.3 * lag1)
+    filed_on_time = rng.random((n, horizon)) < _sigmoid(3.2 + 1.3 * lag1) * (hit.filing if shocks else 1.0)
     tax_arrears = np.where(rng.random((n, horizon)) < _sigmoid(-4.2 - 1.8 * lag1),
                            vat_paid * rng.uniform(1, 4, (n, horizon)), 0.0)
     # Grade assessed each April on the past year's health; firms younger than a year are graded M.
@@ -246,19 +471,29 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
     kwh_per = np.array([ind[c][3] for c in industry]) * rng.lognormal(0, 0.35, n)
     elec_season = np.array(_ELEC_SEASON)[moy]
     activity = np.concatenate([revenue[:, :1], revenue[:, :-1]], axis=1)  # metered a month behind sales
-    kwh = np.where(alive, 500 + kwh_per[:, None] * (activity / 10_000) ** 0.9 * elec_season
-                   * rng.lognormal(0, 0.10, (n, horizon)), 0.0)
+    kwh_noise = rng.lognormal(0, 0.10, (n, horizon))
+    if shocks:  # a given electricity change replaces what the activity change would have done
+        kwh = np.where(alive, (500 + kwh_per[:, None] * (activity / 10_000) ** 0.9 * elec_season * kwh_noise
+                               * hit.activity) * hit.electricity, 0.0)
+    else:
+        kwh = np.where(alive, 500 + kwh_per[:, None] * (activity / 10_000) ** 0.9 * elec_season * kwh_noise, 0.0)
     price = np.where(west, 0.55, 0.75) + rng.uniform(0, 0.15, n)
     bill = kwh * price[:, None]
     days_late = np.where(rng.random((n, horizon)) < _sigmoid(-3.0 - 1.6 * lag1),
                          rng.poisson(12 * _sigmoid(-lag1) + 1), 0)
+    if shocks:
+        days_late = np.clip(days_late + hit.payment_delay, 0, 366)
     util_arrears = np.where(days_late > 20, bill * rng.uniform(0.5, 2.0, (n, horizon)), 0.0)
 
     headcount = np.maximum(0, np.round(np.minimum(employees, 500)[:, None] * np.exp(0.18 * lag2)
                                        * rng.lognormal(0, 0.05, (n, horizon))))
     missed = rng.random((n, horizon)) < _sigmoid(-3.6 - 1.7 * lag2)
+    if shocks:
+        missed |= hit.contributions <= 0  # contributions stopped: the month is missed
     per_head = np.where(region == "east", 1500, 1100) * rng.uniform(0.9, 1.2, n)
     contributions = np.where(missed, 0.0, headcount * per_head[:, None])
+    if shocks:
+        contributions = contributions * hit.contributions
 
     open_loans = rng.poisson(0.5 + 0.5 * company, n)[:, None] + rng.poisson(1.2 * _sigmoid(-2 * health - 2))
     inquiries = rng.poisson(0.4 + 3.0 * _sigmoid(-1.5 * health - 1.6))
@@ -295,6 +530,8 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
              + 0.3 * (a_ind == "H") + 0.2 * (region[ent_of_app] == "northeast")
              + rng.normal(0, 0.5, len(app_t)))
     defaulted = (rng.random(len(app_t)) < _sigmoid(logit)).astype(np.int64)
+    app_ids = np.array([f"A{first_id + i:08d}-{k}" for i, k in
+                        zip(ent_of_app, _within_group_index(ent_of_app), strict=True)], dtype=object)
 
     ids = np.array([f"E{first_id + i:08d}" for i in range(n)], dtype=object)
     out = {
@@ -305,8 +542,7 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
             "owner_gender": owner_gender,
         }),
         "applications": pa.table({
-            "application_id": np.array([f"A{first_id + i:08d}-{k}" for i, k in
-                                        zip(ent_of_app, _within_group_index(ent_of_app), strict=True)], dtype=object),
+            "application_id": app_ids,
             "enterprise_id": ids[ent_of_app], "application_date": app_date, "requested_amount": requested,
             "term_months": term.astype(np.int64), "purpose": purpose, "defaulted_12m": defaulted,
         }),
@@ -337,7 +573,90 @@ def generate_chunk(cfg: SynthConfig, chunk_index: int, first_id: int, n: int) ->
         for field, arr in fields.items():
             columns[field] = _typed(name, field, arr[rows, cols])
         out[name] = pa.table(columns)
+    out["loans"] = _book(
+        np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index, 1])), cfg, health=health, start=start,
+        ent_of_app=ent_of_app, app_t=app_t, app_ids=app_ids, enterprise_ids=ids[ent_of_app], requested=requested,
+        term=term, purpose=purpose, defaulted=defaulted)
     return out
+
+
+def _book(rng: np.random.Generator, cfg: SynthConfig, *, health: np.ndarray, start: int, ent_of_app: np.ndarray,
+          app_t: np.ndarray, app_ids: np.ndarray, enterprise_ids: np.ndarray, requested: np.ndarray,
+          term: np.ndarray, purpose: np.ndarray, defaulted: np.ndarray) -> pa.Table:
+    """The lender's book at the last data month: a loan for each approved, taken-up application booked by then.
+
+    Approval is the generator's stand-in for past underwriting (``APPROVAL_CUTOFF``). A loan whose application
+    has ``defaulted_12m = 1`` runs into trouble in the month its firm's health is lowest within its term (at
+    most the first 9 months), misses payments from then on and defaults three months later (90 days past due),
+    so the operating signals, which follow health with their lags, come before the default month. Every draw is
+    made for every application and has a fixed size, so a shock changes only the loans it reaches.
+    """
+    m = len(app_t)
+    end_t = cfg.months - 1
+    noise = rng.normal(0, APPROVAL_NOISE, m)
+    take_up = rng.random(m) < 0.9
+    u_product = rng.random(m)
+    share = rng.uniform(0.6, 1.0, m)
+    utilisation = rng.uniform(0.3, 0.9, m)
+    apr_noise = rng.normal(0, 0.008, m)
+    u_late = rng.random(m)
+    late_days = rng.integers(1, 30, m)
+
+    seen = health[ent_of_app, np.maximum(app_t - 1, 0)] + noise  # the lender's view before the application
+    booked = (seen > APPROVAL_CUTOFF) & take_up & (app_t <= end_t)
+    revolving = np.isin(purpose, ["working_capital", "inventory"]) & (u_product < 0.55)
+    limit = np.maximum(np.round(requested * share, -3), 10_000.0)
+    drawn = np.where(revolving, np.round(limit * utilisation, -2), limit)
+    months = np.where(revolving, 12, term).astype(np.int64)
+    apr = np.round(np.clip(0.07 + 0.06 * _sigmoid(-1.2 * seen) + apr_noise, 0.045, 0.15), 4)
+    rate = apr / 12
+
+    def balance(paid: np.ndarray) -> np.ndarray:
+        """Principal left after ``paid`` annuity instalments (a line's drawn amount does not amortise)."""
+        grow_n = (1 + rate) ** months
+        left = drawn * (grow_n - (1 + rate) ** np.clip(paid, 0, months)) / (grow_n - 1)
+        return np.where(revolving, drawn, left)
+
+    # Trouble: the month of lowest health within the term (and the first 9 months), then 90 days to default.
+    k = np.arange(9)
+    path = health[ent_of_app[:, None], np.minimum(app_t[:, None] + k, health.shape[1] - 1)]
+    path = np.where(k[None, :] < np.minimum(months, 9)[:, None], path, np.inf)
+    trouble = app_t + np.argmin(path, axis=1)
+    default_t = trouble + 3
+    bad = defaulted == 1
+    elapsed = end_t - app_t
+    has_defaulted = bad & (default_t <= end_t)
+    behind = bad & ~has_defaulted & (trouble <= end_t)  # payments missed, default not reached by the book date
+    repaid = ~bad & (elapsed >= months)
+    late = ~bad & ~repaid & (u_late < _sigmoid(-3.5 - 1.5 * health[ent_of_app, end_t]))
+
+    status = np.select([has_defaulted, behind, repaid, late], ["defaulted", "past_due", "repaid", "past_due"],
+                       "current").astype(object)
+    dpd = np.select([has_defaulted, behind, late],
+                    [np.minimum(90 + 30 * (end_t - default_t), 10_000), 15 + 30 * (end_t - trouble), late_days], 0)
+    missed = np.select([has_defaulted, behind, late], [3, end_t - trouble + 1, 1], 0)
+    paid = np.select([has_defaulted | behind], [trouble - app_t], elapsed)
+    outstanding = np.where(repaid, 0.0, balance(paid) * (1 + rate * missed))
+    default_month = month_start(start + default_t)
+
+    keep = np.flatnonzero(booked)
+    as_of = month_start(np.full(len(keep), start + end_t))
+    return pa.table({
+        "loan_id": np.array(["L" + a[1:] for a in app_ids[keep]], dtype=object),
+        "enterprise_id": enterprise_ids[keep],
+        "application_id": app_ids[keep],
+        "origination_month": month_start(start + app_t[keep]),
+        "product": np.where(revolving, "revolving_line", "term_loan").astype(object)[keep],
+        "limit": limit[keep],
+        "drawn": drawn[keep],
+        "outstanding": np.round(outstanding[keep], 2),
+        "term_months": months[keep],
+        "apr": apr[keep],
+        "status": status[keep],
+        "days_past_due": dpd[keep].astype(np.int64),
+        "default_month": pa.array(default_month[keep], type=pa.date32(), mask=~has_defaulted[keep]),
+        "as_of_month": as_of,
+    })
 
 
 def _within_group_index(groups: np.ndarray) -> np.ndarray:

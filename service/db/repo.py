@@ -21,6 +21,7 @@ from service.db.tables import (
     Consent,
     Decision,
     ExplanationLink,
+    Loan,
     RawInput,
     Review,
     Tenant,
@@ -55,6 +56,10 @@ SEALED: dict[str, SealedTable] = {t.model.__tablename__: t for t in (
                 frozenset({"decision.created", "review.requested", "review.decided", "consent.revoked", BASELINE})),
     SealedTable(Consent, ("id", "tenant_id", "applicant_ref", "decision_id", "source", "granted", "recorded_at"),
                 frozenset({"decision.created", "consent.revoked", BASELINE})),
+    SealedTable(Loan, ("id", "tenant_id", "decision_id", "loan_ref", "applicant_ref", "product", "limit", "drawn",
+                       "outstanding", "term_months", "apr", "status", "days_past_due", "origination_date",
+                       "default_month", "as_of_month", "created_at", "updated_at"),
+                frozenset({"loan.created", "loan.serviced"})),
 )}
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -154,3 +155,30 @@ class RawInput(Base):
     nonce: Mapped[bytes] = mapped_column(LargeBinary(12))
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Loan(Base):
+    """A loan booked on an approved decision, in the shape of the data contract's ``loans`` file, with its latest
+    monthly servicing. Written only through service/db/loans.py, each write sealed in the audit chain."""
+
+    __tablename__ = "loans"
+    __table_args__ = (UniqueConstraint("tenant_id", "loan_ref", name="uq_loans_tenant_ref"),
+                      Index("ix_loans_tenant_id", "tenant_id", "id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), unique=True)  # one loan per decision
+    loan_ref: Mapped[str] = mapped_column(String(64))  # keyed HMAC (per tenant) of the lender's loan reference
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)  # the decision's keyed enterprise reference
+    product: Mapped[str] = mapped_column(String(16))  # term_loan | revolving_line
+    limit: Mapped[float] = mapped_column(Float)
+    drawn: Mapped[float] = mapped_column(Float)
+    outstanding: Mapped[float] = mapped_column(Float)
+    term_months: Mapped[int] = mapped_column(Integer)
+    apr: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))  # current | past_due | defaulted | repaid
+    days_past_due: Mapped[int] = mapped_column(Integer)
+    origination_date: Mapped[dt.date] = mapped_column(Date)
+    default_month: Mapped[dt.date | None] = mapped_column(Date)
+    as_of_month: Mapped[dt.date] = mapped_column(Date)  # the month the figures describe (latest servicing)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

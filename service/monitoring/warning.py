@@ -1,7 +1,8 @@
 """Early warning for live loans: rescored with the same engine, compared with what was known at origination.
 
-A borrower is warned when any trigger fires: the PD has grown by the policy's factor since origination, the
-grade has fallen by the policy's number of notches, or an operating signal fired (service/scoring/signals.py).
+A borrower is warned when any trigger fires: the PD has grown by the policy's factor since origination, or the
+grade has fallen by the policy's number of notches (both only once the PD reaches the policy's floor), or an
+operating signal fired (service/scoring/signals.py).
 Each warning carries the triggers, the reasons from the same reason engine as a decision (what pushes the PD
 up now), the lead indicators, and the exposure at risk; warnings are ranked by expected loss.
 """
@@ -61,10 +62,11 @@ class EarlyWarning:
 
 def triggers_of(r: Rescored, spec: EarlyWarningSpec, grades: Sequence[str]) -> tuple[str, ...]:
     fired = []
-    if r.pd_then > 0 and r.pd_now >= spec.pd_ratio * r.pd_then:
-        fired.append("pd_up")
-    if grades.index(r.grade_now) - grades.index(r.grade_then) >= spec.grade_notches:
-        fired.append("grade_down")
+    if r.pd_now >= spec.min_pd:
+        if r.pd_then > 0 and r.pd_now >= spec.pd_ratio * r.pd_then:
+            fired.append("pd_up")
+        if grades.index(r.grade_now) - grades.index(r.grade_then) >= spec.grade_notches:
+            fired.append("grade_down")
     return (*fired, *r.signals)
 
 

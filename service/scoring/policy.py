@@ -264,6 +264,8 @@ class EarlyWarningSpec(_Section):
 
     pd_ratio: Annotated[float, Field(gt=1.0, le=100.0)] = 2.0  # PD now / PD at origination
     grade_notches: Annotated[int, Field(ge=1, le=6)] = 2  # grades down since origination
+    # The model's triggers count only from this PD up: a PD that doubles from 0.5% is noise, not news.
+    min_pd: Annotated[float, Field(ge=0.0, le=1.0)] = 0.03
     act_pd: Annotated[float, Field(gt=0.0, le=1.0)] = 0.10  # a warning at or above this PD asks for action
     receipts_ratio_below: Annotated[float, Field(gt=0.0, le=2.0)] = 0.6
     sales_hold_at_least: Annotated[float, Field(gt=0.0, le=2.0)] = 0.85

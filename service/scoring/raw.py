@@ -60,6 +60,9 @@ LEGAL_FORMS = ("individual_business", "company")
 TAX_GRADES = ("A", "B", "M", "C", "D")
 PURPOSES = ("working_capital", "inventory", "seasonal_inputs", "equipment", "expansion", "refinancing")
 GENDERS = ("female", "male")
+PRODUCTS = ("term_loan", "revolving_line")
+LOAN_STATUSES = ("current", "past_due", "defaulted", "repaid")
+LOAN_MAX = 1e9  # CNY: one SME loan; a larger figure is a unit mistake
 
 BUSINESS_TZ = "Asia/Shanghai"  # dates in the data and requests are Chinese calendar dates
 EARLIEST_DATE = dt.date(1950, 1, 1)
@@ -229,6 +232,36 @@ CONTRACT: dict[str, Source] = {
             ),
             key=("application_id",),
         ),
+        Source(
+            "loans",
+            "The lender's loan book: one row per loan as of the book date (as_of_month, the same on every row); "
+            "the whole file is optional.",
+            (
+                Column("loan_id", "id", "Loan reference"),
+                _ENTERPRISE,
+                Column("application_id", "id", "The application the loan came from; when given it must be in "
+                       "applications, for the same enterprise, not after origination", required=False),
+                Column("origination_month", "month", "Month the loan was booked (first drawdown)"),
+                Column("product", "category", "Amortising term loan or revolving credit line", categories=PRODUCTS),
+                Column("limit", "float", "Credit limit of a line, principal of a term loan (CNY)", min=1,
+                       max=LOAN_MAX),
+                Column("drawn", "float", "Principal drawn to date, at most the limit (CNY)", min=0, max=LOAN_MAX),
+                Column("outstanding", "float", "Balance owed at the book date, principal plus unpaid interest; at "
+                       "most drawn x (1 + apr), 0 once repaid (CNY)", min=0, max=LOAN_MAX),
+                Column("term_months", "int", "Term of the loan, or the line's review period, months", min=1,
+                       max=360),
+                Column("apr", "float", "Annual percentage rate, a fraction (0.085 = 8.5%)", min=0, max=1),
+                Column("status", "category", "current (0 days past due), past_due (1+ days), defaulted (see "
+                       "default_month) or repaid (nothing outstanding)", categories=LOAN_STATUSES),
+                _count("days_past_due", "Days past due at the book date; 0 when current or repaid", max=10_000),
+                Column("default_month", "month", "Month of default; set exactly when status is defaulted, "
+                       "between origination and the book date", required=False),
+                Column("as_of_month", "month", "The book date: the month the row describes, the same on every "
+                       "row; no other month may be after it"),
+            ),
+            key=("loan_id",),
+            optional=True,
+        ),
     )
 }
 MONTHLY_SOURCES: tuple[str, ...] = tuple(s for s, src in CONTRACT.items() if src.monthly)
@@ -249,6 +282,9 @@ class ContractError(ValueError):
         super().__init__(", ".join(where) + f": {rule}")
 
 
+NO_MONTH = np.iinfo(np.int64).min  # month index of an empty month cell (NaT), e.g. a loan's missing default_month
+
+
 def month_index(dates: np.ndarray) -> np.ndarray:
     """Calendar months since 1970-01 for datetime64 values (month-start arithmetic in integers)."""
     return dates.astype("datetime64[M]").astype(np.int64)
@@ -267,6 +303,7 @@ class RawData:
     profile: Table
     applications: Table
     monthly: dict[str, Table]
+    book: Table | None = None  # the loan book (loans file), rows linked by ``enterprise_row``; None when absent
 
     @property
     def n_enterprises(self) -> int:
@@ -284,7 +321,13 @@ class RawData:
             mask = renumber[t["enterprise_row"]] >= 0
             monthly[name] = {k: v[mask] for k, v in t.items()}
             monthly[name]["enterprise_row"] = renumber[monthly[name]["enterprise_row"]]
-        return RawData(profile={k: v[keep] for k, v in self.profile.items()}, applications=apps, monthly=monthly)
+        book = None
+        if self.book is not None:
+            mask = renumber[self.book["enterprise_row"]] >= 0
+            book = {k: v[mask] for k, v in self.book.items()}
+            book["enterprise_row"] = renumber[book["enterprise_row"]]
+        return RawData(profile={k: v[keep] for k, v in self.profile.items()}, applications=apps, monthly=monthly,
+                       book=book)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -528,8 +571,112 @@ def link(profile: Table, applications: Table, monthly: dict[str, Table], files: 
     return RawData(profile=profile, applications=applications, monthly=monthly)
 
 
+def check_book(file: str, book: Table) -> None:
+    """Rules within the loans file: unique loan ids, one book date, months in order, statuses consistent with
+    days past due and default month, drawn within the limit, outstanding within drawn plus a year's interest."""
+    check_unique(file, ("loan_id",), np.unique(book["loan_id"], return_inverse=True)[1])
+
+    def fail(mask: np.ndarray, column: str, rule: str) -> None:
+        row = _first(mask)
+        if row is not None:
+            raise ContractError(file, rule, row=row + 1, column=column)
+
+    as_of = book["as_of_month"]
+    if as_of.size:
+        fail(as_of != as_of[0], "as_of_month", "must be the same on every row (one book date per file)")
+    fail(book["origination_month"] > as_of, "origination_month", "must not be after as_of_month")
+    status = book["status"]
+    defaulted = status == "defaulted"
+    default_month = book["default_month"]
+    has_default = default_month != NO_MONTH
+    fail(defaulted & ~has_default, "default_month", "must be set when status is defaulted")
+    fail(~defaulted & has_default, "default_month", "must be empty unless status is defaulted")
+    fail(has_default & (default_month < book["origination_month"]), "default_month",
+         "must not be before origination_month")
+    fail(has_default & (default_month > as_of), "default_month", "must not be after as_of_month")
+    fail(book["drawn"] > book["limit"], "drawn", "must not exceed limit")
+    fail(book["outstanding"] > book["drawn"] * (1 + book["apr"]) + 0.01, "outstanding",
+         "must not exceed drawn x (1 + apr) (principal plus a year's interest)")
+    dpd = book["days_past_due"]
+    fail((status == "current") & (dpd != 0), "days_past_due", "must be 0 when status is current")
+    fail((status == "past_due") & (dpd < 1), "days_past_due", "must be >= 1 when status is past_due")
+    fail((status == "repaid") & (dpd != 0), "days_past_due", "must be 0 when status is repaid")
+    fail((status == "repaid") & (book["outstanding"] != 0), "outstanding", "must be 0 when status is repaid")
+
+
+def link_book(file: str, book: Table, profile_ids: pa.Array, applications: Table | None = None,
+              applications_file: str = "applications") -> None:
+    """Cross-file rules of the book: enterprises exist in profile; a named application exists, belongs to the
+    same enterprise and was made no later than the origination month. Adds ``enterprise_row``."""
+    book["enterprise_row"] = _link_enterprises(file, book["enterprise_id"], profile_ids)
+    if applications is None or "application_id" not in book:
+        return
+    given = np.array([a is not None for a in book["application_id"]], dtype=bool)
+    if not given.any():
+        return
+    app_ids = pa.array(applications["application_id"], type=pa.string())
+    idx = pc.index_in(pa.array(book["application_id"], type=pa.string()), value_set=app_ids)
+    found = ~idx.is_null().to_numpy(zero_copy_only=False)
+    row = _first(given & ~found)
+    if row is not None:
+        raise ContractError(file, f"unknown application '{book['application_id'][row]}' (not in "
+                            f"{applications_file})", row=row + 1, column="application_id")
+    at = idx.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    row = _first(given & (applications["enterprise_id"][at] != book["enterprise_id"]))
+    if row is not None:
+        raise ContractError(file, "the application belongs to another enterprise", row=row + 1,
+                            column="application_id")
+    app_month = month_index(applications["application_date"][at])
+    row = _first(given & (app_month > book["origination_month"]))
+    if row is not None:
+        raise ContractError(file, "origination_month must not be before the application's month", row=row + 1,
+                            column="origination_month")
+
+
+def _read_book(path: Path, today: dt.date) -> Table:
+    book = validate_table(path.name, CONTRACT["loans"], read_arrow(path), today)
+    if "default_month" not in book:
+        book["default_month"] = np.full(len(book["loan_id"]), NO_MONTH, dtype=np.int64)
+    if "application_id" not in book:
+        book["application_id"] = np.full(len(book["loan_id"]), None, dtype=object)
+    check_book(path.name, book)
+    return book
+
+
+def load_book(path_or_folder: Path | str, *, today: dt.date | None = None) -> Table:
+    """Read and validate a loan book: a loans.parquet/.csv file, or a data folder holding one.
+
+    Months come back as month indexes, an empty ``default_month`` as the int64 minimum (``NO_MONTH``). When the
+    file's folder also holds ``profile`` (and ``applications``), the book is checked against them and gains
+    ``enterprise_row``. Raises ContractError; returns nothing partial.
+    """
+    path = Path(path_or_folder)
+    today = today or business_today()
+    folder = path if path.is_dir() else path.parent
+    if path.is_dir():
+        found = find_file(path, "loans")
+        if found is None:
+            raise ContractError("loans.parquet", f"loan book is missing from {path} (or loans.csv)")
+        path = found
+    elif not path.exists():
+        raise ContractError(path.name, "loan book file does not exist")
+    book = _read_book(path, today)
+    profile_path = find_file(folder, "profile")
+    if profile_path is not None:
+        profile = validate_table(profile_path.name, CONTRACT["profile"], read_arrow(profile_path), today)
+        apps_path = find_file(folder, "applications")
+        apps = (validate_table(apps_path.name, CONTRACT["applications"], read_arrow(apps_path), today)
+                if apps_path is not None else None)
+        link_book(path.name, book, pa.array(profile["enterprise_id"], type=pa.string()), apps,
+                  apps_path.name if apps_path is not None else "applications")
+    return book
+
+
 def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
-    """Read and validate every contract file in ``folder``. Raises ContractError; returns nothing partial."""
+    """Read and validate every contract file in ``folder``. Raises ContractError; returns nothing partial.
+
+    The loan book (``loans``) is optional; when present it is checked and carried as ``RawData.book``.
+    """
     folder = Path(folder)
     today = today or business_today()
     if not folder.is_dir():
@@ -543,9 +690,17 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
                 continue
             raise ContractError(f"{name}.parquet", f"required file is missing from {folder} (or {name}.csv)")
         files[name] = path.name
-        tables[name] = validate_table(path.name, source, read_arrow(path), today)
+        if name == "loans":
+            tables[name] = _read_book(path, today)
+        else:
+            tables[name] = validate_table(path.name, source, read_arrow(path), today)
     monthly = {n: tables[n] for n in MONTHLY_SOURCES if n in tables}
-    return link(tables["profile"], tables["applications"], monthly, files)
+    data = link(tables["profile"], tables["applications"], monthly, files)
+    if "loans" in tables:
+        link_book(files["loans"], tables["loans"], pa.array(data.profile["enterprise_id"], type=pa.string()),
+                  data.applications, files["applications"])
+        data.book = tables["loans"]
+    return data
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from service.scoring.engine import Engine
 from service.scoring.explain import group_points, principal_reasons
 from service.scoring.features import build_features, gather_windows
 from service.scoring.policy import Policy
-from service.scoring.raw import RawData, month_start
+from service.scoring.raw import NO_MONTH, RawData, month_start
 from service.scoring.signals import operating_signals
 
 LOSS_CONFIG = Path(__file__).resolve().parents[1] / "monitoring" / "stress_config.yaml"  # LGD and CCF by product
@@ -55,9 +55,7 @@ def live_loans(book: dict, as_of_month: int) -> np.ndarray:
     before it. At the book's own date the recorded status decides (a repaid loan is not live)."""
     started = book["origination_month"] < as_of_month
     running = book["origination_month"] + book["term_months"] >= as_of_month
-    default = book["default_month"]
-    defaulted = np.array([d is not None and not (isinstance(d, float) and np.isnan(d)) and d < as_of_month
-                          for d in default], dtype=bool)
+    defaulted = (book["default_month"] != NO_MONTH) & (book["default_month"] < as_of_month)
     live = started & running & ~defaulted
     if as_of_month > int(np.max(book["as_of_month"])):
         live &= np.isin(book["status"], ("current", "past_due"))
@@ -65,7 +63,7 @@ def live_loans(book: dict, as_of_month: int) -> np.ndarray:
 
 
 def _default_months(book: dict) -> list[int | None]:
-    return [None if d is None or (isinstance(d, float) and np.isnan(d)) else int(d) for d in book["default_month"]]
+    return [None if d == NO_MONTH else int(d) for d in book["default_month"]]
 
 
 def rescore(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarray, as_of_month: int,
