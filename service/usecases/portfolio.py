@@ -9,6 +9,7 @@ change of model does not read as a change of the borrower.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from service.scoring.explain import group_points, principal_reasons
 from service.scoring.features import build_features, gather_windows
 from service.scoring.policy import Policy
 from service.scoring.raw import NO_MONTH, RawData, month_start
-from service.scoring.signals import operating_signals
+from service.scoring.signals import Signals, operating_signals
 
 LOSS_CONFIG = Path(__file__).resolve().parents[1] / "monitoring" / "stress_config.yaml"  # LGD and CCF by product
 
@@ -66,13 +67,54 @@ def _default_months(book: dict) -> list[int | None]:
     return [None if d == NO_MONTH else int(d) for d in book["default_month"]]
 
 
-def rescore(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarray, as_of_month: int,
-            loss: LossParameters) -> list[Rescored]:
+@dataclass(frozen=True)
+class BookScores:
+    """Live loans of a book scored as of their origination and as of a month: arrays, one entry per loan,
+    so that a million loans cost a few vectorised passes; reasons are phrased only for those warned."""
+
+    data: RawData
+    rows: np.ndarray  # rows of data.book
+    features_now: np.ndarray  # (n, F)
+    points_now: np.ndarray  # (n, F) score points, exact TreeSHAP
+    pd_then: np.ndarray
+    grade_then: np.ndarray
+    pd_now: np.ndarray
+    grade_now: np.ndarray
+    exposure: np.ndarray
+    lgd: np.ndarray
+    signals: Signals
+
+    def borrowers(self) -> list[Rescored]:
+        book = self.data.book
+        indicators = self.signals.indicators
+        return [Rescored(
+            loan_id=str(book["loan_id"][r]), enterprise_id=str(book["enterprise_id"][r]),
+            exposure=float(self.exposure[k]), lgd=float(self.lgd[k]), pd_then=float(self.pd_then[k]),
+            grade_then=str(self.grade_then[k]), pd_now=float(self.pd_now[k]), grade_now=str(self.grade_now[k]),
+            signals=self.signals.names(k),
+            indicators={name: float(v[k]) for name, v in indicators.items() if not np.isnan(v[k])})
+            for k, r in enumerate(self.rows)]
+
+    def explain(self, warnings: list[EarlyWarning], engine: Engine) -> list[EarlyWarning]:
+        """The same reasons as a decision's (what pulls the score down now), for the warned loans only."""
+        book, profile = self.data.book, self.data.profile
+        at = {str(book["loan_id"][r]): k for k, r in enumerate(self.rows)}
+        out = []
+        for w in warnings:
+            k = at[w.loan_id]
+            x, points = self.features_now[k], self.points_now[k]
+            industry = str(profile["industry"][book["enterprise_row"][self.rows[k]]])
+            reasons = principal_reasons(engine.names, x, points, engine.medians.get(industry),
+                                        group_points(engine.names, x, points))
+            out.append(dataclasses.replace(w, reasons=tuple(reasons)))
+        return out
+
+
+def score_book(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarray, as_of_month: int,
+               loss: LossParameters) -> BookScores:
     """The loans at ``rows`` of the book: scored as of their origination and as of ``as_of_month``."""
     book = data.book
     n = len(rows)
-    if n == 0:
-        return []
     then = month_start(book["origination_month"][rows])
     now = np.repeat(month_start(np.int64(as_of_month)), n)
     apps = {
@@ -87,26 +129,18 @@ def rescore(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarray, 
     raw = RawData(profile=data.profile, applications=apps, monthly=data.monthly)
     windows = gather_windows(raw)
     fm = build_features(raw, windows=windows)
-    contrib = engine.bundle.contributions(fm.values)
+    contrib = engine.bundle.contributions(fm.values) if n else np.empty((0, len(engine.names) + 1))
     pd, _, grade = engine.bundle.scorer.apply(contrib.sum(axis=1))
     signals = operating_signals(windows, signal_rules(policy.spec.early_warning))
-    names = engine.names
-    out = []
-    for k, r in enumerate(rows):
-        product = str(book["product"][r])
-        undrawn = max(float(book["limit"][r]) - float(book["drawn"][r]), 0.0)
-        exposure = float(book["outstanding"][r]) + loss.ccf[product] * undrawn
-        i = n + k  # the "now" row
-        points = contrib[i, :-1] * engine.points_per_margin
-        x = fm.values[i]
-        industry = str(data.profile["industry"][book["enterprise_row"][r]])
-        reasons = principal_reasons(names, x, points, engine.medians.get(industry), group_points(names, x, points))
-        out.append(Rescored(
-            loan_id=str(book["loan_id"][r]), enterprise_id=str(book["enterprise_id"][r]), exposure=exposure,
-            lgd=loss.lgd[product], pd_then=float(pd[k]), grade_then=str(grade[k]), pd_now=float(pd[i]),
-            grade_now=str(grade[i]), signals=signals.names(i), reasons=tuple(reasons),
-            indicators={name: float(v[i]) for name, v in signals.indicators.items() if not np.isnan(v[i])}))
-    return out
+    now_signals = Signals(fired=signals.fired[n:], indicators={k: v[n:] for k, v in signals.indicators.items()})
+    product = book["product"][rows]
+    ccf = np.array([loss.ccf[str(p)] for p in product], dtype=np.float64)
+    undrawn = np.maximum(book["limit"][rows] - book["drawn"][rows], 0.0)
+    return BookScores(
+        data=data, rows=rows, features_now=fm.values[n:], points_now=contrib[n:, :-1] * engine.points_per_margin,
+        pd_then=pd[:n], grade_then=grade[:n], pd_now=pd[n:], grade_now=grade[n:],
+        exposure=book["outstanding"][rows] + ccf * undrawn,
+        lgd=np.array([loss.lgd[str(p)] for p in product], dtype=np.float64), signals=now_signals)
 
 
 def monitor_portfolio(*, data: RawData, engine: Engine, policy: Policy, as_of_month: int | None = None,
@@ -116,10 +150,10 @@ def monitor_portfolio(*, data: RawData, engine: Engine, policy: Policy, as_of_mo
         raise ValueError("the data folder has no loan book (loans.parquet); monitoring needs one")
     as_of = int(np.max(data.book["as_of_month"])) + 1 if as_of_month is None else as_of_month
     rows = live_loans(data.book, as_of)
-    borrowers = rescore(data=data, engine=engine, policy=policy, rows=rows, as_of_month=as_of,
+    scores = score_book(data=data, engine=engine, policy=policy, rows=rows, as_of_month=as_of,
                         loss=loss or LossParameters.shipped())
-    return PortfolioRun(as_of, len(rows), assess(borrowers, policy.spec.early_warning, policy.grades),
-                        engine.version, policy.version)
+    warnings = assess(scores.borrowers(), policy.spec.early_warning, policy.grades)
+    return PortfolioRun(as_of, len(rows), scores.explain(warnings, engine), engine.version, policy.version)
 
 
 @dataclass(frozen=True)
@@ -145,7 +179,8 @@ def evaluate_warnings(*, data: RawData, engine: Engine, policy: Policy, months: 
     per_month = []
     for t in dates:
         rows = live_loans(data.book, t)
-        borrowers = rescore(data=data, engine=engine, policy=policy, rows=rows, as_of_month=t, loss=loss)
+        borrowers = score_book(data=data, engine=engine, policy=policy, rows=rows, as_of_month=t,
+                               loss=loss).borrowers()
         for b in borrowers:
             first, _ = watched.get(b.loan_id, (t, t))
             watched[b.loan_id] = (first, t)
