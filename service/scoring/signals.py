@@ -68,29 +68,38 @@ def operating_signals(windows: Windows, rules: SignalRules | None = None) -> Sig
         receipts = _yoy(w["payments"]["inflow"])
         sales = _yoy(w["tax"]["declared_sales"])
         kwh = _yoy(w["utilities"]["electricity_kwh"])
-        holds = sales >= rules.sales_hold_at_least
-        diverted = (receipts < rules.receipts_ratio_below) & holds
-        meter = (kwh < rules.electricity_ratio_below) & holds
 
         s = w["social_insurance"]
         paid = (s["contributions_paid"] > 0) & (s["missed_payment"] == 0)  # NaN (no record): not paid
         k = rules.contributions_stopped_months
         history = paid[:, -12 - k:-k].sum(axis=1)
         recent_paid = paid[:, -k:].sum(axis=1)
-        stopped = windows.present["social_insurance"].any(axis=1) & (history >= rules.contributions_history_months) \
-            & (recent_paid == 0)
 
-        t = w["tax"]
         filed = windows.present["tax"]
-        late = filed[:, -RECENT:] & (t["filed_on_time"][:, -RECENT:] == 0)
+        late = filed[:, -RECENT:] & (w["tax"]["filed_on_time"][:, -RECENT:] == 0)
         missing = ~filed[:, -RECENT:] & filed[:, -12 - RECENT:-12]  # filed a year earlier, not now
         tax_missed = (late | missing).sum(axis=1)
-        filings = filed.any(axis=1) & (tax_missed >= rules.tax_missed_at_least)
 
-    fired = np.column_stack([diverted, stopped, meter, filings]) if n else np.zeros((0, len(SIGNALS)), dtype=bool)
-    return Signals(fired=fired, indicators={
+    indicators = {
         "receipts_yoy": receipts, "declared_sales_yoy": sales, "electricity_yoy": kwh,
         "contribution_months_paid_12m": history.astype(np.float64),
         "contribution_months_paid_recent": recent_paid.astype(np.float64),
         "tax_filings_late_or_missing_3m": tax_missed.astype(np.float64),
-    })
+    }
+    return Signals(fired=fire(indicators, rules, n), indicators=indicators)
+
+
+def fire(indicators: dict[str, np.ndarray], rules: SignalRules, n: int) -> np.ndarray:
+    """Which signals fire, from the lead indicators alone: a recorded warning replays from what it stored."""
+    if n == 0:
+        return np.zeros((0, len(SIGNALS)), dtype=bool)
+    i = indicators
+    with np.errstate(invalid="ignore"):
+        holds = i["declared_sales_yoy"] >= rules.sales_hold_at_least
+        diverted = (i["receipts_yoy"] < rules.receipts_ratio_below) & holds
+        # A paid history implies records; late or missing filings imply the firm files (now or a year ago).
+        stopped = (i["contribution_months_paid_12m"] >= rules.contributions_history_months) \
+            & (i["contribution_months_paid_recent"] == 0)
+        meter = (i["electricity_yoy"] < rules.electricity_ratio_below) & holds
+        filings = i["tax_filings_late_or_missing_3m"] >= rules.tax_missed_at_least
+    return np.column_stack([diverted, stopped, meter, filings])
