@@ -105,17 +105,22 @@ class ScoreRequest(Strict):
     def _coherent(self) -> ScoreRequest:
         if self.application.application_date < self.profile.registration_date:
             raise ValueError("application.application_date must not be before profile.registration_date")
-        for source in MONTHLY_SOURCES:
-            rows = getattr(self.data, source)
-            if rows and not getattr(self.consent, source):
-                raise ValueError(f"data.{source} was sent without consent (consent.{source} is false); "
-                                 "do not send data the applicant has not agreed to share")
-            seen: set[dt.date] = set()
-            for i, row in enumerate(rows):
-                if row.month in seen:
-                    raise ValueError(f"data.{source}[{i}].month: duplicate month {row.month.isoformat()}")
-                seen.add(row.month)
+        check_monthly(self.consent, self.data)
         return self
+
+
+def check_monthly(consent: ConsentIn, data: BaseModel) -> None:
+    """No data for a source without consent; one row per month and source."""
+    for source in MONTHLY_SOURCES:
+        rows = getattr(data, source)
+        if rows and not getattr(consent, source):
+            raise ValueError(f"data.{source} was sent without consent (consent.{source} is false); "
+                             "do not send data the applicant has not agreed to share")
+        seen: set[dt.date] = set()
+        for i, row in enumerate(rows):
+            if row.month in seen:
+                raise ValueError(f"data.{source}[{i}].month: duplicate month {row.month.isoformat()}")
+            seen.add(row.month)
 
 
 class BatchScoreRequest(Strict):

@@ -23,6 +23,7 @@ from service.db.tables import (
     ExplanationLink,
     Loan,
     RawInput,
+    Rescoring,
     Review,
     Tenant,
     as_utc,
@@ -60,6 +61,10 @@ SEALED: dict[str, SealedTable] = {t.model.__tablename__: t for t in (
                        "outstanding", "term_months", "apr", "status", "days_past_due", "origination_date",
                        "default_month", "as_of_month", "created_at", "updated_at"),
                 frozenset({"loan.created", "loan.serviced"})),
+    SealedTable(Rescoring, ("id", "tenant_id", "loan_id", "as_of", "model_version", "policy_version", "pd_then",
+                            "grade_then", "pd_now", "grade_now", "level", "triggers", "reasons", "indicators",
+                            "features", "exposure", "expected_loss", "created_at"),
+                frozenset({"loan.rescored"})),
 )}
 
 

@@ -182,3 +182,30 @@ class Loan(Base):
     as_of_month: Mapped[dt.date] = mapped_column(Date)  # the month the figures describe (latest servicing)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Rescoring(Base):
+    """A live loan rescored as of a month (POST /v1/monitoring/rescore): what the model and the operating signals
+    said, the warning if one was raised, and everything needed to replay it (the feature snapshot, the signals'
+    lead indicators, the model and policy versions). Written once; sealed in the audit chain."""
+
+    __tablename__ = "rescorings"
+    __table_args__ = (Index("ix_rescorings_tenant_loan", "tenant_id", "loan_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    loan_id: Mapped[int] = mapped_column(ForeignKey("loans.id"))
+    as_of: Mapped[dt.date] = mapped_column(Date)  # data read: complete months before this date
+    model_version: Mapped[str] = mapped_column(String(32))
+    policy_version: Mapped[str] = mapped_column(String(128))
+    pd_then: Mapped[float] = mapped_column(Float)  # the origination's feature snapshot, scored by this model
+    grade_then: Mapped[str] = mapped_column(String(8))
+    pd_now: Mapped[float] = mapped_column(Float)
+    grade_now: Mapped[str] = mapped_column(String(8))
+    level: Mapped[str | None] = mapped_column(String(8))  # act | watch | None (no warning)
+    triggers: Mapped[list]
+    reasons: Mapped[list]
+    indicators: Mapped[dict]  # the signals' lead indicators (None = no data)
+    features: Mapped[dict]  # the snapshot the model saw now (None = missing)
+    exposure: Mapped[float] = mapped_column(Float)
+    expected_loss: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

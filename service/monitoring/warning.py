@@ -124,3 +124,38 @@ def warning_quality(first_warning: dict[str, int], default_month: dict[str, int 
     median = None if not leads else (leads[len(leads) // 2] if len(leads) % 2 else
                                      (leads[len(leads) // 2 - 1] + leads[len(leads) // 2]) / 2)
     return WarningQuality(defaults, len(leads), median, len(quiet), alarms)
+
+
+# Why each trigger fired, in the borrower's own numbers (Chinese first, as on the applicant's page).
+_TEXTS = {
+    "pd_up": ("违约概率由放款时的{pd_then}升至{pd_now}",
+              "The probability of default rose from {pd_then} at origination to {pd_now}"),
+    "grade_down": ("信用等级由{grade_then}级降至{grade_now}级", "The grade fell from {grade_then} to {grade_now}"),
+    "receipts_diverted": ("近3个月经营收款为去年同期的{receipts_yoy}，而申报销售额为去年同期的{declared_sales_yoy}",
+                          "Receipts in the last 3 months are {receipts_yoy} of a year earlier while declared sales are "
+                          "{declared_sales_yoy}"),
+    "contributions_stopped": ("近{recent}个月未缴纳社保，此前12个月中有{paid}个月按时缴纳",
+                              "No social-insurance contributions in the last {recent} months, after {paid} paid "
+                              "months in the year before"),
+    "electricity_vs_sales": ("近3个月用电量为去年同期的{electricity_yoy}，而申报销售额为去年同期的{declared_sales_yoy}",
+                             "Electricity use in the last 3 months is {electricity_yoy} of a year earlier while "
+                             "declared sales are {declared_sales_yoy}"),
+    "tax_filings_missed": ("近3个月有{tax}个月纳税申报逾期或缺失",
+                           "Tax filings were late or missing in {tax} of the last 3 months"),
+}
+
+
+def trigger_texts(triggers: Sequence[str], *, pd_then: float, pd_now: float, grade_then: str, grade_now: str,
+                  indicators: dict[str, float | None], stopped_months: int = 2) -> list[dict[str, str]]:
+    """One line per trigger, from the numbers it fired on (derived, so a replay gives the same lines)."""
+    def pct(key: str) -> str:
+        v = indicators.get(key)
+        return "n/a" if v is None else f"{v:.0%}"
+
+    values = {"pd_then": f"{pd_then:.2%}", "pd_now": f"{pd_now:.2%}", "grade_then": grade_then,
+              "grade_now": grade_now, "receipts_yoy": pct("receipts_yoy"),
+              "declared_sales_yoy": pct("declared_sales_yoy"), "electricity_yoy": pct("electricity_yoy"),
+              "recent": stopped_months, "paid": int(indicators.get("contribution_months_paid_12m") or 0),
+              "tax": int(indicators.get("tax_filings_late_or_missing_3m") or 0)}
+    return [{"code": t, "text_zh": _TEXTS[t][0].format(**values), "text_en": _TEXTS[t][1].format(**values)}
+            for t in triggers if t in _TEXTS]

@@ -1,0 +1,125 @@
+"""Post-loan monitoring of the book in the database: rescore live loans with their newest months
+(POST /v1/monitoring/rescore) and read a loan's recorded rescorings (GET /v1/loans/{loan_id}/rescorings)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, model_validator
+
+from service.api.loans import LoanId
+from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from service.api.routing import EdgeRoute
+from service.api.schemas import ConsentIn, MonthlyDataIn, ReasonOut, Strict, check_monthly
+from service.db.tables import Rescoring, as_utc
+from service.deps import EngineDep, PoliciesDep, ReaderDep, ReadSessionDep, ScorerDep, SessionDep, SettingsDep
+from service.errors import ERROR_RESPONSES, Invalid
+from service.monitoring.warning import trigger_texts
+from service.scoring.raw import business_today
+from service.usecases.loans import get_loan
+from service.usecases.rescore import NewMonths, list_rescorings, rescore_loans
+
+router = APIRouter(route_class=EdgeRoute, prefix="/v1", tags=["monitoring"], responses=ERROR_RESPONSES)
+
+
+class RescoreItemIn(Strict):
+    loan_id: int = Field(ge=1, le=2**62)
+    consent: ConsentIn
+    data: MonthlyDataIn  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RescoreItemIn:
+        check_monthly(self.consent, self.data)
+        return self
+
+
+class RescoreIn(Strict):
+    """The newest months of operating data for live loans; the rest of each borrower's history is what its
+    decision stored. ``as_of`` (default today, in the business time zone): the data read ends the month before."""
+
+    items: list[RescoreItemIn] = Field(min_length=1)
+    as_of: dt.date | None = None
+
+
+class TriggerText(BaseModel):
+    code: str
+    text_zh: str
+    text_en: str
+
+
+class RescoringOut(BaseModel):
+    id: int
+    loan_id: int
+    as_of: dt.date
+    model_version: str
+    policy_version: str
+    pd_then: float = Field(description="The origination's feature snapshot, scored by the same model")
+    grade_then: str
+    pd_now: float
+    grade_now: str
+    warning: bool
+    level: str | None = Field(description="act or watch when a warning was raised")
+    triggers: list[str] = Field(description="pd_up, grade_down and the operating signals that fired")
+    trigger_texts: list[TriggerText] = Field(description="Why each trigger fired, in the borrower's own numbers")
+    reasons: list[ReasonOut] = Field(description="What pulls the score down now (the decision's reason engine)")
+    indicators: dict[str, float | None] = Field(description="The operating signals' lead indicators")
+    exposure: float
+    expected_loss: float
+    created_at: dt.datetime
+
+
+class RescoreOut(BaseModel):
+    items: list[RescoringOut]
+
+
+class RescoringPage(BaseModel):
+    items: list[RescoringOut]
+    next_cursor: str | None
+
+
+def rescoring_out(r: Rescoring) -> RescoringOut:
+    return RescoringOut(id=r.id, loan_id=r.loan_id, as_of=r.as_of, model_version=r.model_version,
+                        policy_version=r.policy_version, pd_then=r.pd_then, grade_then=r.grade_then, pd_now=r.pd_now,
+                        grade_now=r.grade_now, warning=r.level is not None, level=r.level, triggers=r.triggers,
+                        trigger_texts=trigger_texts(r.triggers, pd_then=r.pd_then, pd_now=r.pd_now,
+                                                    grade_then=r.grade_then, grade_now=r.grade_now,
+                                                    indicators=r.indicators),
+                        reasons=r.reasons, indicators=r.indicators, exposure=r.exposure,
+                        expected_loss=r.expected_loss, created_at=as_utc(r.created_at))
+
+
+@router.post("/monitoring/rescore", operation_id="rescore_loans", response_model=RescoreOut)
+def rescore(body: RescoreIn, caller: ScorerDep, session: SessionDep, settings: SettingsDep, engine: EngineDep,
+            policies: PoliciesDep, request: Request) -> RescoreOut:
+    """Rescore live loans with the champion and the tenant's policy; warn on a PD up by the policy's factor, a
+    grade down, or an operating signal; record each result (all or none), sealed in the audit trail."""
+    if len(body.items) > settings.max_batch:
+        raise Invalid(f"body.items: at most {settings.max_batch} loans per request, got {len(body.items)}",
+                      errors=[{"loc": ["body", "items"], "msg": f"at most {settings.max_batch} items",
+                               "type": "too_long"}])
+    today = business_today()
+    as_of = body.as_of or today
+    if as_of > today:
+        raise Invalid(f"body.as_of: must not be in the future (after {today.isoformat()})",
+                      errors=[{"loc": ["body", "as_of"], "msg": "must not be in the future", "type": "value_error"}])
+    items = [NewMonths(loan_id=i.loan_id, consent=i.consent.model_dump(), data=i.data.model_dump(mode="json"))
+             for i in body.items]
+    rows = rescore_loans(session, keyring=request.app.state.keyring, engine=engine,
+                         policy=policies.for_tenant(caller.tenant.policy), tenant_id=caller.tenant.id,
+                         actor=f"key:{caller.key_id}", items=items, as_of=as_of)
+    session.commit()
+    return RescoreOut(items=[rescoring_out(r) for r in rows])
+
+
+@router.get("/loans/{loan_id}/rescorings", operation_id="list_rescorings", response_model=RescoringPage)
+def rescorings(loan_id: LoanId, caller: ReaderDep, session: ReadSessionDep, limit: Limit = 100,
+               cursor: Cursor = None) -> RescoringPage:
+    """A loan's recorded rescorings and warnings, oldest first, a page at a time."""
+    get_loan(session, tenant_id=caller.tenant.id, loan_id=loan_id)  # another tenant's loan: 404
+    after = decode_cursor(cursor, int) or 0
+    rows = list_rescorings(session, tenant_id=caller.tenant.id, loan_id=loan_id, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return RescoringPage(items=[rescoring_out(r) for r in rows],
+                         next_cursor=encode_cursor(rows[-1].id) if more else None)
