@@ -8,15 +8,21 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
 from service.api import applicants, decisions, explanations, health, models, reviews, scores
+from service.api import loans as loans_api
+from service.api import monitoring as monitoring_api
+from service.api import performance as performance_api
+from service.api import rescore as rescore_api
+from service.api import stress as stress_api
 from service.config import Settings, get_settings
 from service.crypto import Keyring
 from service.db.session import make_engine, migrate, session_factory
 from service.edge import EdgeMiddleware
+from service.monitoring.drift import DriftReport
 from service.runtime import Champion, Policies, RateLimiter, RedisRateLimiter
 
 log = logging.getLogger("smecredit")
@@ -32,6 +38,23 @@ class Metrics:
                                  buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
         self.decisions = Counter("smecredit_decisions_total", "Decisions by outcome", ["decision"],
                                  registry=self.registry)
+        self.drift_psi = Gauge("smecredit_drift_psi", "PSI of the latest drift report per subject and segment",
+                               ["tenant", "subject", "kind", "segment"], registry=self.registry)
+        self.drift_subjects = Gauge("smecredit_drift_subjects", "Subjects per status in the latest drift report",
+                                    ["tenant", "status"], registry=self.registry)
+        self._drift_series: dict[str, set[tuple[str, str, str]]] = {}
+
+    def observe_drift(self, tenant: str, report: DriftReport) -> None:
+        """Set the drift gauges from a report just computed (GET /v1/monitoring/drift): the tenant's series are
+        those of its latest report, older ones are removed."""
+        series = {(i.subject, i.kind, i.segment) for i in report.items}
+        for stale in self._drift_series.get(tenant, set()) - series:
+            self.drift_psi.remove(tenant, *stale)
+        self._drift_series[tenant] = series
+        for i in report.items:
+            self.drift_psi.labels(tenant, i.subject, i.kind, i.segment).set(i.psi)
+        for status, n in report.counts().items():
+            self.drift_subjects.labels(tenant, status).set(n)
 
 
 class ObserveMiddleware:
@@ -99,6 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (scores, decisions, explanations, applicants, models, reviews, health):
         app.include_router(module.router)
+    app.include_router(performance_api.router)
+    app.include_router(stress_api.router)
+    app.include_router(loans_api.router)
+    app.include_router(rescore_api.router)
+    app.include_router(monitoring_api.router)
 
     # Outermost last: metrics and the access log see what the client sees, the edge's refusals included.
     app.add_middleware(EdgeMiddleware, settings=settings, limiter=app.state.rate_limiter,

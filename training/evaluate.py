@@ -7,6 +7,8 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
+from service.monitoring import drift
+
 MIN_DEFAULTS_FOR_AUC = 5
 
 
@@ -70,26 +72,34 @@ def quantile_edges(reference: np.ndarray, bins: int = 10) -> np.ndarray:
     return np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
 
 
-def bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Share of values per bin; the last bin holds the missing values."""
-    idx = np.where(np.isnan(values), len(edges) + 1, np.searchsorted(edges, values, side="right"))
-    return np.bincount(idx, minlength=len(edges) + 2) / max(len(values), 1)
-
-
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = 1e-4) -> float:
     """Population stability index between two sets of bin shares (PSI > 0.25: a major shift)."""
-    e, a = np.maximum(expected, eps), np.maximum(actual, eps)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return drift.psi(expected, actual, eps)
 
 
-def reference_distribution(values: np.ndarray, bins: int = 10) -> dict:
-    """What the service keeps to monitor drift later: bin edges and the training shares."""
-    edges = quantile_edges(values, bins)
-    return {"edges": edges.tolist(), "shares": bin_shares(values, edges).tolist()}
+REFERENCE_BINS = 10  # quantile bins per numeric subject, fixed on the training rows
+REFERENCE_MIN_ROWS = 200  # training rows a segment (and each of its seasons) needs to get its own reference
 
 
-def psi_against(reference: dict, values: np.ndarray) -> float:
-    return psi(np.array(reference["shares"]), bin_shares(values, np.array(reference["edges"])))
+def drift_reference(X: np.ndarray, features: list[dict], *, pd: np.ndarray, score: np.ndarray,
+                    groups: dict[str, np.ndarray] | None, dates: np.ndarray | None,
+                    segments: dict[str, np.ndarray]) -> drift.ReferenceSet:
+    """What the service keeps to monitor drift: counts over bins fixed here for the score, the PD, every
+    feature and every reason group's points, per segment and season where the rows allow
+    (service/monitoring/drift.py owns the format and reads it back)."""
+    columns = {drift.subject_key("score", "score"): (score, ()), drift.subject_key("pd", "pd"): (pd, ())}
+    columns |= {drift.subject_key("feature", f["name"]): (X[:, j], tuple(f["categories"]))
+                for j, f in enumerate(features)}
+    columns |= {drift.subject_key("group", g): (v, ()) for g, v in (groups or {}).items()}
+    return drift.build_reference(columns, dates=dates, segments=segments, bins=REFERENCE_BINS,
+                                 min_rows=REFERENCE_MIN_ROWS)
+
+
+def psi_between(reference: drift.ReferenceSet, key: str, values: np.ndarray) -> float:
+    """PSI of ``values`` against a subject's pooled training distribution."""
+    binning = reference.binnings[key]
+    ref = reference.cells[key][drift.ALL][drift.ALL]
+    return psi(ref / ref.sum(), binning.counts(values) / max(len(values), 1))
 
 
 # ---------------------------------------------------------------------------------------------------------

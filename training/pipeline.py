@@ -17,6 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import sklearn
 
+from service.monitoring import drift
 from service.scoring.bundle import (
     CARD_FILES,
     METADATA_FILE,
@@ -188,14 +189,11 @@ def evaluate(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer) -> di
         "challenger_oot": ev.binary_metrics(y_test, f.challenger_test_pd),
     }
     report["champion_beats_challenger"] = report["oot"]["auc"] > report["challenger_oot"]["auc"]
-    train_X = ts.X[f.train_rows]
-    train_score = scorer.scaling.score(scorer.calibration.logit(_margin(f.booster, train_X)))
+    reference = _reference(ts, f, scorer)
     test_score = scorer.scaling.score(scorer.calibration.logit(f.test_margin))
-    references = {name: ev.reference_distribution(train_X[:, j]) for j, name in enumerate(ts.names)}
-    score_ref = ev.reference_distribution(train_score)
     report["psi"] = {
-        "score": ev.psi_against(score_ref, test_score),
-        "features": {name: ev.psi_against(references[name], ts.X[f.test_rows][:, j])
+        "score": ev.psi_between(reference, drift.subject_key("score", "score"), test_score),
+        "features": {name: ev.psi_between(reference, drift.subject_key("feature", name), ts.X[f.test_rows][:, j])
                      for j, name in enumerate(ts.names)},
     } if ts.dates is not None else {"note": "no dates: cross-validation has no time shift to measure"}
     report["monotone"] = ev.monotone_check(lambda X: _margin(f.booster, X), ts.X[f.test_rows], ts.names,
@@ -208,8 +206,22 @@ def evaluate(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer) -> di
                                             cfg.fairness_min_ratio) for name, groups in ts.fairness_groups.items()}
     report["robustness"] = _robustness(ts, f, scorer)
     report["curves"] = _curves(y_test, pd_test, f.challenger_test_pd, test_score)
-    report["reference"] = {"features": references, "score": score_ref}
+    report["reference"] = reference.to_json()
     return report
+
+
+def _reference(ts: TrainingSet, f: Fitted, scorer: Scorer) -> drift.ReferenceSet:
+    """Drift references on the training rows, from exact TreeSHAP as the engine computes them: score, PD,
+    features and (catalogue models) reason-group points, per region and industry and per season."""
+    X = ts.X[f.train_rows]
+    contrib = f.booster.predict(X, pred_contrib=True, num_iteration=f.booster.best_iteration or None)
+    margin = contrib.sum(axis=1)
+    groups = drift.group_points_matrix(ts.names, X, contrib[:, :-1] * scorer.points_per_margin) \
+        if ts.kind == "catalog" else None
+    segments = {d: ts.segments[d][f.train_rows] for d in drift.SEGMENT_DIMENSIONS if d in ts.segments}
+    return ev.drift_reference(X, ts.features, pd=scorer.calibration.pd(margin),
+                              score=scorer.scaling.score(scorer.calibration.logit(margin)), groups=groups,
+                              dates=None if ts.dates is None else ts.dates[f.train_rows], segments=segments)
 
 
 def _curves(y: np.ndarray, pd: np.ndarray, challenger_pd: np.ndarray, score: np.ndarray) -> dict:
