@@ -30,14 +30,23 @@ def synth(
     months: Annotated[int, typer.Option(min=13, max=120, help="Months of operating data")] = 36,
     seed: Annotated[int, typer.Option(min=0, help="Random seed; same arguments give the same files")] = 7,
     end_month: Annotated[str, typer.Option(help="Last month with data, YYYY-MM")] = "2025-10",
+    shock: Annotated[list[str] | None, typer.Option(
+        help="A lasting shock, repeatable: region=R,industry=I,from=YYYY-MM,revenue=-0.3,electricity=-0.25,"
+             "payment_delay=+10,contributions=-0.5,late_filing=0.3 (region, industry and all but one change "
+             "optional; docs/book.md)")] = None,
+    shock_file: Annotated[Path | None, typer.Option(help="A YAML list of shocks with the keys of --shock")] = None,
 ) -> None:
-    """Generate realistic synthetic SME data that follows the data contract."""
+    """Generate realistic synthetic SME data that follows the data contract, with the lender's loan book."""
     from rich.progress import Progress
 
     from training import synth as synth_mod
 
     try:
-        cfg = synth_mod.SynthConfig(entities=entities, months=months, seed=seed, end_month=end_month)
+        shocks = tuple(synth_mod.parse_shock(s) for s in shock or ())
+        if shock_file is not None:
+            shocks += synth_mod.load_shock_file(shock_file)
+        cfg = synth_mod.SynthConfig(entities=entities, months=months, seed=seed, end_month=end_month,
+                                    shocks=shocks)
     except ValueError as exc:
         _fail(str(exc).replace("end_month", "--end-month"))
     started = time.perf_counter()
@@ -435,6 +444,134 @@ monitor_app = typer.Typer(no_args_is_help=True, help="After the decision: drift,
 app.add_typer(monitor_app, name="monitor")
 
 
+@monitor_app.command("replay")
+def monitor_replay(rescoring_id: Annotated[int, typer.Argument(help="The rescoring's id")],
+                   registry: RegistryOpt = None) -> None:
+    """Recompute a recorded rescoring (POST /v1/monitoring/rescore) from its feature snapshot and lead indicators
+    with its model and policy versions; exit 1 if anything differs.
+
+    Example: smecredit monitor replay 42
+    """
+    from service.errors import NotFound
+    from service.runtime import DEFAULT_POLICY
+    from service.scoring.bundle import BundleError
+    from service.usecases.rescore import replay_rescoring
+
+    settings, sessions = _database()
+    dirs = [DEFAULT_POLICY.parent] + ([settings.policies_dir] if settings.policies_dir else [])
+    with sessions() as session:
+        try:
+            result = replay_rescoring(session, rescoring_id=rescoring_id, registry=registry or settings.registry,
+                                      policy_dirs=dirs)
+        except (NotFound, BundleError, ValueError) as exc:
+            _fail(getattr(exc, "detail", str(exc)))
+    if result.differences:
+        for d in result.differences:
+            console.print(f"[bold red]DIFFERS[/] {d}")
+        raise typer.Exit(code=1)
+    r = result.rescoring
+    console.print(f"[green]identical[/]: loan {r.loan_id} as of {r.as_of}: PD {r.pd_then:.4f} -> {r.pd_now:.4f}, "
+                  f"grade {r.grade_then} -> {r.grade_now}, {r.level or 'no warning'} {', '.join(r.triggers)}")
+
+
+@monitor_app.command("portfolio")
+def monitor_portfolio(
+    data: Annotated[Path, typer.Option(help="Data folder with the book (loans.parquet) and the newest months")],
+    registry: RegistryOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model version (default: the champion)")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped default)")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Monitor as of this month, YYYY-MM (default: after the book "
+                                                   "date)")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Warnings to print")] = 20,
+    evaluate: Annotated[int, typer.Option(min=0, max=36, help="Also replay the last N months and measure how "
+                                                                "early the warnings came")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write every warning as JSON")] = None,
+) -> None:
+    """Rescore every live loan with the same engine, add the operating signals, list the warnings by
+    expected loss, and recommend each credit line's next step (raise, hold, cut, freeze) with the largest changes.
+
+    Example: smecredit monitor portfolio --data data/synth --evaluate 12
+    """
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from service.monitoring.lines import counts as line_counts
+    from service.runtime import DEFAULT_POLICY
+    from service.scoring.bundle import BundleError, load_bundle
+    from service.scoring.engine import Engine
+    from service.scoring.policy import PolicyError, load_policy
+    from service.scoring.raw import ContractError, load_folder, month_index
+    from service.scoring.registry import RegistryError
+    from service.usecases.portfolio import evaluate_warnings
+    from service.usecases.portfolio import monitor_portfolio as run_monitor
+
+    reg = _registry(registry)
+    version = model or reg.champion()
+    if version is None:
+        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    month = None
+    if as_of is not None:
+        try:
+            month = int(month_index(np.array([np.datetime64(as_of, "M")]))[0])
+        except ValueError:
+            _fail(f"--as-of must be YYYY-MM, got {as_of!r}")
+    try:
+        engine = Engine(load_bundle(reg.path(version)))
+        lender = load_policy(policy or DEFAULT_POLICY)
+        folder = load_folder(data)
+        run = run_monitor(data=folder, engine=engine, policy=lender, as_of_month=month)
+        quality = evaluate_warnings(data=folder, engine=engine, policy=lender, months=evaluate) if evaluate else None
+    except (ContractError, BundleError, RegistryError, PolicyError, ValueError) as exc:
+        _fail(str(exc))
+    table = RichTable(title=f"early warnings as of {run.as_of}: {len(run.warnings)} of {run.watched} live loans "
+                            f"({run.model_version}, {run.policy_version})")
+    for col in ("loan", "level", "triggers", "PD then", "PD now", "grade", "exposure", "expected loss", "reasons"):
+        table.add_column(col)
+    for w in run.warnings[:top]:
+        table.add_row(w.loan_id, w.level, ", ".join(w.triggers), f"{w.pd_then:.3f}", f"{w.pd_now:.3f}",
+                      f"{w.grade_then}->{w.grade_now}", f"{w.exposure:,.0f}", f"{w.expected_loss:,.0f}",
+                      ", ".join(r.group for r in w.reasons))
+    console.print(table)
+    _print_line_recommendations(run.recommendations, top)
+    if quality is not None:
+        q = quality.quality
+        rate = "n/a" if q.detection_rate is None else f"{q.detection_rate:.1%}"
+        alarms = "n/a" if q.false_alarm_rate is None else f"{q.false_alarm_rate:.1%}"
+        console.print(f"replayed {quality.months[0]}..{quality.months[-1]}: {q.warned_ahead} of {q.defaults} "
+                      f"defaults warned at least a month ahead ({rate}), median lead {q.median_lead_months} "
+                      f"months; {q.false_alarms} of {q.live_non_defaulting} loans that did not default were warned "
+                      f"({alarms})")
+    if json_out is not None:
+        body = {"as_of": run.as_of, "watched": run.watched, "model_version": run.model_version,
+                "policy_version": run.policy_version, "warnings": [dataclasses.asdict(w) for w in run.warnings],
+                "line_counts": line_counts(run.recommendations),
+                "recommendations": [r.to_json() for r in run.recommendations]}
+        if quality is not None:
+            body["evaluation"] = {**dataclasses.asdict(quality.quality), "months": quality.months,
+                                  "warnings_per_month": quality.warnings_per_month,
+                                  "detection_rate": quality.quality.detection_rate,
+                                  "false_alarm_rate": quality.quality.false_alarm_rate}
+        json_out.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _print_line_recommendations(recs: list, top: int) -> None:
+    """Counts by action, then the largest changes of limit of each action (a freeze: its frozen undrawn part)."""
+    from service.monitoring.lines import counts
+
+    by_action = ", ".join(f"{n} {a}" for a, n in counts(recs).items())
+    table = RichTable(title=f"credit lines: {len(recs)} live lines ({by_action}); largest changes")
+    for col in ("loan", "action", "limit", "recommended", "change", "reasons"):
+        table.add_column(col)
+    each = max(1, -(-top // 3))  # recs come grouped by action, largest change first
+    shown = [r for a in ("freeze", "cut", "raise") for r in [r for r in recs if r.action == a and r.change][:each]]
+    for r in shown:
+        table.add_row(r.loan_id, r.action, f"{r.current_limit:,.0f}", f"{r.recommended_limit:,.0f}",
+                      f"{r.change:+,.0f}", ", ".join(c.code for c in r.reasons))
+    console.print(table)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Raw data at rest: key rotation and retention.")
 app.add_typer(data_app, name="data")
 
@@ -596,6 +733,285 @@ def docs(
             console.print(f"rewrote {path}")
         else:
             print(make())
+
+
+# --- monitor backtest / monitor performance (issue 10, item 3: performance before labels mature) ----------
+
+
+@monitor_app.command("backtest")
+def monitor_backtest(
+    data: Annotated[Path, typer.Option(help="Data folder with outcomes (applications.defaulted_12m)")],
+    model: Annotated[str | None, typer.Option(help="Model version (default: the champion)")] = None,
+    registry: RegistryOpt = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped default)")] = None,
+    by: Annotated[str, typer.Option(help="Vintage: month or quarter of application")] = "month",
+    alpha: Annotated[float, typer.Option(help="Level of the Jeffreys test")] = 0.05,
+    two_sided: Annotated[bool, typer.Option(help="Also flag grades whose realised rate is significantly below")]
+    = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report")] = None,
+) -> None:
+    """Back-test PDs by vintage and grade on a labelled folder: predicted PD vs realised default rate with the
+    Jeffreys test, expected vs realised default rate and AUC per vintage; exit 1 when a grade is flagged."""
+    import json
+
+    from service.runtime import DEFAULT_POLICY
+    from service.scoring.bundle import BundleError
+    from service.scoring.policy import PolicyError, load_policy
+    from service.scoring.raw import ContractError
+    from service.scoring.registry import RegistryError
+    from service.usecases.backtest import backtest_folder
+    from service.web.backtest_report import render
+
+    reg = _registry(registry)
+    version = model or reg.champion()
+    if version is None:
+        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    if by not in ("month", "quarter"):
+        _fail(f"--by must be month or quarter, got {by!r}")
+    if not 0 < alpha < 0.5:
+        _fail(f"--alpha must be between 0 and 0.5 (exclusive), got {alpha}")
+    try:
+        result = backtest_folder(folder=data, bundle_dir=reg.path(version),
+                                 policy=load_policy(policy or DEFAULT_POLICY), by=by, alpha=alpha,
+                                 two_sided=two_sided)
+    except (ContractError, BundleError, RegistryError, PolicyError, ValueError) as exc:
+        _fail(str(exc))
+    b = result.backtest
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    table = RichTable(title=f"back-test of {result.model_version}: {result.mature_applications:,} mature of "
+                            f"{result.applications:,} applications (mature up to {result.mature_until})")
+    for col in ("grade", "n", "defaults", "PD", "realised", f"Jeffreys {100 * alpha:g}%..{100 * (1 - alpha):g}%",
+                "p-value", "flag"):
+        table.add_column(col, justify="left" if col in ("grade", "flag") else "right")
+    for t in b.grades:
+        table.add_row(t.grade, f"{t.n:,}", f"{t.defaults:,}", pct(t.mean_pd), pct(t.realised_rate),
+                      f"{pct(t.interval[0])}..{pct(t.interval[1])}", f"{t.p_value:.4f}",
+                      f"[bold red]{t.flag}[/]" if t.flag else "")
+    console.print(table)
+    vt = RichTable(title=f"by vintage ({by})")
+    for col in ("vintage", "n", "expected DR", "band", "realised DR", "expected AUC", "realised AUC", "flags"):
+        vt.add_column(col, justify="left" if col in ("vintage", "flags") else "right")
+    auc = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for v in b.vintages:
+        e = v.estimate
+        vt.add_row(v.vintage + ("" if v.mature else "*"), f"{e.n:,}", pct(e.expected_default_rate),
+                   f"{pct(e.default_rate_band[0])}..{pct(e.default_rate_band[1])}", pct(e.realised_default_rate),
+                   auc(e.expected_auc), auc(e.realised_auc), ", ".join(e.flags))
+    console.print(vt)
+    console.print("* not mature yet: expected values only")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
+    if html is not None:
+        html.write_text(render(result), encoding="utf-8")
+    if b.flagged:
+        console.print(f"[bold red]flagged[/]: grade(s) {', '.join(b.flagged)} at {100 * alpha:g}%")
+        raise typer.Exit(code=1)
+    console.print("[green]ok[/]: no grade flagged")
+
+
+@monitor_app.command("performance")
+def monitor_performance(
+    since: Annotated[str, typer.Option(help="First day of decisions, YYYY-MM-DD (UTC)")],
+    until: Annotated[str | None, typer.Option(help="Last day, inclusive, YYYY-MM-DD (default: today)")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant name (default: every tenant)")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON")] = None,
+) -> None:
+    """Expected default rate and AUC of recent decisions, from their calibrated PDs (before outcomes mature)."""
+    import datetime as dt
+    import json
+
+    from service.db import performance as perf_db
+    from service.usecases.backtest import WindowError, expected_performance
+
+    dates = {}
+    for name, value in (("since", since), ("until", until)):
+        try:
+            dates[name] = dt.date.fromisoformat(value) if value is not None else None
+        except ValueError:
+            _fail(f"--{name} must be a date YYYY-MM-DD, got {value!r}")
+    _, sessions = _database()
+    with sessions() as session:
+        tenant_id = None
+        if tenant is not None:
+            tenant_id = perf_db.tenant_id_by_name(session, name=tenant)
+            if tenant_id is None:
+                _fail(f"no tenant {tenant!r}")
+        try:
+            r = expected_performance(session, tenant_id=tenant_id, since=dates["since"], until=dates["until"])
+        except WindowError as exc:
+            _fail(f"--{exc.field}: {exc.rule}")
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    auc = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    table = RichTable(title=f"expected performance of {r.decisions:,} decisions, {r.since} to {r.until}"
+                            + (f" ({tenant})" if tenant else " (every tenant)"))
+    for col in ("vintage", "n", "expected DR", "band", "expected AUC", "AUC band", "matured", "their expected DR",
+                "realised DR", "realised AUC", "flags"):
+        table.add_column(col, justify="left" if col in ("vintage", "flags") else "right")
+    rows = [(v.vintage, v.estimate, v.matured) for v in r.vintages] + (
+        [("all", r.overall, r.matured)] if r.overall else [])
+    for label, e, m in rows:
+        table.add_row(label, f"{e.n:,}", pct(e.expected_default_rate),
+                      f"{pct(e.default_rate_band[0])}..{pct(e.default_rate_band[1])}", auc(e.expected_auc),
+                      f"{auc(e.auc_band[0])}..{auc(e.auc_band[1])}" if e.auc_band else "-",
+                      f"{m.n:,}" if m else "0", pct(m.expected_default_rate) if m else "-",
+                      pct(m.realised_default_rate) if m else "-", auc(m.realised_auc) if m else "-",
+                      ", ".join(m.flags) if m else "")
+    console.print(table)
+    console.print(f"realised outcomes: {r.realised_source}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(r.to_json(), indent=1, default=str) + "\n", encoding="utf-8")
+
+
+@app.command()
+def stress(
+    data: Annotated[Path, typer.Option(help="Data folder with the borrowers' operating data up to the book date")],
+    scenario: Annotated[str, typer.Option(help="A shipped scenario (mild, severe, extreme) or a scenario YAML file")],
+    book: Annotated[Path | None, typer.Option(help="The loan book file (the data contract's loans; default: the "
+                                                   "data folder's loans.parquet)")] = None,
+    registry: RegistryOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model version (default: the champion)")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped default)")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here")] = None,
+) -> None:
+    """Apply a macro scenario to the book's live borrowers, rescore them, and report PD, expected loss, grade
+    migration, approval and concentration per segment, baseline vs stressed (docs/stress.md).
+
+    Example: smecredit stress --book data/loans.parquet --data data/synth --scenario severe --html stress.html
+    """
+    from service.monitoring.stress import ScenarioError, load_scenario
+    from service.runtime import DEFAULT_POLICY
+    from service.scoring.bundle import BundleError, load_bundle
+    from service.scoring.engine import Engine
+    from service.scoring.policy import PolicyError, load_policy
+    from service.scoring.raw import ContractError
+    from service.scoring.registry import RegistryError
+    from service.usecases.stress import stress_folder
+    from service.web.stress_report import render_report
+
+    reg = _registry(registry)
+    version = model or reg.champion()
+    if version is None:
+        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    started = time.perf_counter()
+    try:
+        chosen = load_scenario(scenario)
+        engine = Engine(load_bundle(reg.path(version)))
+        report = stress_folder(book=book, data=data, scenario=chosen, engine=engine,
+                               policy=load_policy(policy or DEFAULT_POLICY))
+    except (ScenarioError, ContractError, BundleError, RegistryError, PolicyError, ValueError) as exc:
+        _fail(str(exc))
+    t = report.totals
+    table = RichTable(title=f"stress '{chosen.name}' on the book of {report.as_of_month}: {t.loans:,} live loans "
+                            f"({report.model_version}, {time.perf_counter() - started:.1f} s)")
+    for col in ("segment", "loans", "PD base", "PD stressed", "EL base", "EL stressed", "EL change", "approval"):
+        table.add_column(col, justify="left" if col == "segment" else "right")
+
+    def row(label: str, x) -> None:  # noqa: ANN001
+        change = "n/a" if x.el_change_pct is None else f"{x.el_change_pct:+.1%}"
+        table.add_row(label, f"{x.loans:,}", f"{x.pd_baseline:.2%}", f"{x.pd_stressed:.2%}", f"{x.el_baseline:,.0f}",
+                      f"{x.el_stressed:,.0f}", change, f"{x.approval_baseline:.0%} -> {x.approval_stressed:.0%}")
+
+    row("book", t)
+    for s in report.segments:
+        row(f"{s.dimension}: {s.label}", s.totals)
+    console.print(table)
+    for line in report.explanation:
+        console.print(f"- {line}")
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render_report(report), encoding="utf-8")
+        console.print(f"wrote {html}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(report.model_dump_json(indent=1) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_out}")
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    since: Annotated[str, typer.Option(help="First application date of the window, YYYY-MM-DD")],
+    until: Annotated[str | None, typer.Option(help="Last application date, inclusive, YYYY-MM-DD (default: today)")]
+    = None,
+    tenant: Annotated[str | None, typer.Option(help="The tenant's decisions (default: every tenant's)")] = None,
+    data: Annotated[Path | None, typer.Option(help="Score this data folder offline instead of reading decisions")]
+    = None,
+    segment: Annotated[str | None, typer.Option(help="all, region, industry, region=R or industry=I")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result as JSON")] = None,
+    config: Annotated[Path | None, typer.Option(help="Thresholds YAML (default: service/monitoring/drift.yaml)")]
+    = None,
+    model: Annotated[str | None, typer.Option(help="Model version (default: the champion)")] = None,
+    registry: RegistryOpt = None,
+) -> None:
+    """Drift of the applications dated in a window (decisions in the database, or a data folder) against the
+    model's training references: PSI and a G-test for the score, PD, every feature and reason group, per
+    segment, each month against the same season; flagged subjects first, with what changed and since when."""
+    import datetime
+    import json
+
+    from service.monitoring.drift import load_drift_config
+    from service.scoring.bundle import BundleError, load_bundle
+    from service.scoring.raw import ContractError, business_today
+    from service.scoring.registry import RegistryError
+    from service.usecases import drift as usecase
+    from service.web.drift_report import render_drift_report
+
+    dates = {}
+    for name, value in (("since", since), ("until", until)):
+        try:
+            dates[name] = datetime.date.fromisoformat(value) if value is not None else business_today()
+        except ValueError:
+            _fail(f"--{name}: {value!r} is not a date (YYYY-MM-DD)")
+    first, last = dates["since"], dates["until"]
+    reg = _registry(registry)
+    version = model or reg.champion()
+    if version is None:
+        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    if tenant is not None and data is not None:
+        _fail("--tenant selects decisions in the database; a --data folder has no tenants")
+    try:
+        cfg = load_drift_config(config)
+        bundle = load_bundle(reg.path(version))
+        if data is not None:
+            result = usecase.drift_of_folder(folder=data, bundle=bundle, since=first, until=last, segment=segment,
+                                             config=cfg)
+        else:
+            from service.db import monitoring as monitoring_db
+
+            _, sessions = _database()
+            with sessions() as session:
+                found = None
+                if tenant is not None:
+                    found = monitoring_db.get_tenant_by_name(session, name=tenant)
+                    if found is None:
+                        known = ", ".join(monitoring_db.tenant_names(session)) or "none"
+                        _fail(f"--tenant: no tenant named {tenant!r} (tenants: {known})")
+                result = usecase.drift_of_decisions(session, bundle=bundle, tenant=found, since=first, until=last,
+                                                    segment=segment, config=cfg)
+    except usecase.DriftInputError as exc:
+        _fail(f"--{exc.field}: {exc.message}")
+    except (ContractError, BundleError, RegistryError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    console.print(result.message)
+    if result.report is not None:
+        flagged = [i for i in result.report.items if i.flagged]
+        table = RichTable(title=f"flagged: {len(flagged)} (act first)")
+        for col in ("status", "segment", "subject", "PSI", "since", "what changed"):
+            table.add_column(col)
+        for i in flagged[:40]:
+            changed = "; ".join(f"{b.bin} {b.reference_share:.0%}→{b.window_share:.0%}" for b in i.what_changed)
+            table.add_row(i.status, i.segment, f"{i.kind}:{i.subject}", f"{i.psi:.3f}", (i.since or "")[:7], changed)
+        console.print(table)
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render_drift_report(result), encoding="utf-8")
+        console.print(f"wrote {html}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        console.print(f"wrote {json_out}")
 
 
 if __name__ == "__main__":
