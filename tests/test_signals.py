@@ -104,3 +104,49 @@ def test_signals_come_from_the_same_windows_as_the_features() -> None:
     assert s.fired.shape == (1, len(SIGNALS))
     assert s.indicators["receipts_yoy"][0] == pytest.approx(0.4)
     assert s.indicators["declared_sales_yoy"][0] == pytest.approx(1.0)
+
+
+def indicators_of(data: dict[str, list[dict]]) -> dict[str, float]:
+    application = {"application_id": "L1", "enterprise_id": "E1", "application_date": AS_OF.isoformat(),
+                   "requested_amount": 300_000.0, "term_months": 12, "purpose": "working_capital"}
+    s = operating_signals(gather_windows(raw_for_applicant(PROFILE, application, data)))
+    return {k: float(v[0]) for k, v in s.indicators.items()}
+
+
+class TestGrowthIndicators:
+    def test_months_of_growth_count_back_from_the_latest_month(self) -> None:
+        data = history()
+        for row in data["tax"][-5:]:  # the last five months beat the same months a year earlier
+            row["declared_sales"] *= 1.2
+        data["tax"][-7]["declared_sales"] *= 1.2  # an older month does not extend the run
+        data["tax"][-6]["declared_sales"] *= 0.9
+        got = indicators_of(data)
+        assert got["sales_growth_months"] == 5 and got["declared_sales_yoy"] == pytest.approx(1.2)
+        assert indicators_of(history())["sales_growth_months"] == 0  # a steady farm with its harvest: no growth
+
+    def test_a_missing_latest_month_is_unknown_not_zero(self) -> None:
+        data = history()
+        data["tax"].pop()
+        assert np.isnan(indicators_of(data)["sales_growth_months"])
+
+    def test_orders_are_invoices_else_transactions(self) -> None:
+        data = history()
+        for row in data["tax"][-3:]:
+            row["invoices_issued"] = 26
+        for row in data["payments"][-3:]:
+            row["transactions"] = 40
+        assert indicators_of(data)["orders_yoy"] == pytest.approx(1.3)
+        del data["tax"]
+        assert indicators_of(data)["orders_yoy"] == pytest.approx(0.8)
+
+    def test_utility_lateness_is_the_worst_of_the_latest_bills(self) -> None:
+        data = history()
+        data["utilities"][-2]["days_paid_late"] = 17
+        data["utilities"][-5]["days_paid_late"] = 40  # older than the last three months
+        assert indicators_of(data)["utility_days_late_3m"] == 17
+        del data["utilities"]
+        assert np.isnan(indicators_of(data)["utility_days_late_3m"])
+
+    def test_growth_indicators_fire_no_signal(self) -> None:
+        data = history(sales=1.5)
+        assert signals_of(data) == () and indicators_of(data)["declared_sales_yoy"] == pytest.approx(1.5)

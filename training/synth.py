@@ -99,7 +99,10 @@ class Shock:
     and the bill; by default kWh follows revenue), ``payment_delay`` (days added to every utility payment) and
     ``contributions`` (relative change of social-insurance contributions; -1 stops them, and the months count
     as missed) move those observables as given; ``late_filing`` (0..1) is the share of monthly VAT returns that
-    were filed on time and now are not.
+    were filed on time and now are not. ``receipts`` (relative change of what reaches the usual payment
+    accounts; -0.5 = half the receipts diverted elsewhere) scales payments inflow, outflow and transactions
+    (and what follows them: counterparties, refunds) while revenue, declared sales, every other source and the
+    firm's health stay as they were: the business goes on, the money goes elsewhere.
     """
 
     start: str
@@ -110,6 +113,7 @@ class Shock:
     payment_delay: int = 0
     contributions: float = 0.0
     late_filing: float = 0.0
+    receipts: float = 0.0
 
     @property
     def month(self) -> int:
@@ -117,7 +121,7 @@ class Shock:
 
 
 SHOCK_KEYS = ("region", "industry", "from", "revenue", "electricity", "payment_delay", "contributions",
-              "late_filing")
+              "late_filing", "receipts")
 
 
 def shock_from_mapping(spec: dict, where: str = "shock") -> Shock:
@@ -165,11 +169,12 @@ def shock_from_mapping(spec: dict, where: str = "shock") -> Shock:
     shock = Shock(start=start, region=region, industry=industry, revenue=number("revenue", -1, 3) or 0.0,
                   electricity=number("electricity", -1, 3, closed=True), payment_delay=int(delay or 0),
                   contributions=number("contributions", -1, 3, closed=True) or 0.0,
-                  late_filing=number("late_filing", 0, 1, closed=True) or 0.0)
+                  late_filing=number("late_filing", 0, 1, closed=True) or 0.0,
+                  receipts=number("receipts", -1, 3, closed=True) or 0.0)
     if shock.revenue == 0 and shock.electricity is None and shock.payment_delay == 0 and shock.contributions == 0 \
-            and shock.late_filing == 0:
+            and shock.late_filing == 0 and shock.receipts == 0:
         raise ValueError(f"{where}: changes nothing; give at least one of revenue, electricity, payment_delay, "
-                         "contributions, late_filing")
+                         "contributions, late_filing, receipts")
     return shock
 
 
@@ -211,6 +216,7 @@ class _ShockEffects:
     payment_delay: np.ndarray  # (n, horizon) days added to utility payments
     contributions: np.ndarray  # (n, horizon) factor on social-insurance contributions
     filing: np.ndarray  # (n, horizon) factor on the probability that a VAT return is filed on time
+    receipts: np.ndarray  # (n, horizon) factor on what reaches the usual payment accounts
 
 
 def _shock_effects(shocks: tuple[Shock, ...], region: np.ndarray, industry: np.ndarray,
@@ -218,13 +224,14 @@ def _shock_effects(shocks: tuple[Shock, ...], region: np.ndarray, industry: np.n
     n, horizon = len(region), len(cal)
     if not shocks:
         zero = np.zeros((0, horizon))
-        return _ShockEffects(zero, zero, zero, zero, zero, zero)
+        return _ShockEffects(zero, zero, zero, zero, zero, zero, zero)
     health = np.zeros((n, horizon))
     elec = np.ones((n, horizon))
     activity = np.ones((n, horizon))
     delay = np.zeros((n, horizon), dtype=np.int64)
     contrib = np.ones((n, horizon))
     filing = np.ones((n, horizon))
+    receipts = np.ones((n, horizon))
     for s in shocks:
         firms = np.ones(n, dtype=bool)
         if s.region is not None:
@@ -242,7 +249,8 @@ def _shock_effects(shocks: tuple[Shock, ...], region: np.ndarray, industry: np.n
         delay += on * s.payment_delay
         contrib *= np.where(on, 1 + s.contributions, 1.0)
         filing *= np.where(on, 1 - s.late_filing, 1.0)
-    return _ShockEffects(health, elec, activity, delay, contrib, filing)
+        receipts *= np.where(on, 1 + s.receipts, 1.0)
+    return _ShockEffects(health, elec, activity, delay, contrib, filing, receipts)
 
 
 @dataclass(frozen=True)
@@ -439,6 +447,8 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     declare = np.where(inflator, rng.uniform(2.0, 3.2, n), np.clip(rng.normal(0.92, 0.08, n), 0.6, 1.1))
 
     inflow = revenue * pay_share[:, None] * rng.lognormal(0, 0.10, (n, horizon))
+    if shocks:  # diverted receipts: outflow, transactions, counterparties and refunds follow the inflow
+        inflow = inflow * hit.receipts
     outflow = inflow * np.clip(0.93 - 0.06 * health + rng.normal(0, 0.05, (n, horizon)), 0.3, 1.6)
     ticket = np.array([ind[c][1] for c in industry]) * rng.lognormal(0, 0.3, n)
     transactions = rng.poisson(np.minimum(inflow / ticket[:, None], 1e6))

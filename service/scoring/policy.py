@@ -275,6 +275,47 @@ class EarlyWarningSpec(_Section):
     tax_missed_at_least: Annotated[int, Field(ge=1, le=3)] = 2
 
 
+class CreditLinesSpec(_Section):
+    """After the loan: when a live line is raised, held, cut or its undrawn part frozen
+    (service/monitoring/lines.py). Amounts follow the ``limit`` section: the revenue rule of the grade now,
+    ``max_limit`` and ``round_to``."""
+
+    version: Annotated[str, Field(min_length=1)] = "1"  # quoted with every recommendation
+    products: list[Literal["revolving_line", "term_loan"]] = Field(default=["revolving_line"], min_length=1)
+    # Raise: declared sales up for growth_months consecutive months (each against the same month a year
+    # earlier) or by sales_growth over the last three months year on year ...
+    growth_months: Annotated[int, Field(ge=1, le=12)] = 3
+    sales_growth: Annotated[float, Field(gt=0.0, le=3.0)] = 0.10
+    orders_growth: Annotated[float, Field(ge=0.0, le=3.0)] = 0.05  # ... and orders (invoices, else transactions)
+    electricity_stable_at_least: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9  # utilities: kWh yoy at least
+    max_days_late: Annotated[int, Field(ge=0, le=90)] = 10  # utility bills paid at most this late, last 3 months
+    raise_max_pd: Annotated[float, Field(gt=0.0, le=1.0)] = 0.03  # PD now at most this ...
+    raise_max_pd_ratio: Annotated[float, Field(gt=0.0, le=10.0)] = 1.0  # ... and at most this x PD at origination
+    raise_step: Annotated[float, Field(gt=0.0, le=2.0)] = 0.15  # the raise, a share of the current limit
+    # Cut: PD up by this factor (once at least cut_min_pd) or grade down by this many notches since origination
+    cut_pd_ratio: Annotated[float, Field(gt=1.0, le=100.0)] = 2.0
+    cut_min_pd: Annotated[float, Field(ge=0.0, le=1.0)] = 0.03
+    cut_grade_notches: Annotated[int, Field(ge=1, le=6)] = 2
+    # Freeze the undrawn part when any of these operating signals fires (service/scoring/signals.py)
+    freeze_on: list[Literal["receipts_diverted", "contributions_stopped", "electricity_vs_sales",
+                            "tax_filings_missed"]] = Field(
+        default=["receipts_diverted", "contributions_stopped"], min_length=1)
+
+    @field_validator("products", "freeze_on")
+    @classmethod
+    def _distinct(cls, items: list[str]) -> list[str]:
+        if len(set(items)) != len(items):
+            raise ValueError(f"must not repeat an item, got {items}")
+        return items
+
+    @model_validator(mode="after")
+    def _raise_below_cut(self) -> CreditLinesSpec:
+        if self.raise_max_pd_ratio >= self.cut_pd_ratio:
+            raise ValueError(f"raise_max_pd_ratio ({self.raise_max_pd_ratio:g}) must be below cut_pd_ratio "
+                             f"({self.cut_pd_ratio:g}): a line cannot qualify for a raise and a cut at once")
+        return self
+
+
 class PolicySpec(_Section):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
     version: Annotated[str, Field(min_length=1)]
@@ -286,6 +327,7 @@ class PolicySpec(_Section):
     green: GreenSpec | None = None
     local_rules: list[LocalRule] = []
     early_warning: EarlyWarningSpec = EarlyWarningSpec()
+    credit_lines: CreditLinesSpec = CreditLinesSpec()
 
 
 # ---------------------------------------------------------------------------------------------------------

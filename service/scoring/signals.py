@@ -9,6 +9,11 @@ signal. Each signal names the lead indicators that fired it, so a warning can sa
 - ``contributions_stopped``: social-insurance contributions stop after a year of paying them;
 - ``electricity_vs_sales``: the meter falls while declared sales stay flat (activity down, or sales inflated);
 - ``tax_filings_missed``: filings late or missing in recent months where the firm used to file.
+
+Lead indicators of growth, for credit lines (service/monitoring/lines.py), fire no signal: ``sales_growth_months``
+(consecutive latest months whose declared sales beat the same month a year earlier), ``orders_yoy`` (VAT invoices
+issued, else payment transactions, recent months against a year earlier) and ``utility_days_late_3m`` (the latest
+bills, the most days paid late).
 """
 
 from __future__ import annotations
@@ -60,6 +65,26 @@ def _yoy(x: np.ndarray) -> np.ndarray:
     return _div(_mean(x[:, -RECENT:]), _mean(x[:, -12 - RECENT:-12]))
 
 
+def _growth_months(x: np.ndarray) -> np.ndarray:
+    """Consecutive months, counting back from the latest, above the same month a year earlier (NaN: no record
+    in the latest month or a year before it)."""
+    up = x[:, -12:] > x[:, -24:-12]  # NaN compares False: a missing month ends the run
+    run = np.cumprod(up[:, ::-1], axis=1).sum(axis=1).astype(np.float64)
+    return np.where(np.isnan(x[:, -1]) | np.isnan(x[:, -13]), np.nan, run)
+
+
+def growth_indicators(windows: Windows) -> dict[str, np.ndarray]:
+    """The lead indicators a line raise stands on, (n,) each, NaN where the source is missing."""
+    w = windows.fields
+    with np.errstate(invalid="ignore"):
+        invoices = _yoy(w["tax"]["invoices_issued"])
+        orders = np.where(np.isnan(invoices), _yoy(w["payments"]["transactions"]), invoices)
+        late = w["utilities"]["days_paid_late"][:, -RECENT:]
+        latest_late = np.where(np.isnan(late).all(axis=1), np.nan, np.max(np.nan_to_num(late, nan=-1.0), axis=1))
+    return {"sales_growth_months": _growth_months(w["tax"]["declared_sales"]), "orders_yoy": orders,
+            "utility_days_late_3m": latest_late}
+
+
 def operating_signals(windows: Windows, rules: SignalRules | None = None) -> Signals:
     rules = rules or SignalRules()
     w = windows.fields
@@ -85,6 +110,7 @@ def operating_signals(windows: Windows, rules: SignalRules | None = None) -> Sig
         "contribution_months_paid_12m": history.astype(np.float64),
         "contribution_months_paid_recent": recent_paid.astype(np.float64),
         "tax_filings_late_or_missing_3m": tax_missed.astype(np.float64),
+        **growth_indicators(windows),
     }
     return Signals(fired=fire(indicators, rules, n), indicators=indicators)
 

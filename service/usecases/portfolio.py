@@ -1,5 +1,6 @@
 """Post-loan monitoring of a book: rescore every live loan as of a month with the same engine, add the operating
-signals, and warn; and measure, month by month over a past period, how early the warnings came.
+signals, warn, and recommend each credit line's next step (service/monitoring/lines.py); and measure, month by
+month over a past period, how early the warnings came.
 
 The same code serves ``smecredit monitor portfolio`` (a data folder with its book) and the API. Rescoring reads
 only what a lender would have had: as of month T, the complete months before T (point in time, as a decision).
@@ -10,15 +11,17 @@ change of model does not read as a change of the borrower.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from service.monitoring.lines import LineRecommendation, recommend
 from service.monitoring.warning import EarlyWarning, Rescored, WarningQuality, assess, signal_rules, warning_quality
 from service.scoring.engine import Engine
-from service.scoring.explain import group_points, principal_reasons
+from service.scoring.explain import Reason, group_points, principal_reasons
 from service.scoring.features import build_features, gather_windows
 from service.scoring.policy import Policy
 from service.scoring.raw import NO_MONTH, RawData, month_start
@@ -45,6 +48,7 @@ class PortfolioRun:
     warnings: list[EarlyWarning]
     model_version: str
     policy_version: str
+    recommendations: list[LineRecommendation] = field(default_factory=list)  # one per live line
 
     @property
     def as_of(self) -> str:
@@ -97,16 +101,21 @@ class BookScores:
 
     def explain(self, warnings: list[EarlyWarning], engine: Engine) -> list[EarlyWarning]:
         """The same reasons as a decision's (what pulls the score down now), for the warned loans only."""
+        reasons = self.reasons_of({w.loan_id for w in warnings}, engine)
+        return [dataclasses.replace(w, reasons=reasons[w.loan_id]) for w in warnings]
+
+    def reasons_of(self, loan_ids: Collection[str], engine: Engine) -> dict[str, tuple[Reason, ...]]:
+        """The decision's reason engine on each of these loans as of now."""
         book, profile = self.data.book, self.data.profile
-        at = {str(book["loan_id"][r]): k for k, r in enumerate(self.rows)}
-        out = []
-        for w in warnings:
-            k = at[w.loan_id]
+        out = {}
+        for k, r in enumerate(self.rows):
+            loan = str(book["loan_id"][r])
+            if loan not in loan_ids:
+                continue
             x, points = self.features_now[k], self.points_now[k]
-            industry = str(profile["industry"][book["enterprise_row"][self.rows[k]]])
-            reasons = principal_reasons(engine.names, x, points, engine.medians.get(industry),
-                                        group_points(engine.names, x, points))
-            out.append(dataclasses.replace(w, reasons=tuple(reasons)))
+            industry = str(profile["industry"][book["enterprise_row"][r]])
+            out[loan] = tuple(principal_reasons(engine.names, x, points, engine.medians.get(industry),
+                                                group_points(engine.names, x, points)))
         return out
 
 
@@ -145,7 +154,8 @@ def score_book(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarra
 
 def monitor_portfolio(*, data: RawData, engine: Engine, policy: Policy, as_of_month: int | None = None,
                       loss: LossParameters | None = None) -> PortfolioRun:
-    """Warnings for the book as of ``as_of_month`` (default: the month after the book date, i.e. now)."""
+    """Warnings and line recommendations for the book as of ``as_of_month`` (default: the month after the book
+    date, i.e. now); the engine's reasons are phrased once per loan warned, cut or frozen."""
     if data.book is None:
         raise ValueError("the data folder has no loan book (loans.parquet); monitoring needs one")
     as_of = int(np.max(data.book["as_of_month"])) + 1 if as_of_month is None else as_of_month
@@ -153,7 +163,13 @@ def monitor_portfolio(*, data: RawData, engine: Engine, policy: Policy, as_of_mo
     scores = score_book(data=data, engine=engine, policy=policy, rows=rows, as_of_month=as_of,
                         loss=loss or LossParameters.shipped())
     warnings = assess(scores.borrowers(), policy.spec.early_warning, policy.grades)
-    return PortfolioRun(as_of, len(rows), scores.explain(warnings, engine), engine.version, policy.version)
+    lines = recommend(scores, policy, as_of_month=as_of)
+    acted = {r.loan_id for r in lines if r.action in ("cut", "freeze")}
+    reasons = scores.reasons_of({w.loan_id for w in warnings} | acted, engine)
+    return PortfolioRun(as_of, len(rows), [dataclasses.replace(w, reasons=reasons[w.loan_id]) for w in warnings],
+                        engine.version, policy.version,
+                        [dataclasses.replace(r, engine_reasons=reasons[r.loan_id]) if r.loan_id in acted else r
+                         for r in lines])
 
 
 @dataclass(frozen=True)
