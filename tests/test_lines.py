@@ -226,7 +226,7 @@ class TestRules:
         r = decide(line(signals=("contributions_stopped",), indicators={"contribution_months_paid_12m": 11.0}), POLICY)
         assert (r.action, r.recommended_limit, r.frozen_undrawn, r.change) == ("freeze", 121_000, 79_000, -79_000)
         assert codes(r) == ["CONTRIBUTIONS_STOPPED", "UNDRAWN_FROZEN"]
-        assert "11 of the 12 months" in r.reasons[0].text_en and "近2个月停缴" in r.reasons[0].text_zh
+        assert "after 11 paid months" in r.reasons[0].text_en and "近2个月未缴纳社保" in r.reasons[0].text_zh
 
     def test_a_signal_not_in_freeze_on_does_not_freeze(self) -> None:
         r = decide(line(signals=("tax_filings_missed",), warning_triggers=("tax_filings_missed",)), POLICY)

@@ -68,8 +68,8 @@ def booked(database_url: str, champion_registry: Path, small_raw: RawData,
         else:
             pytest.fail("no approved decision with payments, tax and social insurance among the first applications")
         loan = api.client.post("/v1/loans", headers=api.headers("score"), json={
-            "decision_id": decision["decision_id"], "loan_reference": "LN-1", "drawn": decision["offer"]["limit"],
-            "origination_date": business_today().isoformat()}).json()
+            "decision_id": decision["decision_id"], "loan_reference": "LN-1", "product": "revolving_line",
+            "drawn": round(decision["offer"]["limit"] / 2, 2), "origination_date": business_today().isoformat()}).json()
         monkeypatch.setenv("SMECREDIT_DATABASE_URL", database_url)
         monkeypatch.setenv("SMECREDIT_REGISTRY", str(champion_registry))
         get_settings.cache_clear()
@@ -103,6 +103,13 @@ class TestRescore:
                                                         "declared sales are 100%")
         assert "30%" in why["receipts_diverted"]["text_zh"]
         assert all(r["text_zh"] and r["text_en"] for r in diverted["reasons"])  # the model's own, when adverse
+        assert s["line"]["action"] in ("hold", "raise") and s["line"]["frozen_undrawn"] == 0
+        line = diverted["line"]
+        assert line["action"] == "freeze" and line["current_limit"] == loan["limit"]
+        assert line["frozen_undrawn"] == pytest.approx(loan["limit"] - loan["drawn"])
+        assert line["recommended_limit"] == pytest.approx(max(loan["drawn"], loan["outstanding"]))
+        assert line["reasons"][0]["code"] == "RECEIPTS_DIVERTED"
+        assert line["reasons"][0]["text_en"] == why["receipts_diverted"]["text_en"]  # one wording for both
         assert diverted["exposure"] >= loan["outstanding"] and diverted["expected_loss"] > 0
         page = api.client.get(f"/v1/loans/{loan['id']}/rescorings?limit=1", headers=api.headers("review")).json()
         assert [r["id"] for r in page["items"]] == [s["id"]] and page["next_cursor"]

@@ -48,6 +48,24 @@ class TriggerText(BaseModel):
     text_en: str
 
 
+class LineReasonOut(BaseModel):
+    code: str
+    text_zh: str
+    text_en: str
+
+
+class LineOut(BaseModel):
+    """The credit-line recommendation (managed products, e.g. revolving lines; the policy's credit_lines)."""
+
+    action: str = Field(description="raise, hold, cut or freeze")
+    current_limit: float
+    recommended_limit: float = Field(description="For a freeze: what stays usable")
+    change: float
+    frozen_undrawn: float
+    reasons: list[LineReasonOut]
+    lines_version: str
+
+
 class RescoringOut(BaseModel):
     id: int
     loan_id: int
@@ -66,6 +84,7 @@ class RescoringOut(BaseModel):
     indicators: dict[str, float | None] = Field(description="The operating signals' lead indicators")
     exposure: float
     expected_loss: float
+    line: LineOut | None
     created_at: dt.datetime
 
 
@@ -86,7 +105,8 @@ def rescoring_out(r: Rescoring) -> RescoringOut:
                                                     grade_then=r.grade_then, grade_now=r.grade_now,
                                                     indicators=r.indicators),
                         reasons=r.reasons, indicators=r.indicators, exposure=r.exposure,
-                        expected_loss=r.expected_loss, created_at=as_utc(r.created_at))
+                        expected_loss=r.expected_loss, line=None if r.line is None else LineOut(**r.line),
+                        created_at=as_utc(r.created_at))
 
 
 @router.post("/monitoring/rescore", operation_id="rescore_loans", response_model=RescoreOut)

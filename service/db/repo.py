@@ -63,7 +63,7 @@ SEALED: dict[str, SealedTable] = {t.model.__tablename__: t for t in (
                 frozenset({"loan.created", "loan.serviced"})),
     SealedTable(Rescoring, ("id", "tenant_id", "loan_id", "as_of", "model_version", "policy_version", "pd_then",
                             "grade_then", "pd_now", "grade_now", "level", "triggers", "reasons", "indicators",
-                            "features", "exposure", "expected_loss", "created_at"),
+                            "features", "exposure", "expected_loss", "line", "created_at"),
                 frozenset({"loan.rescored"})),
 )}
 

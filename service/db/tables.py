@@ -208,4 +208,5 @@ class Rescoring(Base):
     features: Mapped[dict]  # the snapshot the model saw now (None = missing)
     exposure: Mapped[float] = mapped_column(Float)
     expected_loss: Mapped[float] = mapped_column(Float)
+    line: Mapped[dict | None]  # the credit-line recommendation with its inputs (managed products only)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

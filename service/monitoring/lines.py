@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.monitoring.warning import Rescored, triggers_of
+from service.monitoring.warning import Rescored, trigger_texts, triggers_of
 from service.scoring.catalog import FEATURE_NAMES
 from service.scoring.explain import Reason
 from service.scoring.features import monthly_revenue
@@ -120,27 +120,37 @@ def recommend(scores: ScoredBook, policy: Policy, *, as_of_month: int | None = N
 def line_inputs(scores: ScoredBook, policy: Policy, *, as_of_month: int | None = None) -> list[LineInputs]:
     book, spec = scores.data.book, policy.spec
     managed = np.isin(book["product"][scores.rows], spec.credit_lines.products)
-    revenue = monthly_revenue(scores.features_now[:, FEATURE_NAMES.index("pay_inflow_avg_12m")],
-                              scores.features_now[:, FEATURE_NAMES.index("tax_sales_avg_12m")])
     indicators = scores.signals.indicators
     out = []
     for k in np.flatnonzero(managed):
         r = scores.rows[k]
-        loan, enterprise = str(book["loan_id"][r]), str(book["enterprise_id"][r])
-        pd_then, grade_then = float(scores.pd_then[k]), str(scores.grade_then[k])
-        pd_now, grade_now = float(scores.pd_now[k]), str(scores.grade_now[k])
-        signals = scores.signals.names(k)
-        probe = Rescored(loan_id=loan, enterprise_id=enterprise, exposure=0.0, lgd=0.0, pd_then=pd_then,
-                         grade_then=grade_then, pd_now=pd_now, grade_now=grade_now, signals=signals, indicators={})
-        out.append(LineInputs(
-            loan_id=loan, enterprise_id=enterprise, product=str(book["product"][r]), as_of_month=as_of_month,
-            limit=float(book["limit"][r]), drawn=float(book["drawn"][r]), outstanding=float(book["outstanding"][r]),
-            status=str(book["status"][r]), days_past_due=int(book["days_past_due"][r]), pd_then=pd_then,
-            grade_then=grade_then, pd_now=pd_now, grade_now=grade_now,
-            monthly_revenue=None if np.isnan(revenue[k]) else float(revenue[k]), signals=signals,
-            warning_triggers=triggers_of(probe, spec.early_warning, policy.grades),
-            indicators={name: float(v[k]) for name, v in indicators.items() if not np.isnan(v[k])}))
+        out.append(inputs_for(
+            policy, loan_id=str(book["loan_id"][r]), enterprise_id=str(book["enterprise_id"][r]),
+            product=str(book["product"][r]), as_of_month=as_of_month, limit=float(book["limit"][r]),
+            drawn=float(book["drawn"][r]), outstanding=float(book["outstanding"][r]), status=str(book["status"][r]),
+            days_past_due=int(book["days_past_due"][r]), pd_then=float(scores.pd_then[k]),
+            grade_then=str(scores.grade_then[k]), pd_now=float(scores.pd_now[k]), grade_now=str(scores.grade_now[k]),
+            features_now=scores.features_now[k], signals=scores.signals.names(k),
+            indicators={name: float(v[k]) for name, v in indicators.items()}))
     return out
+
+
+def inputs_for(policy: Policy, *, loan_id: str, enterprise_id: str, product: str, as_of_month: int | None,
+               limit: float, drawn: float, outstanding: float, status: str, days_past_due: int, pd_then: float,
+               grade_then: str, pd_now: float, grade_now: str, features_now: np.ndarray, signals: tuple[str, ...],
+               indicators: dict[str, float | None]) -> LineInputs:
+    """One line's inputs: the loan as booked or serviced, the borrower rescored (a book or one API loan)."""
+    revenue = float(monthly_revenue(np.array(features_now[FEATURE_NAMES.index("pay_inflow_avg_12m")]),
+                                    np.array(features_now[FEATURE_NAMES.index("tax_sales_avg_12m")])))
+    probe = Rescored(loan_id=loan_id, enterprise_id=enterprise_id, exposure=0.0, lgd=0.0, pd_then=pd_then,
+                     grade_then=grade_then, pd_now=pd_now, grade_now=grade_now, signals=signals, indicators={})
+    return LineInputs(
+        loan_id=loan_id, enterprise_id=enterprise_id, product=product, as_of_month=as_of_month, limit=limit,
+        drawn=drawn, outstanding=outstanding, status=status, days_past_due=days_past_due, pd_then=pd_then,
+        grade_then=grade_then, pd_now=pd_now, grade_now=grade_now,
+        monthly_revenue=None if np.isnan(revenue) else revenue, signals=signals,
+        warning_triggers=triggers_of(probe, policy.spec.early_warning, policy.grades),
+        indicators={k: float(v) for k, v in indicators.items() if v is not None and not np.isnan(v)})
 
 
 def _round_down(amount: float, step: float) -> float:
@@ -241,27 +251,11 @@ def decide(x: LineInputs, policy: Policy) -> LineRecommendation:
 
 
 def _signal_reason(signal: str, x: LineInputs, policy: Policy) -> LineReason:
-    i = x.indicators
-    if signal == "receipts_diverted":
-        r, s = i.get("receipts_yoy", math.nan), i.get("declared_sales_yoy", math.nan)
-        return LineReason("RECEIPTS_DIVERTED", f"Receipts into the usual accounts over the last 3 months are {_pct(r)} "
-                          f"of a year earlier while declared sales are {_pct(s)}: the money goes elsewhere",
-                          f"近3个月常用账户回款仅为上年同期的{_pct(r)}，而申报销售额为上年同期的{_pct(s)}，"
-                          "回款疑似转移至其他账户")
-    if signal == "contributions_stopped":
-        h = int(i.get("contribution_months_paid_12m", 0))
-        k = policy.spec.early_warning.contributions_stopped_months
-        return LineReason("CONTRIBUTIONS_STOPPED", f"Social-insurance contributions were paid in {h} of the 12 months "
-                          f"before and in none of the last {k}", f"此前12个月中有{h}个月正常缴纳社保，近{k}个月"
-                          "停缴")
-    if signal == "electricity_vs_sales":
-        e, s = i.get("electricity_yoy", math.nan), i.get("declared_sales_yoy", math.nan)
-        return LineReason("ELECTRICITY_VS_SALES", f"Electricity use over the last 3 months is {_pct(e)} of a year "
-                          f"earlier while declared sales are {_pct(s)}", f"近3个月用电量为上年同期的{_pct(e)}，"
-                          f"而申报销售额为上年同期的{_pct(s)}")
-    t = int(i.get("tax_filings_late_or_missing_3m", 0))
-    return LineReason("TAX_FILINGS_MISSED", f"{t} of the last 3 monthly VAT returns were late or missing",
-                      f"近3个月中有{t}个月增值税申报逾期或缺失")
+    """The same words as the warning raised on the same signal (warning.trigger_texts)."""
+    text = trigger_texts([signal], pd_then=x.pd_then, pd_now=x.pd_now, grade_then=x.grade_then,
+                         grade_now=x.grade_now, indicators=x.indicators,
+                         stopped_months=policy.spec.early_warning.contributions_stopped_months)[0]
+    return LineReason(signal.upper(), text["text_en"], text["text_zh"])
 
 
 def _growth_reasons(x: LineInputs, policy: Policy) -> list[LineReason]:

@@ -131,7 +131,7 @@ _TEXTS = {
     "pd_up": ("违约概率由放款时的{pd_then}升至{pd_now}",
               "The probability of default rose from {pd_then} at origination to {pd_now}"),
     "grade_down": ("信用等级由{grade_then}级降至{grade_now}级", "The grade fell from {grade_then} to {grade_now}"),
-    "receipts_diverted": ("近3个月经营收款为去年同期的{receipts_yoy}，而申报销售额为去年同期的{declared_sales_yoy}",
+    "receipts_diverted": ("近3个月常用账户回款为去年同期的{receipts_yoy}，而申报销售额为去年同期的{declared_sales_yoy}",
                           "Receipts in the last 3 months are {receipts_yoy} of a year earlier while declared sales are "
                           "{declared_sales_yoy}"),
     "contributions_stopped": ("近{recent}个月未缴纳社保，此前12个月中有{paid}个月按时缴纳",

@@ -12,7 +12,9 @@ triggers, level, expected loss and reasons from them with the recorded model and
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from service.db import loans as loans_db
 from service.db import repo
 from service.db.tables import Decision, Loan, Rescoring
 from service.errors import Conflict, Invalid, NotFound
+from service.monitoring.lines import LineRecommendation, decide, inputs_for
 from service.monitoring.warning import EarlyWarning, Rescored, assess, signal_rules
 from service.scoring.bundle import load_bundle
 from service.scoring.engine import Engine
@@ -131,6 +134,16 @@ def _rescore_one(session: Session, *, engine: Engine, policy: Policy, loan: Loan
                                    exposure=_exposure(loan, loss), lgd=loss.lgd[loan.product],
                                    industry=str(stored["profile"]["industry"]), loan=loan)
     pd_now, grade_now = _score(engine, x_now)[:2]
+    line = None
+    if loan.product in policy.spec.credit_lines.products:
+        fired = tuple(t for t in (warning.triggers if warning else ()) if t in SIGNALS)
+        inputs = inputs_for(policy, loan_id=str(loan.id), enterprise_id=loan.applicant_ref, product=loan.product,
+                            as_of_month=_month(as_of), limit=float(loan.limit), drawn=float(loan.drawn),
+                            outstanding=float(loan.outstanding), status=loan.status,
+                            days_past_due=int(loan.days_past_due), pd_then=pd_then, grade_then=grade_then,
+                            pd_now=pd_now, grade_now=grade_now, features_now=x_now, signals=fired,
+                            indicators=signals.indicators)
+        line = _line_json(decide(inputs, policy), row_reasons)
     row = Rescoring(
         tenant_id=loan.tenant_id, loan_id=loan.id, as_of=as_of, model_version=engine.version,
         policy_version=policy.version, pd_then=pd_then, grade_then=grade_then, pd_now=pd_now, grade_now=grade_now,
@@ -138,7 +151,8 @@ def _rescore_one(session: Session, *, engine: Engine, policy: Policy, loan: Loan
         reasons=_reasons_json(row_reasons),
         indicators={k: _json_float(v) for k, v in signals.indicators.items()},
         features={n: _json_float(v) for n, v in zip(engine.names, x_now, strict=True)},
-        exposure=_exposure(loan, loss), expected_loss=pd_now * loss.lgd[loan.product] * _exposure(loan, loss))
+        exposure=_exposure(loan, loss), expected_loss=pd_now * loss.lgd[loan.product] * _exposure(loan, loss),
+        line=line)
     session.add(row)
     session.flush()
     repo.append_audit(session, tenant_id=loan.tenant_id, actor=actor, action="loan.rescored", subject=f"loan:{loan.id}",
@@ -146,6 +160,17 @@ def _rescore_one(session: Session, *, engine: Engine, policy: Policy, loan: Loan
                                "model_version": row.model_version, "policy_version": row.policy_version},
                       rows=[row])
     return row
+
+
+def _month(d: dt.date) -> int:
+    return d.year * 12 + d.month - 1 - 1970 * 12  # month index, as service.scoring.raw.month_index
+
+
+def _line_json(rec: LineRecommendation, engine_reasons: list[Reason]) -> dict:
+    """A recommendation as stored: a cut or a freeze carries the engine's reasons, as a warning does."""
+    if rec.action in ("cut", "freeze"):
+        rec = dataclasses.replace(rec, engine_reasons=tuple(engine_reasons))
+    return json.loads(json.dumps(rec.to_json()))  # tuples as lists: what the database hands back
 
 
 def _signals_of(windows: Windows, policy: Policy) -> Signals:
@@ -224,4 +249,10 @@ def replay_rescoring(session: Session, *, rescoring_id: int, registry: Path,
         "triggers": (row.triggers, list(warning.triggers) if warning else []),
         "reasons": (row.reasons, _reasons_json(reasons)),
     }
+    if row.line is not None:
+        stored = LineRecommendation.from_json(row.line)
+        again = _line_json(decide(stored.inputs, policy), reasons)
+        checks["line"] = (row.line, again)
+        checks["line inputs"] = ((stored.inputs.pd_now, stored.inputs.grade_now, stored.inputs.pd_then),
+                                 (pd_now, grade_now, pd_then))
     return RescoringReplay(row, [f"{k}: recorded {a!r}, replayed {b!r}" for k, (a, b) in checks.items() if a != b])

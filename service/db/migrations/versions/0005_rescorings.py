@@ -1,4 +1,5 @@
-"""rescorings: live loans rescored with their newest operating data, the warnings raised, replayable
+"""rescorings: live loans rescored with their newest operating data, the warnings raised and the credit-line
+recommendations made, replayable
 
 Revision ID: 0005
 Revises: 0004
@@ -35,6 +36,7 @@ def upgrade() -> None:
     sa.Column('features', sa.JSON(), nullable=False),
     sa.Column('exposure', sa.Float(), nullable=False),
     sa.Column('expected_loss', sa.Float(), nullable=False),
+    sa.Column('line', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['loan_id'], ['loans.id'], ),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], ),
