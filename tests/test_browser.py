@@ -81,3 +81,32 @@ def test_the_page_in_headless_chromium(server, small_raw: RawData) -> None:  # n
             browser.close()
     queue = httpx.get(f"{base}/v1/reviews?status=pending", headers={"Authorization": f"Bearer {key}"}).json()["items"]
     assert any(q["decision_id"] == d["decision_id"] and q["requested_by"] == "applicant" for q in queue)
+
+
+def test_the_credit_line_page_in_headless_chromium() -> None:
+    """The borrower's page for a frozen line, both languages, rendered as the service renders it."""
+    from playwright.sync_api import sync_playwright
+
+    from service.web.page import render_line
+
+    line = {"action": "freeze", "current_limit": 400_000.0, "recommended_limit": 200_000.0, "change": -200_000.0,
+            "frozen_undrawn": 200_000.0, "lines_version": "1.0.0",
+            "reasons": [{"code": "RECEIPTS_DIVERTED",
+                         "text_zh": "近3个月常用账户回款为去年同期的30%，而申报销售额为去年同期的100%",
+                         "text_en": "Receipts in the last 3 months are 30% of a year earlier while declared sales are "
+                                    "100%"}],
+            "engine_reasons": []}
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 420, "height": 900})
+            for lang, heading, action in (("zh", "您的授信额度调整说明", "未使用额度暂时冻结"),
+                                          ("en", "Your credit line: what changes and why", "Undrawn part frozen")):
+                page.set_content(render_line(line=line, as_of="2026-12", lang=lang, expires="2026-12-31 00:00 UTC"))
+                assert page.locator("h1").inner_text() == heading
+                assert action in page.locator(".decision").inner_text()
+                assert page.locator("#reasons li").count() == 1
+                page.screenshot(path=str(SCREENSHOTS / f"line-{lang}.png"), full_page=True)
+        finally:
+            browser.close()

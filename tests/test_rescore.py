@@ -139,6 +139,30 @@ class TestRescore:
         assert api.client.get(f"/v1/loans/{loan['id']}/rescorings", headers=api.headers("other")).status_code == 404
 
 
+class TestBorrowersPage:
+    def test_a_frozen_line_is_explained_in_chinese_and_english(self, booked) -> None:  # noqa: ANN001
+        api, request, loan = booked
+        steady = rescore(api, [item(loan, request)]).json()["items"][0]
+        diverted = rescore(api, [item(loan, request, receipts=0.3)]).json()["items"][0]
+        link = diverted["line"]["explanation"]
+        assert link["url"].endswith(f"/v1/explanations/lines/{link['token']}")
+        page = api.client.get(f"/v1/explanations/lines/{link['token']}")
+        assert page.status_code == 200 and page.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "未使用额度暂时冻结" in page.text and "常用账户回款为去年同期的30%" in page.text
+        assert "人工复核" in page.text  # the right to a human review
+        en = api.client.get(f"/v1/explanations/lines/{link['token']}?lang=en").text
+        assert "Undrawn part frozen for now" in en and "Receipts in the last 3 months are 30%" in en
+        assert api.client.get(f"/v1/explanations/lines/{steady['line']['explanation']['token']}").status_code == 200
+        listed = api.client.get(f"/v1/loans/{loan['id']}/rescorings", headers=api.headers()).json()["items"]
+        assert all(r["line"]["explanation"] is None for r in listed)  # a token is shown once, never listed
+        assert api.client.get(f"/v1/explanations/lines/{link['token']}x").status_code == 404
+        with api.client.app.state.engine.begin() as conn:
+            conn.execute(text("UPDATE line_links SET expires_at = :at"),
+                         {"at": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)})
+        expired = api.client.get(f"/v1/explanations/lines/{link['token']}?lang=en")
+        assert expired.status_code == 410 and "expired" in expired.text
+
+
 class TestBadInput:
     def test_data_without_consent(self, booked) -> None:  # noqa: ANN001
         api, request, loan = booked

@@ -21,7 +21,7 @@ from service.db.session import checkpoint_after_purge
 from service.db.tables import Decision
 from service.errors import ERROR_RESPONSES
 from service.scoring.raw import MONTHLY_SOURCES
-from service.web.page import choose_language, render, render_message
+from service.web.page import choose_language, render, render_line, render_message
 
 # Rate-limited per client address before routing (service/edge.py): 429; 503 when the database is unreachable;
 # 422 (JSON) for control characters in the query or form (service/api/routing.py).
@@ -87,6 +87,23 @@ def get_explanation_page(token: str, request: Request, lang: str | None = None,
     status = None if not mine else "pending" if any(r.status == "pending" for r in mine) else "decided"
     expires = opened.expires_at.strftime("%Y-%m-%d %H:%M UTC")
     return _page(render(decision=decision, lang=language, token=token, review_status=status, now_expires=expires))
+
+
+@router.get("/lines/{token}", operation_id="get_line_page", response_class=HTMLResponse,
+            responses={404: {"description": "Unknown token"}, 410: {"description": "Expired token"}})
+def get_line_page(token: str, request: Request, lang: str | None = None,
+                  accept_language: Annotated[str | None, Header()] = None) -> HTMLResponse:
+    """The borrower's page for a credit-line recommendation: what changes, why, and their rights."""
+    language = choose_language(lang, accept_language)
+    with request.app.state.read_sessions() as session:
+        found = repo.get_line_by_token(session, token=token)
+    if found is None:
+        return _refusal("not_found", language)
+    rescoring, expires = found
+    if expires <= dt.datetime.now(dt.UTC):
+        return _refusal("expired", language)
+    return _page(render_line(line=rescoring.line, as_of=rescoring.as_of.strftime("%Y-%m"), lang=language,
+                             expires=expires.strftime("%Y-%m-%d %H:%M UTC")))
 
 
 @router.post("/{token}/review", operation_id="request_review_from_page", response_class=RedirectResponse,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from service.api.loans import LoanId
 from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from service.api.routing import EdgeRoute
-from service.api.schemas import ConsentIn, MonthlyDataIn, ReasonOut, Strict, check_monthly
+from service.api.schemas import ConsentIn, ExplanationLink, MonthlyDataIn, ReasonOut, Strict, check_monthly
 from service.db.tables import Rescoring, as_utc
 from service.deps import EngineDep, PoliciesDep, ReaderDep, ReadSessionDep, ScorerDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid
@@ -64,6 +64,8 @@ class LineOut(BaseModel):
     frozen_undrawn: float
     reasons: list[LineReasonOut]
     lines_version: str
+    explanation: ExplanationLink | None = Field(None, description="The borrower's page for this recommendation "
+                                                "(in the response that made it; the token is shown once)")
 
 
 class RescoringOut(BaseModel):
@@ -97,7 +99,8 @@ class RescoringPage(BaseModel):
     next_cursor: str | None
 
 
-def rescoring_out(r: Rescoring) -> RescoringOut:
+def rescoring_out(r: Rescoring, link: ExplanationLink | None = None) -> RescoringOut:
+    line = None if r.line is None else LineOut(**r.line, explanation=link)
     return RescoringOut(id=r.id, loan_id=r.loan_id, as_of=r.as_of, model_version=r.model_version,
                         policy_version=r.policy_version, pd_then=r.pd_then, grade_then=r.grade_then, pd_now=r.pd_now,
                         grade_now=r.grade_now, warning=r.level is not None, level=r.level, triggers=r.triggers,
@@ -105,7 +108,7 @@ def rescoring_out(r: Rescoring) -> RescoringOut:
                                                     grade_then=r.grade_then, grade_now=r.grade_now,
                                                     indicators=r.indicators),
                         reasons=r.reasons, indicators=r.indicators, exposure=r.exposure,
-                        expected_loss=r.expected_loss, line=None if r.line is None else LineOut(**r.line),
+                        expected_loss=r.expected_loss, line=line,
                         created_at=as_utc(r.created_at))
 
 
@@ -125,11 +128,14 @@ def rescore(body: RescoreIn, caller: ScorerDep, session: SessionDep, settings: S
                       errors=[{"loc": ["body", "as_of"], "msg": "must not be in the future", "type": "value_error"}])
     items = [NewMonths(loan_id=i.loan_id, consent=i.consent.model_dump(), data=i.data.model_dump(mode="json"))
              for i in body.items]
-    rows = rescore_loans(session, keyring=request.app.state.keyring, engine=engine,
-                         policy=policies.for_tenant(caller.tenant.policy), tenant_id=caller.tenant.id,
-                         actor=f"key:{caller.key_id}", items=items, as_of=as_of)
+    recorded = rescore_loans(session, keyring=request.app.state.keyring, engine=engine,
+                             policy=policies.for_tenant(caller.tenant.policy), tenant_id=caller.tenant.id,
+                             actor=f"key:{caller.key_id}", items=items, as_of=as_of,
+                             link_hours=settings.explanation_ttl_hours)
     session.commit()
-    return RescoreOut(items=[rescoring_out(r) for r in rows])
+    return RescoreOut(items=[rescoring_out(r.rescoring, None if r.line_token is None else ExplanationLink(
+        url=f"{settings.public_base_url}/v1/explanations/lines/{r.line_token}", token=r.line_token,
+        expires_at=as_utc(r.line_expires_at))) for r in recorded])
 
 
 @router.get("/loans/{loan_id}/rescorings", operation_id="list_rescorings", response_model=RescoringPage)

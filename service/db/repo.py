@@ -21,6 +21,7 @@ from service.db.tables import (
     Consent,
     Decision,
     ExplanationLink,
+    LineLink,
     Loan,
     RawInput,
     Rescoring,
@@ -155,6 +156,20 @@ def issue_link(session: Session, *, decision: Decision, hours: int) -> tuple[str
     expires = utcnow() + dt.timedelta(hours=hours)
     session.add(ExplanationLink(token_hash=sha256_hex(token), decision_id=decision.id, expires_at=expires))
     return token, expires
+
+
+def issue_line_link(session: Session, *, rescoring: Rescoring, hours: int) -> tuple[str, dt.datetime]:
+    """A link token to the borrower's page for a credit-line recommendation, as for a decision's page."""
+    token = secrets.token_urlsafe(24)
+    expires = utcnow() + dt.timedelta(hours=hours)
+    session.add(LineLink(token_hash=sha256_hex(token), rescoring_id=rescoring.id, expires_at=expires))
+    return token, expires
+
+
+def get_line_by_token(session: Session, *, token: str) -> tuple[Rescoring, dt.datetime] | None:
+    row = session.execute(select(Rescoring, LineLink.expires_at).join(
+        LineLink, LineLink.rescoring_id == Rescoring.id).where(LineLink.token_hash == sha256_hex(token))).first()
+    return None if row is None else (row[0], as_utc(row[1]))
 
 
 def store_raw_input(session: Session, *, keyring: Keyring, decision: Decision, payload: dict) -> None:

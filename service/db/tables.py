@@ -210,3 +210,13 @@ class Rescoring(Base):
     expected_loss: Mapped[float] = mapped_column(Float)
     line: Mapped[dict | None]  # the credit-line recommendation with its inputs (managed products only)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class LineLink(Base):
+    """A link to the borrower's page for a credit-line recommendation (only its token's SHA-256 is stored)."""
+
+    __tablename__ = "line_links"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rescoring_id: Mapped[int] = mapped_column(ForeignKey("rescorings.id"), index=True)
+    expires_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

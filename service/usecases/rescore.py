@@ -83,8 +83,19 @@ def _exposure(loan: Loan, loss: LossParameters) -> float:
     return float(loan.outstanding) + loss.ccf[loan.product] * max(float(loan.limit) - float(loan.drawn), 0.0)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded rescoring as one response returns it: with the link to the borrower's page when a credit-line
+    recommendation was made (the token is shown once; only its SHA-256 is stored)."""
+
+    rescoring: Rescoring
+    line_token: str | None = None
+    line_expires_at: dt.datetime | None = None
+
+
 def rescore_loans(session: Session, *, keyring: Keyring, engine: Engine, policy: Policy, tenant_id: int, actor: str,
-                  items: list[NewMonths], as_of: dt.date, loss: LossParameters | None = None) -> list[Rescoring]:
+                  items: list[NewMonths], as_of: dt.date, link_hours: int,
+                  loss: LossParameters | None = None) -> list[Recorded]:
     """Rescore and record each item; all are recorded, or none (the caller commits)."""
     loss = loss or LossParameters.shipped()
     seen: set[int] = set()
@@ -110,8 +121,12 @@ def rescore_loans(session: Session, *, keyring: Keyring, engine: Engine, policy:
         if stored is None:
             raise Conflict(f"loan {loan.id}: the origination's raw data is no longer held (consent withdrawn, "
                            "retention, or a key dropped); it cannot be rescored from the newest months alone")
-        out.append(_rescore_one(session, engine=engine, policy=policy, loan=loan, decision=decision,
-                                stored=stored, item=item, as_of=as_of, loss=loss, actor=actor))
+        row = _rescore_one(session, engine=engine, policy=policy, loan=loan, decision=decision, stored=stored,
+                           item=item, as_of=as_of, loss=loss, actor=actor)
+        if row.line is None:
+            out.append(Recorded(row))
+        else:
+            out.append(Recorded(row, *repo.issue_line_link(session, rescoring=row, hours=link_hours)))
     return out
 
 

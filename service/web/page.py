@@ -74,6 +74,12 @@ def render(*, decision, lang: str, token: str, review_status: str | None, now_ex
         review_status=review_status, expires=now_expires)
 
 
+def render_line(*, line: dict, as_of: str, lang: str, expires: str) -> str:
+    """The borrower's page for a credit-line recommendation (a rescoring's ``line`` record)."""
+    return _env.get_template("line.html.j2").render(lang=lang, k=LANGS.index(lang), line=line, as_of=as_of,
+                                                    expires=expires, money=lambda x: f"¥{x:,.0f}")
+
+
 def render_message(*, lang: str, title: tuple[str, str], body: tuple[str, str]) -> str:
     k = LANGS.index(lang)
     return _env.get_template("message.html.j2").render(lang=lang, title=title[k], body=body[k])

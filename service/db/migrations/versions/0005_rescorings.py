@@ -44,9 +44,22 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('rescorings', schema=None) as batch_op:
         batch_op.create_index('ix_rescorings_tenant_loan', ['tenant_id', 'loan_id', 'id'], unique=False)
+    op.create_table('line_links',
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('rescoring_id', sa.Integer(), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['rescoring_id'], ['rescorings.id'], ),
+    sa.PrimaryKeyConstraint('token_hash')
+    )
+    with op.batch_alter_table('line_links', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_line_links_rescoring_id'), ['rescoring_id'], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('line_links', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_line_links_rescoring_id'))
+    op.drop_table('line_links')
     with op.batch_alter_table('rescorings', schema=None) as batch_op:
         batch_op.drop_index('ix_rescorings_tenant_loan')
     op.drop_table('rescorings')
