@@ -486,11 +486,12 @@ def monitor_portfolio(
     evaluate: Annotated[int, typer.Option(min=0, max=36, help="Also replay the last N months and measure how "
                                                                 "early the warnings came")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every warning as JSON")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report")] = None,
 ) -> None:
     """Rescore every live loan with the same engine, add the operating signals, list the warnings by
     expected loss, and recommend each credit line's next step (raise, hold, cut, freeze) with the largest changes.
 
-    Example: smecredit monitor portfolio --data data/synth --evaluate 12
+    Example: smecredit monitor portfolio --data data/synth --evaluate 12 --html portfolio.html
     """
     import dataclasses
     import json
@@ -554,6 +555,11 @@ def monitor_portfolio(
                                   "detection_rate": quality.quality.detection_rate,
                                   "false_alarm_rate": quality.quality.false_alarm_rate}
         json_out.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if html is not None:
+        from service.web.portfolio_report import render_portfolio
+
+        html.write_text(render_portfolio(run, quality), encoding="utf-8")
+        console.print(f"wrote {html}")
 
 
 def _print_line_recommendations(recs: list, top: int) -> None:

@@ -166,3 +166,31 @@ def test_exposure_uses_the_products_conversion_factor() -> None:
     assert set(loss.lgd) == set(loss.ccf) == {"term_loan", "revolving_line"}
     assert all(0 < v <= 1 for v in (*loss.lgd.values(), *loss.ccf.values()))
     assert np.isfinite(list(loss.lgd.values())).all()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed; .ci/run "
+                    "installs it")
+def test_the_portfolio_report_in_headless_chromium(folders: dict, champion_registry: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    report = tmp_path / "portfolio.html"
+    result = runner.invoke(cli, ["monitor", "portfolio", "--data", str(folders["shocked"]), "--registry",
+                                 str(champion_registry), "--evaluate", "6", "--html", str(report)])
+    assert result.exit_code == 0, result.output
+    shots = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1150, "height": 900})
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(report.as_uri())
+            assert page.locator("h1").inner_text() == "Portfolio monitoring as of 2025-11"
+            assert "defaults warned at least a month ahead" in page.locator("#evaluation").inner_text()
+            assert page.locator("#evaluation svg rect").count() == 6
+            assert page.locator("#warnings tr").count() > 1 and page.locator("#lines tr").count() > 1
+            assert requests == [report.as_uri()]  # self-contained: nothing fetched
+            page.screenshot(path=str(shots / "portfolio-report.png"), full_page=True)
+        finally:
+            browser.close()
