@@ -381,6 +381,16 @@ audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify the 
 app.add_typer(audit_app, name="audit")
 
 
+def _tenant(session, name: str):  # noqa: ANN001, ANN202
+    """The tenant named on the command line, or exit 2 naming the tenants there are."""
+    from service.db import repo
+
+    found = repo.get_tenant_by_name(session, name=name)
+    if found is None:
+        _fail(f"--tenant: no tenant named {name!r} (tenants: {', '.join(repo.tenant_names(session)) or 'none'})")
+    return found
+
+
 def _database():  # noqa: ANN202
     from service.config import get_settings
     from service.db.session import make_engine, migrate, session_factory
@@ -827,7 +837,6 @@ def monitor_performance(
     import datetime as dt
     import json
 
-    from service.db import performance as perf_db
     from service.usecases.backtest import WindowError, expected_performance
 
     dates = {}
@@ -838,11 +847,7 @@ def monitor_performance(
             _fail(f"--{name} must be a date YYYY-MM-DD, got {value!r}")
     _, sessions = _database()
     with sessions() as session:
-        tenant_id = None
-        if tenant is not None:
-            tenant_id = perf_db.tenant_id_by_name(session, name=tenant)
-            if tenant_id is None:
-                _fail(f"no tenant {tenant!r}")
+        tenant_id = None if tenant is None else _tenant(session, tenant).id
         try:
             r = expected_performance(session, tenant_id=tenant_id, since=dates["since"], until=dates["until"])
         except WindowError as exc:
@@ -984,16 +989,10 @@ def monitor_drift(
             result = usecase.drift_of_folder(folder=data, bundle=bundle, since=first, until=last, segment=segment,
                                              config=cfg)
         else:
-            from service.db import monitoring as monitoring_db
 
             _, sessions = _database()
             with sessions() as session:
-                found = None
-                if tenant is not None:
-                    found = monitoring_db.get_tenant_by_name(session, name=tenant)
-                    if found is None:
-                        known = ", ".join(monitoring_db.tenant_names(session)) or "none"
-                        _fail(f"--tenant: no tenant named {tenant!r} (tenants: {known})")
+                found = None if tenant is None else _tenant(session, tenant)
                 result = usecase.drift_of_decisions(session, bundle=bundle, tenant=found, since=first, until=last,
                                                     segment=segment, config=cfg)
     except usecase.DriftInputError as exc:

@@ -317,7 +317,7 @@ class TestCli:
             result = runner.invoke(app, ["monitor", "performance", "--since", "2025-02-01", "--until", "2025-01-01"])
             assert result.exit_code == 2 and "--until: must be on or after since (2025-02-01)" in result.output
             result = runner.invoke(app, ["monitor", "performance", "--since", "2025-01-01", "--tenant", "nobody"])
-            assert result.exit_code == 2 and "no tenant 'nobody'" in result.output
+            assert result.exit_code == 2 and "no tenant named 'nobody'" in result.output
         finally:
             get_settings.cache_clear()
 

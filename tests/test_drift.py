@@ -339,12 +339,13 @@ class TestApi:
     def test_recorded_outputs_equal_the_vectorised_path_and_other_versions_are_rescored(self, scored,
                                                                                          mid_bundle) -> None:
         from service.db import monitoring as monitoring_db
+        from service.db import repo
 
         api, bodies = scored
         champion = api.client.app.state.champion.get().bundle
         since, until = dt.date.fromisoformat(self.SINCE), dt.date.fromisoformat(self.UNTIL)
         with api.client.app.state.read_sessions() as session:
-            tenant = monitoring_db.get_tenant_by_name(session, name="lender-a")
+            tenant = repo.get_tenant_by_name(session, name="lender-a")
             rows = list(monitoring_db.decisions_in_window(session, tenant_id=tenant.id, since=since, until=until))
             other = usecase.drift_of_decisions(session, bundle=mid_bundle[1], tenant=tenant, since=since,
                                                until=until)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.tables import Consent, Decision, Tenant
+from service.db.tables import Consent, Decision
 
 IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 FETCH = 1000  # rows per round trip
@@ -32,12 +32,6 @@ class DecisionRow:
     application_date: dt.date
 
 
-def get_tenant_by_name(session: Session, *, name: str) -> Tenant | None:
-    return session.scalars(select(Tenant).where(Tenant.name == name)).first()
-
-
-def tenant_names(session: Session) -> list[str]:
-    return list(session.scalars(select(Tenant.name).order_by(Tenant.name)))
 
 
 def decisions_in_window(session: Session, *, tenant_id: int | None, since: dt.date,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.tables import Decision, Loan, Tenant, as_utc
+from service.db.tables import Decision, Loan, as_utc
 
 OUTCOME_MONTHS = 12  # months: defaulted_12m, 90+ days past due within 12 months
 
@@ -27,9 +27,6 @@ class DecidedApplication:
     created_at: dt.datetime
     application_date: dt.date  # the application's own date (context), else the decision's UTC date
 
-
-def tenant_id_by_name(session: Session, *, name: str) -> int | None:
-    return session.execute(select(Tenant.id).where(Tenant.name == name)).scalar_one_or_none()
 
 
 def decisions_between(session: Session, *, tenant_id: int | None, since: dt.datetime,

@@ -78,7 +78,7 @@ def sha256_hex(value: str) -> str:
 
 def get_or_create_tenant(session: Session, *, name: str, policy: str | None = None,
                          actor: str = "cli") -> Tenant:
-    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    tenant = get_tenant_by_name(session, name=name)
     if tenant is None:
         tenant = Tenant(name=name, policy=policy)
         session.add(tenant)
@@ -86,6 +86,14 @@ def get_or_create_tenant(session: Session, *, name: str, policy: str | None = No
         append_audit(session, tenant_id=tenant.id, actor=actor, action="tenant.created", subject=name,
                      payload={"policy": policy}, rows=[tenant])
     return tenant
+
+
+def get_tenant_by_name(session: Session, *, name: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def tenant_names(session: Session) -> list[str]:
+    return list(session.scalars(select(Tenant.name).order_by(Tenant.name)))
 
 
 def create_api_key(session: Session, *, tenant: Tenant, scopes: list[str], label: str | None = None,
