@@ -194,3 +194,28 @@ def test_the_portfolio_report_in_headless_chromium(folders: dict, champion_regis
             page.screenshot(path=str(shots / "portfolio-report.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_drift_flags_the_shocked_region_and_nothing_else(folders: dict, engine: Engine) -> None:
+    """The issue's ground truth, from the generator's own shock: drift on the applications scored since the shock
+    flags the central region's score and features, from the months after the shock, and nothing elsewhere."""
+    import datetime as dt
+
+    from service.usecases.drift import drift_of_folder
+
+    def flagged(name: str, status: tuple[str, ...] = ("act", "watch")) -> list:
+        result = drift_of_folder(folder=folders[name], bundle=engine.bundle, since=dt.date(2025, 3, 1),
+                                 until=dt.date(2025, 10, 31), segment="region")
+        return [i for i in result.report.items if i.status in status]
+
+    shocked, plain = flagged("shocked"), flagged("plain")
+    acted = {i.subject for i in shocked if i.status == "act"}
+    assert {i.segment for i in shocked if i.status == "act"} == {"region=central"}
+    assert {"score", "pd"} <= acted and len(acted) >= 5
+    assert all(i.since is None or i.since >= "2025-03" for i in shocked if i.segment == "region=central")
+    assert [i for i in plain if i.status == "act"] == []
+    # Outside the shocked region the data are the same, and so are the (few, noise-level) flags.
+    def outside(items: list) -> set:
+        return {(i.segment, i.subject, i.status) for i in items if i.segment != "region=central"}
+
+    assert outside(shocked) == outside(plain)
