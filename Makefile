@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py --sizes 10000 100000
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_portfolio.py --sizes 100000 1000000
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .pytest_cache .ruff_cache
