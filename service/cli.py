@@ -497,6 +497,7 @@ def monitor_portfolio(
                                                                 "early the warnings came")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every warning as JSON")] = None,
     html: Annotated[Path | None, typer.Option(help="Write the HTML report")] = None,
+    dask: Annotated[str | None, typer.Option(help="Rescore on Dask: 'local' or a scheduler address")] = None,
 ) -> None:
     """Rescore every live loan with the same engine, add the operating signals, list the warnings by
     expected loss, and recommend each credit line's next step (raise, hold, cut, freeze) with the largest changes.
@@ -532,7 +533,13 @@ def monitor_portfolio(
         engine = Engine(load_bundle(reg.path(version)))
         lender = load_policy(policy or DEFAULT_POLICY)
         folder = load_folder(data)
-        run = run_monitor(data=folder, engine=engine, policy=lender, as_of_month=month)
+        scorer = None
+        if dask is not None:
+            from service.batch.distributed import score_book_distributed
+
+            def scorer(*, engine: Engine, **kw: object) -> object:  # noqa: ARG001 - the workers load their own
+                return score_book_distributed(bundle_dir=reg.path(version), address=dask, **kw)
+        run = run_monitor(data=folder, engine=engine, policy=lender, as_of_month=month, score=scorer)
         quality = evaluate_warnings(data=folder, engine=engine, policy=lender, months=evaluate) if evaluate else None
     except (ContractError, BundleError, RegistryError, PolicyError, ValueError) as exc:
         _fail(str(exc))

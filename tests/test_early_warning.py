@@ -142,6 +142,17 @@ class TestCommand:
         assert body["as_of"] == "2025-11" and body["warnings"] and body["evaluation"]["months"][-1] == "2025-10"
         assert "defaults warned at least a month ahead" in " ".join(result.output.split())
 
+    def test_the_monitor_on_dask_says_the_same(self, folders: dict, champion_registry: Path,
+                                                tmp_path: Path) -> None:
+        outs = {}
+        for name, extra in (("one", []), ("dask", ["--dask", "local"])):
+            outs[name] = tmp_path / f"{name}.json"
+            result = runner.invoke(cli, ["monitor", "portfolio", "--data", str(folders["shocked"]), "--registry",
+                                         str(champion_registry), "--json", str(outs[name]), *extra])
+            assert result.exit_code == 0, result.output
+        one, dask = (json.loads(outs[k].read_text()) for k in ("one", "dask"))
+        assert one["warnings"] and one == dask
+
     @pytest.mark.parametrize(("args", "message"), [
         (["--as-of", "2025-13"], "--as-of must be YYYY-MM"),
         (["--evaluate", "40"], "less than or equal to 36"),

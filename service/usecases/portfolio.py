@@ -11,7 +11,7 @@ change of model does not read as a change of the borrower.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,16 +152,20 @@ def score_book(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarra
         lgd=np.array([loss.lgd[str(p)] for p in product], dtype=np.float64), signals=now_signals)
 
 
+BookScorer = Callable[..., BookScores]  # score_book, or the same mapped on a cluster (service/batch/distributed.py)
+
+
 def monitor_portfolio(*, data: RawData, engine: Engine, policy: Policy, as_of_month: int | None = None,
-                      loss: LossParameters | None = None) -> PortfolioRun:
+                      loss: LossParameters | None = None, score: BookScorer | None = None) -> PortfolioRun:
     """Warnings and line recommendations for the book as of ``as_of_month`` (default: the month after the book
-    date, i.e. now); the engine's reasons are phrased once per loan warned, cut or frozen."""
+    date, i.e. now); the engine's reasons are phrased once per loan warned, cut or frozen. ``score`` takes
+    score_book's keyword arguments; the default is score_book itself."""
     if data.book is None:
         raise ValueError("the data folder has no loan book (loans.parquet); monitoring needs one")
     as_of = int(np.max(data.book["as_of_month"])) + 1 if as_of_month is None else as_of_month
     rows = live_loans(data.book, as_of)
-    scores = score_book(data=data, engine=engine, policy=policy, rows=rows, as_of_month=as_of,
-                        loss=loss or LossParameters.shipped())
+    scores = (score or score_book)(data=data, engine=engine, policy=policy, rows=rows, as_of_month=as_of,
+                                   loss=loss or LossParameters.shipped())
     warnings = assess(scores.borrowers(), policy.spec.early_warning, policy.grades)
     lines = recommend(scores, policy, as_of_month=as_of)
     acted = {r.loan_id for r in lines if r.action in ("cut", "freeze")}
