@@ -142,9 +142,8 @@ def train(
             result = pipeline.train(ts, cfg, Registry(registry or default_registry()), tune_trials=tune_trials,
                                     step=step)
         if promote:
-            event = Registry(registry or default_registry()).promote(result.version,
-                                                                     reason="promoted at training (--promote)")
-            _audit_registry_event("model.promoted", event)
+            _champion_change("promote", Registry(registry or default_registry()), version=result.version,
+                             by=None, reason="promoted at training (--promote)")
     except (ContractError, ValueError, RegistryError) as exc:
         _fail(str(exc))
     _print_summary(result, time.perf_counter() - started)
@@ -234,10 +233,9 @@ def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (
     from service.scoring.registry import RegistryError
 
     try:
-        event = _registry(registry).promote(version, by=by, reason=reason)
+        event = _champion_change("promote", _registry(registry), version=version, by=by, reason=reason)
     except RegistryError as exc:
         _fail(str(exc))
-    _audit_registry_event("model.promoted", event)
     console.print(f"champion: {event.version} (was {event.previous or 'none'})")
 
 
@@ -249,22 +247,25 @@ def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the h
     from service.scoring.registry import RegistryError
 
     try:
-        event = _registry(registry).rollback(by=by, reason=reason)
+        event = _champion_change("rollback", _registry(registry), by=by, reason=reason)
     except RegistryError as exc:
         _fail(str(exc))
-    _audit_registry_event("model.rolled_back", event)
     console.print(f"champion: {event.version} (rolled back from {event.previous})")
 
 
-def _audit_registry_event(action: str, event) -> None:  # noqa: ANN001
-    """Promotions from the command line join the database's audit chain as well as the registry's log."""
-    from service.db import repo
+def _champion_change(change: str, registry, *, by: str | None, reason: str,  # noqa: ANN001, ANN202
+                     version: str | None = None):
+    """A promotion or a rollback from the command line, audited in the database's chain (service/usecases)."""
+    from service.scoring.registry import current_user
+    from service.usecases import champion
 
+    who = by or current_user()
     _, sessions = _database()
     with sessions() as session:
-        repo.append_audit(session, tenant_id=None, actor=f"cli:{event.by}", action=action, subject=event.version,
-                          payload={"previous": event.previous, "reason": event.reason})
-        session.commit()
+        if change == "promote":
+            return champion.promote(session, registry=registry, version=str(version), by=who, actor=f"cli:{who}",
+                                    reason=reason)
+        return champion.rollback(session, registry=registry, by=who, actor=f"cli:{who}", reason=reason)
 
 
 @models_app.command("history")

@@ -553,3 +553,36 @@ def test_the_model_list_pages(registry_copy: Path, plain_table_bundle: Path, sec
         r = api.client.get("/v1/models?cursor=eyJhZnRlciI6ICJtMDAwIn0", headers=api.headers())  # {"after": "m000"}
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "cursor"]
     api.client.app.state.engine.dispose()
+
+
+def test_a_promotion_whose_audit_fails_is_undone(registry_copy: Path, second_catalog: Path, database_url: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pointer and the audit chain cannot share a transaction: when the audit commit fails after the pointer
+    moved, the pointer moves back (both moves in the registry's log), so no promotion stands unaudited."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.usecases import champion as champion_usecase
+
+    shutil.copytree(second_catalog, registry_copy / second_catalog.name)
+    before = Registry(registry_copy).champion()
+    api = make_api(database_url, registry_copy)
+    with api.client:
+        def fail(*_: object, **__: object) -> None:
+            raise OperationalError("INSERT", {}, Exception("database went away"))
+
+        monkeypatch.setattr(champion_usecase.repo, "append_audit", fail)
+        r = api.client.post(f"/v1/models/{second_catalog.name}/promote", json={"reason": "try it out"},
+                            headers=api.headers("platform"))
+        assert r.status_code == 503
+        assert Registry(registry_copy).champion() == before
+        moves = [(e.event, e.version) for e in promote_events(registry_copy)][-2:]
+        assert moves == [("promote", second_catalog.name), ("rollback", before)]
+        assert "could not be recorded" in promote_events(registry_copy)[-1].reason
+        monkeypatch.undo()
+        r = api.client.post(f"/v1/models/{second_catalog.name}/promote", json={"reason": "now for real"},
+                            headers=api.headers("platform"))
+        assert r.status_code == 200 and Registry(registry_copy).champion() == second_catalog.name
+        with api.client.app.state.read_sessions() as s:
+            actions = [e.action for e in s.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+        assert actions.count("model.promoted") == 1
+    api.client.app.state.engine.dispose()

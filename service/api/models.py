@@ -8,10 +8,10 @@ from fastapi.responses import HTMLResponse
 from service.api import schemas
 from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from service.api.routing import EdgeRoute
-from service.db import repo
 from service.deps import ChampionDep, PlatformDep, ReaderDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid, NotFound
 from service.scoring.registry import Registry, RegistryError
+from service.usecases import champion as champion_usecase
 
 router = APIRouter(route_class=EdgeRoute, prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
 
@@ -78,11 +78,10 @@ def promote_model(version: str, body: schemas.PromoteIn, caller: PlatformDep, se
     except RegistryError as exc:
         raise NotFound(str(exc)) from exc
     try:
-        event = registry.promote(version, by=f"{caller.tenant.name}/key:{caller.key_id}", reason=body.reason)
+        champion_usecase.promote(session, registry=registry, version=version,
+                                 by=f"{caller.tenant.name}/key:{caller.key_id}", actor=f"key:{caller.key_id}",
+                                 reason=body.reason, tenant_id=caller.tenant.id)
     except RegistryError as exc:
         raise Invalid(str(exc)) from exc
     champion.refresh(force=True)  # checked by promote(): loads from the memoised verdict, forks nothing
-    repo.append_audit(session, tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}", action="model.promoted",
-                      subject=version, payload={"previous": event.previous, "reason": body.reason})
-    session.commit()
     return schemas.ModelOut(**_summary(registry, version, version))

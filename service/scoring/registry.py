@@ -92,7 +92,7 @@ class Registry:
             checked.rename(target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        self._log(Event("register", version, _now(), by or _who(), "trained"))
+        self._log(Event("register", version, _now(), by or current_user(), "trained"))
         return version, True
 
     def promote(self, version: str, *, by: str | None = None, reason: str) -> Event:
@@ -102,7 +102,7 @@ class Registry:
         if current == version:
             raise RegistryError(f"{version} is already the champion")
         self.check_champion(version)
-        event = Event("promote", version, _now(), by or _who(), reason, previous=current)
+        event = Event("promote", version, _now(), by or current_user(), reason, previous=current)
         self._set_champion(version)
         self._log(event)
         return event
@@ -116,7 +116,7 @@ class Registry:
             raise RegistryError("no earlier champion to roll back to")
         target = stack[-2]
         self.check_champion(target)
-        event = Event("rollback", target, _now(), by or _who(), reason, previous=stack[-1])
+        event = Event("rollback", target, _now(), by or current_user(), reason, previous=stack[-1])
         self._set_champion(target)
         self._log(event)
         return event
@@ -209,7 +209,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _who() -> str:
+def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
