@@ -169,6 +169,15 @@ models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, s
 app.add_typer(models_app, name="models")
 
 
+def _model_of(path: Path | None, model: str | None):  # noqa: ANN202
+    """The registry and the version to use: --model, else the champion (exit 2 when there is none)."""
+    reg = _registry(path)
+    version = model or reg.champion()
+    if version is None:
+        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    return reg, version
+
+
 def _registry(path: Path | None):  # noqa: ANN202
     from service.scoring.registry import Registry, default_registry
 
@@ -520,10 +529,7 @@ def monitor_portfolio(
     from service.usecases.portfolio import evaluate_warnings
     from service.usecases.portfolio import monitor_portfolio as run_monitor
 
-    reg = _registry(registry)
-    version = model or reg.champion()
-    if version is None:
-        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    reg, version = _model_of(registry, model)
     month = None
     if as_of is not None:
         try:
@@ -693,10 +699,7 @@ def score(
 
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
-    reg = _registry(registry)
-    version = model or reg.champion()
-    if version is None:
-        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    reg, version = _model_of(registry, model)
     started = time.perf_counter()
     try:
         table = score_folder(data, reg.path(version), load_policy(policy or DEFAULT_POLICY), dask_address=dask)
@@ -787,10 +790,7 @@ def monitor_backtest(
     from service.usecases.backtest import backtest_folder
     from service.web.backtest_report import render
 
-    reg = _registry(registry)
-    version = model or reg.champion()
-    if version is None:
-        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    reg, version = _model_of(registry, model)
     if by not in ("month", "quarter"):
         _fail(f"--by must be month or quarter, got {by!r}")
     if not 0 < alpha < 0.5:
@@ -909,10 +909,7 @@ def stress(
     from service.usecases.stress import stress_folder
     from service.web.stress_report import render_report
 
-    reg = _registry(registry)
-    version = model or reg.champion()
-    if version is None:
-        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    reg, version = _model_of(registry, model)
     started = time.perf_counter()
     try:
         chosen = load_scenario(scenario)
@@ -984,10 +981,7 @@ def monitor_drift(
         except ValueError:
             _fail(f"--{name}: {value!r} is not a date (YYYY-MM-DD)")
     first, last = dates["since"], dates["until"]
-    reg = _registry(registry)
-    version = model or reg.champion()
-    if version is None:
-        _fail(f"no champion in {reg.root}; pass --model or promote one")
+    reg, version = _model_of(registry, model)
     if tenant is not None and data is not None:
         _fail("--tenant selects decisions in the database; a --data folder has no tenants")
     try:

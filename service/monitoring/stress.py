@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from service.batch.chunks import build_all
 from service.scoring.catalog import GROUPS
 from service.scoring.engine import Engine, Scored
-from service.scoring.policy import Policy
+from service.scoring.policy import Policy, config_errors
 from service.scoring.raw import (
     INDUSTRIES,
     MONTHLY_SOURCES,
@@ -98,25 +98,6 @@ class Scenario(_Strict):
         return self
 
 
-def _key_path(loc: tuple) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif not str(part).startswith(("literal[", "list[", "function-")):
-            path += f".{part}" if path else str(part)
-    return path or "<top level>"
-
-
-def _rule(error: dict) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] == "missing":
-        return "required key is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    return message if error["type"] == "value_error" else f"{message}, got {error['input']!r}"
-
-
 def parse_scenario(data: object, *, source: str = "scenario") -> Scenario:
     """A scenario from parsed YAML or JSON; ScenarioError naming the source, the key path and the rule."""
     if not isinstance(data, dict):
@@ -125,8 +106,7 @@ def parse_scenario(data: object, *, source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError("\n".join(f"{source}: {_key_path(e['loc'])}: {_rule(e)}" for e in exc.errors())) \
-            from None
+        raise ScenarioError(config_errors(exc, source)) from None
 
 
 def shipped_scenarios() -> list[str]:
@@ -181,8 +161,7 @@ def load_config(path: Path = CONFIG_FILE) -> StressConfig:
     except (OSError, yaml.YAMLError) as exc:
         raise ScenarioError(f"{path}: cannot read the stress configuration ({exc})") from exc
     except ValidationError as exc:
-        raise ScenarioError("\n".join(f"{Path(path).name}: {_key_path(e['loc'])}: {_rule(e)}"
-                                      for e in exc.errors())) from None
+        raise ScenarioError(config_errors(exc, Path(path).name)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -354,9 +354,13 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
+    """YAML key path of a validation error; pydantic's union-member tags (literal[...], function-...) dropped."""
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not str(part).startswith(("literal[", "list[", "function-")):
+            path += f".{part}" if path else str(part)
     return path or "<top level>"
 
 
@@ -367,6 +371,12 @@ def _rule_broken(error: Mapping[str, Any]) -> str:
         return "required key is missing"
     message = error["msg"].removeprefix("Value error, ")
     return message if error["type"] == "value_error" else f"{message}, got {error['input']!r}"
+
+
+def config_errors(exc: ValidationError, source: str) -> str:
+    """A YAML config's validation errors, one line each: "<source>: <key path>: <rule broken>" (the lender's
+    policy and the stress scenarios read the same way)."""
+    return "\n".join(f"{source}: {_key_path(e['loc'])}: {_rule_broken(e)}" for e in exc.errors())
 
 
 def _cross_section_errors(spec: PolicySpec) -> list[str]:
@@ -468,8 +478,7 @@ class Policy:
         try:
             spec = PolicySpec.model_validate(raw)
         except ValidationError as exc:
-            lines = [f"{source}: {_key_path(e['loc'])}: {_rule_broken(e)}" for e in exc.errors()]
-            raise PolicyError("\n".join(lines)) from None
+            raise PolicyError(config_errors(exc, source)) from None
         errors = _cross_section_errors(spec)
         if errors:
             raise PolicyError("\n".join(f"{source}: {e}" for e in errors))
