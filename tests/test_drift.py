@@ -22,7 +22,7 @@ from service.cli import app as cli
 from service.monitoring import drift
 from service.scoring.bundle import load_bundle
 from service.scoring.catalog import FEATURE_NAMES, GROUPS
-from service.scoring.explain import group_points
+from service.scoring.explain import group_points, group_points_matrix
 from service.scoring.raw import load_folder
 from service.scoring.registry import Registry
 from service.usecases import drift as usecase
@@ -111,7 +111,7 @@ class TestStatistics:
         X = rng.normal(size=(20, len(FEATURE_NAMES)))
         X[rng.random(X.shape) < 0.2] = np.nan
         points = rng.normal(size=X.shape)
-        matrix = drift.group_points_matrix(FEATURE_NAMES, X, points)
+        matrix = group_points_matrix(FEATURE_NAMES, X, points)
         for i in range(len(X)):
             row = group_points(FEATURE_NAMES, X[i], points[i])
             assert {g: matrix[g][i] for g in GROUPS} == pytest.approx(row)

@@ -29,6 +29,7 @@ from service.scoring.bundle import (
     version_of,
 )
 from service.scoring.catalog import FEATURE_CODE_VERSION
+from service.scoring.explain import group_points_matrix
 from service.scoring.raw import MONTHLY_SOURCES
 from service.scoring.registry import Registry
 from service.scoring.score import Calibration, Grades, Scaling, Scorer
@@ -216,7 +217,7 @@ def _reference(ts: TrainingSet, f: Fitted, scorer: Scorer) -> drift.ReferenceSet
     X = ts.X[f.train_rows]
     contrib = f.booster.predict(X, pred_contrib=True, num_iteration=f.booster.best_iteration or None)
     margin = contrib.sum(axis=1)
-    groups = drift.group_points_matrix(ts.names, X, contrib[:, :-1] * scorer.points_per_margin) \
+    groups = group_points_matrix(ts.names, X, contrib[:, :-1] * scorer.points_per_margin) \
         if ts.kind == "catalog" else None
     segments = {d: ts.segments[d][f.train_rows] for d in drift.SEGMENT_DIMENSIONS if d in ts.segments}
     return ev.drift_reference(X, ts.features, pd=scorer.calibration.pd(margin),

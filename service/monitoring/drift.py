@@ -40,8 +40,6 @@ import numpy as np
 import yaml
 from scipy.special import chdtrc, xlogy
 
-from service.scoring.catalog import BY_NAME, GROUPS, MISSING_DATA
-
 CONFIG_FILE = Path(__file__).with_name("drift.yaml")
 KINDS = ("score", "pd", "feature", "group")
 STATUSES = ("act", "watch", "stable", "untested")
@@ -315,18 +313,6 @@ def build_reference(columns: Mapping[str, tuple[np.ndarray, tuple[str, ...]]], *
             nb = binnings[key].n_bins
             cells[key][seg] = {s: np.bincount(idx[key][m], minlength=nb) for s, m in chosen.items()}
     return ReferenceSet(binnings, cells, rows, seasons, notes, True, bins, min_rows)
-
-
-def group_points_matrix(names: tuple[str, ...], X: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
-    """explain.group_points for many rows at once: points per reason group over scored features, features
-    without a value summed under ``missing_data`` (tests check it equals the per-row function)."""
-    missing = np.isnan(X)
-    out = {g: np.zeros(len(X)) for g in GROUPS}
-    for j, name in enumerate(names):
-        group = BY_NAME[name].group
-        out[group] = out[group] + np.where(missing[:, j], 0.0, points[:, j])
-        out[MISSING_DATA] = out[MISSING_DATA] + np.where(missing[:, j], points[:, j], 0.0)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

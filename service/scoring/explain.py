@@ -67,6 +67,18 @@ def reason_texts(feature: str, value: float, reference: float | None) -> tuple[s
     return zh, en
 
 
+def group_points_matrix(names: tuple[str, ...], X: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
+    """``group_points`` for many rows at once (drift references and windows); tests/test_drift.py checks they
+    agree row for row."""
+    missing = np.isnan(X)
+    out = {g: np.zeros(len(X)) for g in GROUPS}
+    for j, name in enumerate(names):
+        group = BY_NAME[name].group
+        out[group] = out[group] + np.where(missing[:, j], 0.0, points[:, j])
+        out[MISSING_DATA] = out[MISSING_DATA] + np.where(missing[:, j], points[:, j], 0.0)
+    return out
+
+
 def principal_reasons(names: tuple[str, ...], values: np.ndarray, points: np.ndarray,
                       medians: dict[str, float] | None, totals: dict[str, float] | None = None) -> list[Reason]:
     """At most four reason groups whose scored features together lowered the score, most adverse first, each

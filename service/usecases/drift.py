@@ -18,6 +18,7 @@ from service.db.tables import Tenant
 from service.monitoring import drift
 from service.scoring.bundle import Bundle
 from service.scoring.catalog import BY_NAME
+from service.scoring.explain import group_points_matrix
 from service.scoring.raw import INDUSTRIES, REGIONS, load_folder
 
 MAX_WINDOW_DAYS = 731  # two years of applications per report
@@ -76,7 +77,7 @@ def model_subjects(bundle: Bundle, X: np.ndarray) -> dict[str, np.ndarray]:
     contrib = bundle.contributions(X) if len(X) else np.zeros((0, X.shape[1] + 1))
     margin = contrib.sum(axis=1)
     pd, score, _ = bundle.scorer.apply(margin)
-    groups = drift.group_points_matrix(bundle.feature_names, X, contrib[:, :-1] * bundle.scorer.points_per_margin)
+    groups = group_points_matrix(bundle.feature_names, X, contrib[:, :-1] * bundle.scorer.points_per_margin)
     out = {drift.subject_key("pd", "pd"): pd, drift.subject_key("score", "score"): score}
     return out | {drift.subject_key("group", g): v for g, v in groups.items()}
 
