@@ -23,6 +23,7 @@ from service.db.tables import AuditEvent, Decision
 from service.scoring.bundle import load_bundle
 from service.scoring.engine import Engine, Scored
 from service.scoring.policy import Policy, load_policy
+from service.scoring.record import Explanation
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,14 @@ def replay(decision: Decision, *, registry: Path, policy_dirs: list[Path]) -> Re
     scored = engine.decide(x, engine.bundle.contributions(x[None, :])[0], context, policy,
                            tuple(decision.sources_used))
     o = scored.outcome
+    recorded = Explanation.from_json(decision.explanation)
     checks = {
         "pd": (decision.pd, scored.pd), "score": (decision.score, scored.score),
         "grade": (decision.grade, scored.grade), "offer": (decision.offer, o.offer and o.offer.to_json()),
         "decision": (decision.decision, o.decision),
         "reasons": (decision.reasons, [r.__dict__ for r in scored.reasons]),
-        "contributions": (decision.explanation["contributions"], [float(c) for c in scored.contributions]),
-        "base_value": (decision.explanation["base_value"], scored.base_value),
+        "contributions": (recorded.contributions, [float(c) for c in scored.contributions]),
+        "base_value": (recorded.base_value, scored.base_value),
     }
     differences = [f"{k}: recorded {a!r}, replayed {b!r}" for k, (a, b) in checks.items() if not _same(a, b)]
     return Replay(decision, scored, differences)

@@ -36,7 +36,10 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(1200, ge=1)  # per API key
     auth_failures_per_minute: int = Field(20, ge=1)  # per client address: missing or invalid keys and tokens
     pages_per_minute: int = Field(60, ge=1)  # per client address: the public explanation pages
-    redis_url: str | None = None  # set for several replicas: rate limits shared through Redis
+    redis_url: str | None = None  # set for several replicas: rate limits and key revocations shared through Redis
+    # Authenticated keys are cached per process for this long: a revoked key is refused on every replica at once
+    # with Redis, otherwise at the latest this many seconds after `keys revoke`. 0: look up every request.
+    key_cache_seconds: float = Field(5.0, ge=0, le=300)
     # The HTTP edge of each worker process (service/edge.py), applied by `smecredit serve`:
     max_header_bytes: int = Field(16_384, ge=1024)  # request line and headers; larger gets 431
     header_timeout_seconds: float = Field(10.0, gt=0)  # from connection (or first byte) to the end of the head

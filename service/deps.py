@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,13 +16,14 @@ from service.config import Settings
 from service.db import repo
 from service.db.tables import Tenant
 from service.errors import Forbidden, Unauthorized, Unavailable
-from service.runtime import Champion, Policies
+from service.runtime import CallerCache, Champion, Policies
 from service.scoring.engine import Engine
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer sk_...`")
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that only read the app's state are async: a sync one costs a thread-pool hop per request.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -58,8 +60,11 @@ class Caller:
 CALLER_SCOPE_KEY = "smecredit.caller"  # set by the edge middleware (service/edge.py) once per request
 
 
-def lookup_caller(sessions: sessionmaker[Session], key: str) -> Caller | None:
-    """The caller an API key belongs to, or None for an unknown, revoked or malformed key (blocking: one query)."""
+def lookup_caller(sessions: sessionmaker[Session], key: str, cache: CallerCache[Caller] | None = None) -> Caller | None:
+    """The caller an API key belongs to, or None for an unknown, revoked or malformed key (blocking: one query
+    unless ``cache`` holds the key)."""
+    if cache is not None and (caller := cache.get(key)) is not None:
+        return caller
     try:
         # A session of its own, closed at once: the handler's transaction starts only when it writes.
         with sessions() as session:
@@ -69,7 +74,10 @@ def lookup_caller(sessions: sessionmaker[Session], key: str) -> Caller | None:
     if found is None:
         return None
     tenant, scopes = found
-    return Caller(tenant=tenant, scopes=scopes, key_id=key.split("_")[1])
+    caller = Caller(tenant=tenant, scopes=scopes, key_id=key.split("_")[1])
+    if cache is not None:
+        cache.put(key, caller.key_id, caller)
+    return caller
 
 
 async def get_caller(request: Request,
@@ -95,15 +103,19 @@ def require(*scopes: str) -> Callable[..., Awaitable[Caller]]:
     return check
 
 
-def get_champion(request: Request) -> Champion:
+async def get_champion(request: Request) -> Champion:
     return request.app.state.champion
 
 
-def get_engine(champion: Annotated[Champion, Depends(get_champion)]) -> Engine:
-    return champion.get()
+async def get_engine(champion: Annotated[Champion, Depends(get_champion)]) -> Engine:
+    """The champion engine; the periodic look for a new champion (a file read, and a model load with its
+    child-process check when one was promoted) runs in the thread pool, never on the event loop."""
+    if champion.refresh_due():
+        await run_in_threadpool(champion.refresh)
+    return champion.serving()
 
 
-def get_policies(request: Request) -> Policies:
+async def get_policies(request: Request) -> Policies:
     return request.app.state.policies
 
 

@@ -21,9 +21,11 @@ from service.api import stress as stress_api
 from service.config import Settings, get_settings
 from service.crypto import Keyring
 from service.db.session import make_engine, migrate, session_factory
+from service.db.writer import DecisionWriter
 from service.edge import EdgeMiddleware
 from service.monitoring.drift import DriftReport
-from service.runtime import Champion, Policies, RateLimiter, RedisRateLimiter
+from service.runtime import CallerCache, Champion, Policies, RateLimiter, RedisRateLimiter
+from service.usecases.scoring import Recorder
 
 log = logging.getLogger("smecredit")
 access = logging.getLogger("smecredit.access")
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.writer.close()  # what was accepted is written before the process stops
         app.state.engine.dispose()  # close pooled connections when the process stops
         read_engine.dispose()
 
@@ -117,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.champion.refresh(force=True)
     app.state.policies = Policies(settings.policies_dir)
     app.state.keyring = Keyring.parse(settings.data_keys.get_secret_value())
+    app.state.writer = DecisionWriter(write_engine)
+    app.state.recorder = Recorder(settings, app.state.keyring, app.state.writer, app.state.read_sessions)
     app.state.rate_limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else RateLimiter()
     app.state.metrics = metrics = Metrics()
     errors.install(app)
@@ -129,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(monitoring_api.router)
 
     # Outermost last: metrics and the access log see what the client sees, the edge's refusals included.
+    app.state.callers = CallerCache(settings.key_cache_seconds, settings.redis_url)
     app.add_middleware(EdgeMiddleware, settings=settings, limiter=app.state.rate_limiter,
-                       sessions=app.state.read_sessions)
+                       sessions=app.state.read_sessions, callers=app.state.callers)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app

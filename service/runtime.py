@@ -1,12 +1,15 @@
-"""Long-lived state of a running service: the champion engine (hot-swapped), tenant policies, rate limits."""
+"""Long-lived state of a running service: the champion engine (hot-swapped), tenant policies, rate limits and
+the authenticated-key cache."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from lightgbm.basic import LightGBMError
 
@@ -18,6 +21,7 @@ from service.scoring.registry import Registry, RegistryError
 
 log = logging.getLogger("smecredit.runtime")
 DEFAULT_POLICY = Path(__file__).with_name("policies") / "default.yaml"
+T = TypeVar("T")
 
 
 class Champion:
@@ -103,8 +107,15 @@ class Champion:
             return engine
         return None
 
+    def refresh_due(self) -> bool:
+        return time.monotonic() - self._checked >= self.check_seconds
+
     def get(self) -> Engine:
         self.refresh()
+        return self.serving()
+
+    def serving(self) -> Engine:
+        """The engine serving now, without looking for a new champion."""
         engine = self._engine
         if engine is None:
             raise Unavailable(self.last_error or f"no champion model in {self.registry}; train and promote one "
@@ -208,6 +219,8 @@ class RateLimiter:
     """Fixed one-minute windows per key ("key:<id>", "authfail:<address>", "page:<address>"), in process: right
     for one replica. Each check names its own limit, so one limiter serves every kind of key."""
 
+    shared = False  # in process: counting never blocks
+
     def __init__(self) -> None:
         self._counts: dict[tuple[str, int], int] = defaultdict(int)
         self._lock = threading.Lock()
@@ -240,6 +253,8 @@ class RedisRateLimiter(RateLimiter):
     """The same windows shared by every replica through Redis (INCR + EXPIRE, one round trip).
     If Redis is unreachable the request is let through and the failure logged: scoring stays available. After a
     failure Redis is left alone for ``retry_seconds``, so an outage does not add its timeouts to every request."""
+
+    shared = True  # a round trip to Redis per count
 
     def __init__(self, url: str, retry_seconds: float = 5.0) -> None:
         import redis
@@ -275,3 +290,79 @@ class RedisRateLimiter(RateLimiter):
 
     def peek(self, key: str) -> int:
         return self._count(key, increment=False)
+
+
+REVOKED_CHANNEL = "smecredit:keys:revoked"  # Redis: a revoked key's prefix, so that every replica drops it at once
+
+
+class CallerCache(Generic[T]):
+    """Authenticated API keys, kept for ``ttl`` seconds so that a request does not look its key up in the
+    database. Only keys that authenticated are kept (a key created a moment ago works at once; failures are
+    rate-limited per address instead). A revocation reaches this process by ``drop`` (the process that revoked)
+    or, with Redis, through ``REVOKED_CHANNEL`` within milliseconds on every replica; without Redis, or while it
+    is down, a revoked key is refused at the latest ``ttl`` seconds after its revocation."""
+
+    def __init__(self, ttl: float, redis_url: str | None = None) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, str, T]] = {}  # SHA-256 of the key -> (expires, prefix, caller)
+        self._lock = threading.Lock()
+        self.listening = False  # subscribed to revocations through Redis
+        if redis_url and ttl > 0:
+            threading.Thread(target=self._listen, args=(redis_url,), name="key-revocations", daemon=True).start()
+
+    @staticmethod
+    def _digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def get(self, key: str) -> T | None:
+        entry = self._entries.get(self._digest(key))
+        return entry[2] if entry is not None and entry[0] > time.monotonic() else None
+
+    def put(self, key: str, prefix: str, caller: T) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) > 10_000:  # forget expired entries now and then
+                now = time.monotonic()
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            self._entries[self._digest(key)] = (time.monotonic() + self.ttl, prefix, caller)
+
+    def drop(self, prefix: str) -> None:
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if v[1] != prefix}
+
+    def _listen(self, url: str) -> None:
+        import redis
+
+        while True:
+            try:
+                pubsub = redis.Redis.from_url(url, socket_connect_timeout=0.5).pubsub()
+                pubsub.subscribe(REVOKED_CHANNEL)
+                for message in pubsub.listen():
+                    if message["type"] == "subscribe":  # from here on no revocation is missed
+                        with self._lock:  # those missed while unsubscribed: start afresh
+                            self._entries.clear()
+                        self.listening = True
+                    elif message["type"] == "message":
+                        self.drop(message["data"].decode())
+            except (redis.RedisError, OSError) as exc:
+                self.listening = False
+                log.warning("key revocations: Redis unavailable (%s); cached keys expire within %g s",
+                            type(exc).__name__, self.ttl)
+                time.sleep(1.0)
+
+
+def announce_revocation(redis_url: str | None, prefix: str) -> bool:
+    """Tell every replica that the key with ``prefix`` was revoked (after the revocation committed). False when
+    there is no Redis or it cannot be reached: replicas then refuse the key once their cached entry expires."""
+    if not redis_url:
+        return False
+    import redis
+
+    try:
+        redis.Redis.from_url(url=redis_url, socket_timeout=1, socket_connect_timeout=1).publish(REVOKED_CHANNEL,
+                                                                                              prefix)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("key revocation not announced: Redis unavailable (%s)", type(exc).__name__)
+        return False
+    return True

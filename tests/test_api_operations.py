@@ -3,7 +3,9 @@ production settings, and the command line around the service."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -234,21 +236,50 @@ def test_an_unreachable_redis_does_not_stop_scoring(champion_registry: Path, tmp
         assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 200
 
 
+def redis_available() -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        return None
+    except (redis.RedisError, OSError) as exc:
+        return f"Redis not reachable at {REDIS_URL} ({type(exc).__name__}); the shared-revocation test is skipped"
+
+
+REDIS_URL = os.environ.get("SMECREDIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["cache-ttl", "redis"])
 def test_a_revoked_key_stops_working_and_the_revocation_is_audited(champion_registry: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   shared: bool) -> None:
+    """Keys are cached per process (no database lookup per request). A revocation from the CLI (another
+    process) reaches the service at once through Redis; without Redis, when the cached entry expires."""
+    if shared and (why := redis_available()):
+        pytest.skip(why)
     url = f"sqlite:///{tmp_path}/db.sqlite"
-    api = make_api(url, champion_registry)
+    ttl = 30.0 if shared else 1.0  # with Redis, a long cache must not delay the refusal
+    api = make_api(url, champion_registry, key_cache_seconds=ttl, redis_url=REDIS_URL if shared else None)
     prefix = api.keys["score"].split("_")[1]
     monkeypatch.setenv("SMECREDIT_DATABASE_URL", url)
+    if shared:
+        monkeypatch.setenv("SMECREDIT_REDIS_URL", REDIS_URL)
     from service.config import get_settings
 
     get_settings.cache_clear()
     try:
         with api.client:
+            if shared:  # the replica's subscription is up before the revocation is announced
+                wait_for(lambda: api.client.app.state.callers.listening, seconds=5)
             assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 200
+            assert api.client.app.state.callers.get(api.keys["score"]) is not None  # served from the cache now
             result = runner.invoke(cli, ["keys", "revoke", prefix])
             assert result.exit_code == 0, result.output
-            assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 401
+            revoked = time.monotonic()
+            wait_for(lambda: api.client.get("/v1/models", headers=api.headers("score")).status_code == 401,
+                     seconds=ttl + 2)
+            assert time.monotonic() - revoked < (2.0 if shared else ttl + 2)
+            assert api.client.get("/v1/models", headers=api.headers("review")).status_code == 200  # others stay
         again = runner.invoke(cli, ["keys", "revoke", prefix])
         assert again.exit_code == 2 and "no active key" in flat(again.output)
         verified = runner.invoke(cli, ["audit", "verify"])
@@ -261,6 +292,13 @@ def test_a_revoked_key_stops_working_and_the_revocation_is_audited(champion_regi
         from service.db.tables import AuditEvent
         actions = list(s.scalars(select(AuditEvent.action).where(AuditEvent.subject == prefix).order_by(AuditEvent.id)))
         assert actions == ["key.created", "key.revoked"]
+
+
+def wait_for(condition, seconds: float) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not true within {seconds} s"
+        time.sleep(0.05)
 
 
 def test_a_retried_request_gets_a_working_link(champion_registry: Path, tmp_path: Path, example_request: dict) -> None:

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 
 from service.api import schemas
 from service.api.routing import EdgeRoute
+from service.api.shapes import explanation_out, review_out, score_response
 from service.db import repo
-from service.decisions import Issued, explanation_out, review_out, to_response
 from service.deps import ReaderDep, ReadSessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, NotFound
+from service.scoring.record import DecisionRecord
 
 router = APIRouter(route_class=EdgeRoute, prefix="/v1/decisions", tags=["decisions"], responses=ERROR_RESPONSES)
 
@@ -27,7 +28,7 @@ def get_decision(decision_id: str, request: Request, caller: ReaderDep, session:
     """A decision with its reviews. The application id comes from the encrypted raw input while it is kept."""
     decision = _get_or_404(session, caller.tenant.id, decision_id)
     application_id = repo.read_application_id(session, keyring=request.app.state.keyring, decision_id=decision.id)
-    base = to_response(Issued(decision, application_id, None, None), settings)
+    base = score_response(DecisionRecord.of(decision), settings, application_id=application_id)
     return schemas.DecisionOut(**base.model_dump(), reviews=[review_out(r) for r in
                                                              repo.reviews_of(session, decision_id=decision.id)])
 
@@ -36,4 +37,4 @@ def get_decision(decision_id: str, request: Request, caller: ReaderDep, session:
             response_model=schemas.ExplanationOut)
 def get_decision_explanation(decision_id: str, caller: ReaderDep, session: ReadSessionDep) -> schemas.ExplanationOut:
     """Every feature's contribution (log-odds and points), group totals and the base value."""
-    return explanation_out(_get_or_404(session, caller.tenant.id, decision_id))
+    return explanation_out(DecisionRecord.of(_get_or_404(session, caller.tenant.id, decision_id)))

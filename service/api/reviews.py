@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from service.api import schemas
 from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from service.api.routing import EdgeRoute
+from service.api.shapes import review_out
 from service.db import repo
-from service.decisions import review_out
 from service.deps import ReadSessionDep, ReviewerDep, SessionDep
 from service.errors import ERROR_RESPONSES, NotFound
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from lightgbm.basic import LightGBMError
-from sqlalchemy.orm import Session
+from pydantic import BaseModel
 
 from service.api import schemas
 from service.api.routing import EdgeRoute
-from service.config import Settings
-from service.decisions import score_requests, to_response
-from service.deps import Caller, ChampionDep, EngineDep, PoliciesDep, ScorerDep, SessionDep, SettingsDep
+from service.api.shapes import score_response
+from service.deps import Caller, ChampionDep, EngineDep, PoliciesDep, ScorerDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid
 from service.runtime import BundleCache, Policies
 from service.scoring.bundle import BundleError
 from service.scoring.engine import Engine
 from service.scoring.registry import RegistryError
+from service.usecases import scoring
 
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
                                               description="Retries with the same key and body get the same decision")]
@@ -26,35 +26,43 @@ table_bundles = BundleCache()  # table models: verified, checked in a child proc
 router = APIRouter(route_class=EdgeRoute, prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
 
 
-def _score_and_record(request: Request, caller: Caller, session: Session, settings: Settings, engine: Engine,
-                      policies: Policies, items: list[schemas.ScoreRequest],
-                      idempotency_key: str | None = None) -> list[schemas.ScoreResponse]:
-    done = score_requests(session, settings=settings, keyring=request.app.state.keyring, engine=engine,
-                          policy=policies.for_tenant(caller.tenant.policy), tenant_id=caller.tenant.id,
-                          actor=f"key:{caller.key_id}", requests=items, idempotency_key=idempotency_key)
-    for issued in done:
-        request.app.state.metrics.decisions.labels(issued.decision.decision).inc()
-    return [to_response(issued, settings) for issued in done]
+async def _decide(request: Request, caller: Caller, engine: Engine, policies: Policies,
+                  items: list[schemas.ScoreRequest], idempotency_key: str | None = None) -> list[schemas.ScoreResponse]:
+    """Score and record: the ~1 ms of scoring runs here, on the event loop (no thread-pool hop); the request
+    then waits, without a thread, for the group-commit writer to make its decisions durable."""
+    state = request.app.state
+    issued = await scoring.decide(state.recorder, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
+                                  tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}",
+                                  payloads=[item.model_dump(mode="json") for item in items],
+                                  idempotency_key=idempotency_key)
+    for i in issued:
+        state.metrics.decisions.labels(i.record.decision).inc()
+    return [score_response(i.record, state.settings, application_id=i.application_id, token=i.token,
+                           expires_at=i.expires_at) for i in issued]
+
+
+def _json(model: BaseModel) -> Response:
+    """The response as validated once, serialised by pydantic's own encoder (FastAPI would validate the
+    returned model again against ``response_model``, which only documents the shape here)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 @router.post("", operation_id="create_score", response_model=schemas.ScoreResponse)
-def create_score(request: Request, body: schemas.ScoreRequest, caller: ScorerDep, session: SessionDep,
-                 settings: SettingsDep, engine: EngineDep, policies: PoliciesDep,
-                 idempotency_key: IdempotencyKey = None) -> schemas.ScoreResponse:
+async def create_score(request: Request, body: schemas.ScoreRequest, caller: ScorerDep, engine: EngineDep,
+                       policies: PoliciesDep, idempotency_key: IdempotencyKey = None) -> Response:
     """Score one application: PD, score, grade, decision with offer and reasons; the decision is recorded."""
-    return _score_and_record(request, caller, session, settings, engine, policies, [body], idempotency_key)[0]
+    return _json((await _decide(request, caller, engine, policies, [body], idempotency_key))[0])
 
 
 @router.post("/batch", operation_id="create_scores_batch", response_model=schemas.BatchScoreResponse)
-def create_scores_batch(request: Request, body: schemas.BatchScoreRequest, caller: ScorerDep, session: SessionDep,
-                        settings: SettingsDep, engine: EngineDep, policies: PoliciesDep) -> schemas.BatchScoreResponse:
+async def create_scores_batch(request: Request, body: schemas.BatchScoreRequest, caller: ScorerDep,
+                              settings: SettingsDep, engine: EngineDep, policies: PoliciesDep) -> Response:
     """Score up to ``max_batch`` applications in one transaction: all are recorded, or none."""
     if len(body.items) > settings.max_batch:
         raise Invalid(f"body.items: at most {settings.max_batch} applications per batch, got {len(body.items)}",
                       errors=[{"loc": ["body", "items"], "msg": f"at most {settings.max_batch} items",
                                "type": "too_long"}])
-    return schemas.BatchScoreResponse(items=_score_and_record(request, caller, session, settings, engine, policies,
-                                                              body.items))
+    return _json(schemas.BatchScoreResponse(items=await _decide(request, caller, engine, policies, body.items)))
 
 
 @router.post("/features", operation_id="score_features", response_model=schemas.FeatureScoreResponse)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.tables import Consent, Decision
+from service.scoring.record import Explanation
 
 IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 FETCH = 1000  # rows per round trip
@@ -55,7 +56,7 @@ def decisions_in_window(session: Session, *, tenant_id: int | None, since: dt.da
             continue  # a record without an application date cannot be placed in a season
         if since <= applied <= until:
             yield DecisionRow(row.id, row.tenant_id, row.model_version, row.pd, row.score, row.features,
-                              (row.explanation or {}).get("groups", {}), str(context.get("region")),
+                              Explanation.from_json(row.explanation).groups, str(context.get("region")),
                               str(context.get("industry")), applied)
 
 

@@ -30,6 +30,8 @@ from service.db.tables import (
     as_utc,
     utcnow,
 )
+from service.scoring import record
+from service.scoring.record import record_digest
 
 log = logging.getLogger("smecredit.db")
 SCOPES = ("score", "review", "admin", "platform")  # platform: operators of the shared model registry
@@ -140,32 +142,6 @@ def authenticate(session: Session, *, key: str) -> tuple[Tenant, frozenset[str]]
 # --- decisions ---------------------------------------------------------------------------------------------
 
 
-def add_decision(session: Session, *, decision: Decision, consents: dict[str, bool], actor: str) -> Decision:
-    session.add(decision)
-    session.flush()
-    written: list[Base] = [Consent(tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref,
-                                   decision_id=decision.id, source=source, granted=granted)
-                           for source, granted in sorted(consents.items())]
-    if decision.decision == "refer":
-        written.append(Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="policy",
-                              request_note="referred by the lender policy"))
-    session.add_all(written)
-    session.flush()
-    append_audit(session, tenant_id=decision.tenant_id, actor=actor, action="decision.created", subject=decision.id,
-                 payload={"input_digest": decision.input_digest, "record_digest": decision_digest(decision),
-                          "model_version": decision.model_version, "policy_version": decision.policy_version,
-                          "decision": decision.decision}, rows=written)
-    return decision
-
-
-def issue_link(session: Session, *, decision: Decision, hours: int) -> tuple[str, dt.datetime]:
-    """A new link token to the applicant's page (only its SHA-256 is stored); earlier links stay valid."""
-    token = secrets.token_urlsafe(24)
-    expires = utcnow() + dt.timedelta(hours=hours)
-    session.add(ExplanationLink(token_hash=sha256_hex(token), decision_id=decision.id, expires_at=expires))
-    return token, expires
-
-
 def issue_line_link(session: Session, *, rescoring: Rescoring, hours: int) -> tuple[str, dt.datetime]:
     """A link token to the borrower's page for a credit-line recommendation, as for a decision's page."""
     token = secrets.token_urlsafe(24)
@@ -178,14 +154,6 @@ def get_line_by_token(session: Session, *, token: str) -> tuple[Rescoring, dt.da
     row = session.execute(select(Rescoring, LineLink.expires_at).join(
         LineLink, LineLink.rescoring_id == Rescoring.id).where(LineLink.token_hash == sha256_hex(token))).first()
     return None if row is None else (row[0], as_utc(row[1]))
-
-
-def store_raw_input(session: Session, *, keyring: Keyring, decision: Decision, payload: dict) -> None:
-    """The request's raw data, encrypted and bound to its decision (AES-GCM associated data = decision id)."""
-    sealed = keyring.seal(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8"),
-                          aad=decision.id.encode())
-    session.add(RawInput(tenant_id=decision.tenant_id, applicant_ref=decision.applicant_ref, decision_id=decision.id,
-                         key_id=sealed.key_id, nonce=sealed.nonce, ciphertext=sealed.ciphertext))
 
 
 def read_raw_input(session: Session, *, keyring: Keyring, decision_id: str) -> dict | None:
@@ -328,14 +296,19 @@ def reviews_of(session: Session, *, decision_id: str) -> list[Review]:
 # --- audit trail -------------------------------------------------------------------------------------------
 
 
-def iso_utc(at: dt.datetime) -> str:
-    """One spelling of a timestamp whatever the database hands back."""
-    return as_utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+iso_utc = record.iso_utc  # one spelling of a timestamp whatever the database hands back
+
+
+def event_content(*, at: dt.datetime, tenant_id: int | None, actor: str, action: str, subject: str,
+                  payload: dict) -> dict:
+    """What an audit event's hash covers."""
+    return {"at": iso_utc(at), "tenant_id": tenant_id, "actor": actor, "action": action, "subject": subject,
+            "payload": payload}
 
 
 def audit_content(event: AuditEvent) -> dict:
-    return {"at": iso_utc(event.at), "tenant_id": event.tenant_id, "actor": event.actor, "action": event.action,
-            "subject": event.subject, "payload": event.payload}
+    return event_content(at=event.at, tenant_id=event.tenant_id, actor=event.actor, action=event.action,
+                         subject=event.subject, payload=event.payload)
 
 
 def audit_hash(prev_hash: str, content: dict) -> str:
@@ -345,14 +318,7 @@ def audit_hash(prev_hash: str, content: dict) -> str:
 
 def decision_digest(d: Decision) -> str:
     """SHA-256 over what a decision said and why: an edit to the row no longer matches its audit event."""
-    record = {"id": d.id, "tenant_id": d.tenant_id, "application_ref": d.application_ref,
-              "applicant_ref": d.applicant_ref, "input_digest": d.input_digest, "model_version": d.model_version,
-              "policy_version": d.policy_version, "pd": d.pd, "score": d.score, "grade": d.grade,
-              "decision": d.decision, "offer": d.offer, "reasons": d.reasons, "features": d.features,
-              "explanation": d.explanation, "context": d.context, "sources_used": d.sources_used,
-              "created_at": iso_utc(d.created_at)}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                                     default=str).encode()).hexdigest()
+    return record_digest({c: getattr(d, c) for c in record.COLUMNS})
 
 
 def _plain(value: object) -> object:

@@ -79,16 +79,18 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
         @event.listens_for(engine, "begin")
         def _begin_immediate(conn) -> None:  # noqa: ANN001
             turn.acquire()
+            conn.info["write_turn"] = True  # released once, by whichever of the paths below ends the turn
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
-                turn.release()
+                _end(conn)
                 raise
 
         @event.listens_for(engine, "commit")
         @event.listens_for(engine, "rollback")
         def _end(conn) -> None:  # noqa: ANN001
-            turn.release()
+            if conn.info.pop("write_turn", False):  # a failed BEGIN is rolled back too: release only once
+                turn.release()
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True)

@@ -16,8 +16,8 @@ from service.config import Settings
 from service.db import loans as loans_db
 from service.db import repo
 from service.db.tables import Decision, Loan, as_utc
-from service.decisions import keyed, tenant_key
 from service.errors import Conflict, Invalid, NotFound
+from service.pseudonyms import keyed, tenant_key
 from service.scoring.raw import BUSINESS_TZ, NO_MONTH, Table, business_today, month_index
 
 DPD_PER_MONTH = 31  # days past due can grow by at most the days between two monthly reports

@@ -9,6 +9,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from service.scoring.catalog import GROUPS
 from service.scoring.explain import MIN_REASON_POINTS
 from service.scoring.raw import MONTHLY_SOURCES
+from service.scoring.record import Explanation
 
 LANGS = ("zh", "en")
 SOURCE_LABELS = {
@@ -62,13 +63,14 @@ def chart(groups: dict[str, float], lang: str, width: int = 340) -> tuple[list[B
 
 def render(*, decision, lang: str, token: str, review_status: str | None, now_expires: str) -> str:  # noqa: ANN001
     k = LANGS.index(lang)
-    bars, height, centre = chart(decision.explanation["groups"], lang)
+    explained = Explanation.from_json(decision.explanation)
+    bars, height, centre = chart(explained.groups, lang)
     used = set(decision.sources_used)
     return _env.get_template("explanation.html.j2").render(
         lang=lang, k=k, token=token, d=decision, bars=bars, chart_height=height, centre=centre,
         decision_label=DECISIONS[decision.decision][k], reasons=decision.reasons, label_width=190,
-        rules=[h for h in decision.explanation.get("rule_hits", []) if h["action"] in ("decline", "refer")],
-        recourse=decision.explanation.get("recourse"),
+        rules=[h for h in explained.rule_hits if h["action"] in ("decline", "refer")],
+        recourse=explained.recourse,
         sources_used=[SOURCE_LABELS[s][k] for s in MONTHLY_SOURCES if s in used],
         sources_unused=[SOURCE_LABELS[s][k] for s in MONTHLY_SOURCES if s not in used],
         review_status=review_status, expires=now_expires)

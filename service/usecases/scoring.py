@@ -1,0 +1,154 @@
+"""Deciding applications: score each request, prepare its records, and wait until they are durable.
+
+The CPU work (features, model, explanation, policy, encryption, digests) runs in the caller; the rows go to the
+process's group-commit writer (service/db/writer.py), which answers once their batch is committed. A request
+that carries an Idempotency-Key is first looked up (a read, off the event loop): a retry, sequential or
+concurrent, gets the recorded decision and a page link of its own; links issued before stay valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from anyio import to_thread
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.crypto import Keyring
+from service.db import repo
+from service.db.repo import sha256_hex
+from service.db.tables import utcnow
+from service.db.writer import DecisionWriter, NewDecisions, NewLink, link_row
+from service.errors import Conflict, Invalid, Unavailable
+from service.pseudonyms import input_digest, keyed, tenant_key
+from service.scoring.engine import Engine
+from service.scoring.policy import Policy
+from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant
+from service.scoring.record import DecisionRecord
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A recorded decision as one response returns it: with the lender's own application id (held in clear
+    only in the encrypted raw input) and the page link this response carries."""
+
+    record: DecisionRecord
+    application_id: str | None
+    token: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """What deciding needs of the running service: settings, the data keyring, the writer, and reads."""
+
+    settings: Settings
+    keyring: Keyring
+    writer: DecisionWriter
+    read_sessions: sessionmaker[Session]
+
+
+async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: int, actor: str,
+                 payloads: list[dict], idempotency_key: str | None = None) -> list[Issued]:
+    """Score and record every payload (a request's JSON, as validated), all or none."""
+    missing = sorted(set(engine.bundle.scorer.grades.names) - set(policy.grades))
+    if missing:
+        raise Unavailable(f"policy {policy.version} does not cover grades {', '.join(missing)} of model "
+                          f"{engine.version}; fix the policy before scoring")
+    key = tenant_key(rec.settings, tenant_id)
+    # Stored keyed too: lenders often use the application id itself as the Idempotency-Key.
+    idempotency_key = keyed(key, idempotency_key) if idempotency_key else None
+    digests = [input_digest(key, p) for p in payloads]
+    if idempotency_key:
+        replayed = await _replay(rec, tenant_id, idempotency_key, digests[0], payloads[0])
+        if replayed is not None:
+            return [replayed]
+    issued, work = _prepare(rec, key, engine, policy, tenant_id, actor, payloads, digests, idempotency_key)
+    try:
+        await asyncio.wrap_future(rec.writer.submit(work))
+    except IntegrityError as exc:
+        if not idempotency_key:
+            raise
+        # The same key raced in from a concurrent retry and won: answer with its decision.
+        replayed = await _replay(rec, tenant_id, idempotency_key, digests[0], payloads[0])
+        if replayed is None:
+            raise Conflict("Idempotency-Key is being used by a concurrent request; retry") from exc
+        return [replayed]
+    except OperationalError as exc:
+        raise Unavailable("the database is not reachable; nothing was recorded") from exc
+    return issued
+
+
+def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_id: int, actor: str,
+             payloads: list[dict], digests: list[str],
+             idempotency_key: str | None) -> tuple[list[Issued], NewDecisions]:
+    now = utcnow()
+    expires = now + dt.timedelta(hours=rec.settings.explanation_ttl_hours)
+    work = NewDecisions(actor=actor, decisions=[], record_digests=[], consents=[], reviews=[], raw_inputs=[],
+                        links=[])
+    issued = []
+    for payload, digest in zip(payloads, digests, strict=True):
+        allowed = [s for s in MONTHLY_SOURCES if payload["consent"][s]]
+        application, profile = payload["application"], payload["profile"]
+        raw = raw_for_applicant(profile, {**application, "enterprise_id": profile["enterprise_id"]},
+                                {s: payload["data"][s] for s in allowed})
+        scored = engine.score(raw, policy, allowed_sources=allowed)[0]
+        record = DecisionRecord.from_scored(
+            scored, id=uuid.uuid4().hex, tenant_id=tenant_id, application_ref=keyed(key, application["application_id"]),
+            applicant_ref=keyed(key, profile["enterprise_id"]), input_digest=digest, idempotency_key=idempotency_key,
+            model_version=engine.version, feature_names=engine.names, points_per_margin=engine.points_per_margin,
+            context={"industry": profile["industry"], "region": profile["region"], "legal_form": profile["legal_form"],
+                     "application_date": application["application_date"],
+                     "requested_amount": application["requested_amount"], "term_months": application["term_months"],
+                     "purpose": application["purpose"]},
+            created_at=now)
+        token = secrets.token_urlsafe(24)
+        sealed = rec.keyring.seal(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8"),
+                                  aad=record.id.encode())
+        refs = {"tenant_id": tenant_id, "applicant_ref": record.applicant_ref, "decision_id": record.id}
+        work.decisions.append(record.row())
+        work.record_digests.append(record.digest())
+        work.consents.append([{**refs, "source": source, "granted": granted, "recorded_at": now}
+                              for source, granted in sorted(payload["consent"].items())])
+        work.reviews.append(None if record.decision != "refer" else {
+            "decision_id": record.id, "tenant_id": tenant_id, "status": "pending", "requested_by": "policy",
+            "request_note": "referred by the lender policy", "reviewer": None, "outcome": None, "reason": None,
+            "created_at": now, "decided_at": None})
+        work.raw_inputs.append({**refs, "key_id": sealed.key_id, "nonce": sealed.nonce,
+                                "ciphertext": sealed.ciphertext, "created_at": now})
+        work.links.append(link_row(record.id, sha256_hex(token), expires))
+        issued.append(Issued(record, application["application_id"], token, expires))
+    return issued, work
+
+
+async def _replay(rec: Recorder, tenant_id: int, idempotency_key: str, digest: str, payload: dict) -> Issued | None:
+    existing = await to_thread.run_sync(_find, rec.read_sessions, tenant_id, idempotency_key)
+    if existing is None:
+        return None
+    if existing.input_digest != digest:
+        raise Invalid("Idempotency-Key was already used with a different request body",
+                      errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body",
+                               "type": "idempotency"}])
+    # The first response may never have arrived: the retry gets a link of its own, and the first still works.
+    token = secrets.token_urlsafe(24)
+    expires = utcnow() + dt.timedelta(hours=rec.settings.explanation_ttl_hours)
+    try:
+        await asyncio.wrap_future(rec.writer.submit(NewLink(link_row(existing.id, sha256_hex(token), expires))))
+    except OperationalError as exc:
+        raise Unavailable("the database is not reachable") from exc
+    return Issued(existing, payload["application"]["application_id"], token, expires)
+
+
+def _find(sessions: sessionmaker[Session], tenant_id: int, idempotency_key: str) -> DecisionRecord | None:
+    try:
+        with sessions() as session:
+            row = repo.get_by_idempotency_key(session, tenant_id=tenant_id, key=idempotency_key)
+            return None if row is None else DecisionRecord.of(row)
+    except OperationalError as exc:
+        raise Unavailable("the database is not reachable; nothing was recorded") from exc

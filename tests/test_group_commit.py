@@ -1,0 +1,165 @@
+"""The group-commit writer: many decisions per transaction, nothing acknowledged before it is durable, the audit
+chain extended in order, only the job at fault failing, and nothing half-written when the database is gone.
+Each test runs on SQLite and on PostgreSQL (skipped with a reason when none runs)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from service import audit
+from service.db.tables import AuditEvent, Consent, Decision, ExplanationLink, RawInput, Review
+from service.db.writer import DecisionWriter
+from tests.api_fixtures import Api, make_api
+
+
+@pytest.fixture()
+def api(database_url: str, champion_registry: Path) -> Api:
+    a = make_api(database_url, champion_registry)
+    with a.client:
+        yield a
+    a.client.app.state.engine.dispose()
+
+
+def variant(example: dict, i: int) -> dict:
+    body = copy.deepcopy(example)
+    body["application"]["application_id"] = f"gc-{i}"
+    body["application"]["requested_amount"] = 100_000 + 1_000 * i
+    return body
+
+
+def counts(api: Api) -> dict[str, int]:
+    with api.client.app.state.read_sessions() as s:
+        return {t.__tablename__: s.scalar(select(func.count()).select_from(t))
+                for t in (Decision, Consent, Review, RawInput, ExplanationLink, AuditEvent)}
+
+
+def test_concurrent_requests_share_commits_and_every_one_is_recorded(api: Api, example_request: dict) -> None:
+    writer: DecisionWriter = api.client.app.state.writer
+    before, batches = counts(api), writer.batches
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda i: api.score(variant(example_request, i)), range(64)))
+    assert [r.status_code for r in responses] == [200] * 64
+    ids = {r.json()["decision_id"] for r in responses}
+    assert len(ids) == 64
+    after = counts(api)
+    assert after["decisions"] - before["decisions"] == 64
+    assert after["raw_inputs"] - before["raw_inputs"] == 64
+    assert after["explanation_links"] - before["explanation_links"] == 64
+    assert after["audit_events"] - before["audit_events"] == 64
+    assert writer.batches - batches < 64, "16 concurrent requests never shared a commit"
+    with api.client.app.state.read_sessions() as s:  # the chain is intact and every row matches its seal
+        checked, problems = audit.verify(s)
+    assert problems == [] and checked == after["audit_events"]
+    for r in responses:  # each acknowledged decision opens its page
+        assert api.client.get(r.json()["explanation"]["url"].split("8000", 1)[-1]).status_code == 200
+
+
+def test_a_batch_request_is_all_or_nothing_and_in_one_commit(api: Api, example_request: dict) -> None:
+    writer: DecisionWriter = api.client.app.state.writer
+    batches = writer.batches
+    items = [variant(example_request, i) for i in range(20)]
+    r = api.client.post("/v1/scores/batch", json={"items": items}, headers=api.headers())
+    assert r.status_code == 200, r.text
+    assert len({i["decision_id"] for i in r.json()["items"]}) == 20
+    assert writer.batches - batches == 1
+
+
+def test_retries_of_one_key_racing_into_one_batch_get_one_decision(api: Api, example_request: dict) -> None:
+    """Concurrent retries under one Idempotency-Key: whether they meet in the database's unique index or in one
+    batch, one decision is recorded and every retry is answered with it (each with a working link)."""
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: api.score(example_request, **{"Idempotency-Key": "race-1"}), range(8)))
+    assert {r.status_code for r in responses} <= {200, 409}
+    answered = [r.json() for r in responses if r.status_code == 200]
+    assert answered and len({a["decision_id"] for a in answered}) == 1
+    with api.client.app.state.read_sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Decision)) == 1
+        checked, problems = audit.verify(s)
+    assert problems == []
+    for a in answered:
+        assert api.client.get(a["explanation"]["url"].split("8000", 1)[-1]).status_code == 200
+
+
+def test_only_the_job_at_fault_fails(api: Api, example_request: dict) -> None:
+    """A job that breaks a constraint (here: a decision id already taken) fails alone; the jobs that were
+    batched with it are written."""
+    first = api.score(variant(example_request, 1)).json()
+    writer: DecisionWriter = api.client.app.state.writer
+    stolen_id = first["decision_id"]
+    state = api.client.app.state
+    from service.usecases.scoring import _prepare
+    from service.pseudonyms import input_digest, tenant_key
+
+    key = tenant_key(state.settings, 1)
+    engine, policy = state.champion.get(), state.policies.for_tenant(None)
+
+    def work(i: int, decision_id: str | None = None):  # noqa: ANN202
+        payload = variant(example_request, 100 + i)
+        _, w = _prepare(state.recorder, key, engine, policy, 1, "test", [payload], [input_digest(key, payload)],
+                        None)
+        if decision_id:
+            for rows in (w.decisions, w.raw_inputs, w.links, *w.consents):
+                for row in rows:
+                    row["decision_id" if "decision_id" in row else "id"] = decision_id
+        return w
+
+    before = counts(api)
+    jobs = [work(0), work(1, decision_id=stolen_id), work(2)]
+    futures = [writer.submit(j) for j in jobs]
+    assert futures[0].result(30) is None and futures[2].result(30) is None
+    with pytest.raises(IntegrityError):
+        futures[1].result(30)
+    after = counts(api)
+    assert after["decisions"] - before["decisions"] == 2
+    assert after["raw_inputs"] - before["raw_inputs"] == 2
+    with state.read_sessions() as s:
+        assert audit.verify(s)[1] == []
+
+
+def test_an_unreachable_database_fails_every_waiting_request_and_writes_nothing(database_url: str,
+                                                                                 champion_registry: Path,
+                                                                                 example_request: dict) -> None:
+    api = make_api(database_url, champion_registry)
+    with api.client:
+        before = counts(api)
+        state = api.client.app.state
+        broken = DecisionWriter(state.engine)
+        broken.engine = state.engine.execution_options()  # a copy whose connections fail
+        from sqlalchemy import event
+
+        @event.listens_for(broken.engine, "before_cursor_execute")
+        def _cut(*_args, **_kw) -> None:  # noqa: ANN002, ANN003
+            raise OperationalError("INSERT", {}, ConnectionError("connection cut"))
+
+        state.recorder = type(state.recorder)(state.settings, state.keyring, broken, state.read_sessions)
+        responses = [api.score(variant(example_request, i)) for i in range(3)]
+        assert [r.status_code for r in responses] == [503] * 3
+        assert "nothing was recorded" in responses[0].json()["detail"]
+        broken.close()
+        assert counts(api) == before
+
+
+def test_close_writes_what_was_accepted(api: Api, example_request: dict) -> None:
+    """Graceful shutdown: jobs already queued are written before the writer stops."""
+    state = api.client.app.state
+    writer = DecisionWriter(state.engine)
+    from service.pseudonyms import input_digest, tenant_key
+    from service.usecases.scoring import _prepare
+
+    key = tenant_key(state.settings, 1)
+    engine, policy = state.champion.get(), state.policies.for_tenant(None)
+    payloads = [variant(example_request, 200 + i) for i in range(10)]
+    futures = []
+    for p in payloads:
+        _, w = _prepare(state.recorder, key, engine, policy, 1, "test", [p], [input_digest(key, p)], None)
+        futures.append(writer.submit(w))
+    writer.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit(w)
