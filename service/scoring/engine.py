@@ -7,6 +7,7 @@ features from ``build_features``, margin and exact TreeSHAP contributions from o
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -15,14 +16,15 @@ import numpy as np
 from service.scoring.bundle import Bundle
 from service.scoring.explain import (
     ACTIONS,
+    GROUP_NAMES,
     MAX_RECOURSE,
     MIN_GAIN_POINTS,
     Reason,
     Recourse,
     Suggestion,
-    group_points,
+    group_totals,
     no_flip_note,
-    principal_reasons,
+    principal_reasons_many,
     recourse_candidates,
     suggestion_text,
 )
@@ -50,15 +52,36 @@ class Scored:
     recourse: Recourse | None  # refer and decline only
 
 
-def application_context(raw: RawData, i: int) -> dict:
-    """What the policy needs to know about application ``i`` besides its features (no identifiers)."""
+BLOCK_ROWS = 4096  # rows decided together: one TreeSHAP call, one re-scoring call per block
+
+
+@functools.cache
+def _source_names(mask: int) -> tuple[str, ...]:
+    return tuple(s for j, s in enumerate(MONTHLY_SOURCES) if mask >> j & 1)
+
+
+def sources_of(used: np.ndarray) -> list[tuple[str, ...]]:
+    """The names of the sources used, per row of a FeatureMatrix's ``sources_used``."""
+    masks = used.astype(np.int64) @ (1 << np.arange(len(MONTHLY_SOURCES), dtype=np.int64))
+    return [_source_names(m) for m in masks.tolist()]
+
+
+def application_contexts(raw: RawData, rows: np.ndarray) -> list[dict]:
+    """What the policy needs to know about each application at ``rows`` besides its features (no identifiers)."""
     apps, prof = raw.applications, raw.profile
-    row = apps["enterprise_row"][i]
-    return {"industry": str(prof["industry"][row]), "region": str(prof["region"][row]),
-            "legal_form": str(prof["legal_form"][row]),
-            "application_date": apps["application_date"][i].astype(object),
-            "requested_amount": float(apps["requested_amount"][i]), "term_months": int(apps["term_months"][i]),
-            "purpose": str(apps["purpose"][i])}
+    ent = apps["enterprise_row"][rows]
+    columns = zip(prof["industry"][ent].tolist(), prof["region"][ent].tolist(), prof["legal_form"][ent].tolist(),
+                  apps["application_date"][rows].astype(object).tolist(), apps["requested_amount"][rows].tolist(),
+                  apps["term_months"][rows].tolist(), apps["purpose"][rows].tolist(), strict=True)
+    return [{"industry": str(industry), "region": str(region), "legal_form": str(legal_form),
+             "application_date": date, "requested_amount": float(amount), "term_months": int(term),
+             "purpose": str(purpose)}
+            for industry, region, legal_form, date, amount, term, purpose in columns]
+
+
+def application_context(raw: RawData, i: int) -> dict:
+    """``application_contexts`` of application ``i``."""
+    return application_contexts(raw, np.array([i]))[0]
 
 
 class Engine:
@@ -72,76 +95,107 @@ class Engine:
         self.names = bundle.feature_names
         self.points_per_margin = bundle.scorer.points_per_margin
         self.medians: dict[str, dict[str, float]] = bundle.metadata.get("industry_medians", {})
+        self._revenue_columns = (self.names.index("pay_inflow_avg_12m"), self.names.index("tax_sales_avg_12m"))
+        self._loan = self.names.index("loan_to_revenue")
 
     def score(self, raw: RawData, policy: Policy, *, allowed_sources: list[str] | None = None,
               fm: FeatureMatrix | None = None) -> list[Scored]:
         """Score every application of ``raw`` (one for an API request, a whole folder offline)."""
         fm = fm if fm is not None else build_features(raw, allowed_sources=allowed_sources)
-        contrib = self.bundle.contributions(fm.values)
-        return [self.decide(fm.values[i], contrib[i], application_context(raw, i), policy,
-                            tuple(s for j, s in enumerate(MONTHLY_SOURCES) if fm.sources_used[i, j]))
-                for i in range(len(fm.values))]
+        out: list[Scored] = []
+        for start in range(0, len(fm.values), BLOCK_ROWS):
+            rows = np.arange(start, min(start + BLOCK_ROWS, len(fm.values)))
+            X = fm.values[start:start + BLOCK_ROWS]
+            out += self.decide_many(X, self.bundle.contributions(X), application_contexts(raw, rows), policy,
+                                    sources_of(fm.sources_used[start:start + BLOCK_ROWS]))
+        return out
 
     def decide(self, x: np.ndarray, contrib: np.ndarray, context: dict, policy: Policy,
                sources_used: tuple[str, ...] = ()) -> Scored:
         """One application from its features and TreeSHAP row: PD, score, grade, policy, reasons, recourse.
         Replay calls this with a stored feature snapshot and gets the same result."""
-        margin = float(contrib.sum())
-        pd, score, grade = (v[0] for v in self.bundle.scorer.apply(np.array([margin])))
-        points = contrib[:-1] * self.points_per_margin
-        feats = dict(zip(self.names, x, strict=True))
-        revenue = float(monthly_revenue(np.array(feats["pay_inflow_avg_12m"]), np.array(feats["tax_sales_avg_12m"])))
-        context = {**context, "monthly_revenue": None if math.isnan(revenue) else float(revenue)}
-        outcome = policy.decide(PolicyInput(pd=float(pd), score=float(score), grade=str(grade), features=feats,
-                                            **context))
-        adverse = outcome.decision != "approve"
-        medians = self.medians.get(context["industry"])
-        groups = group_points(self.names, x, points)
-        return Scored(
-            features=x, sources_used=sources_used, margin=margin, base_value=float(contrib[-1]),
-            contributions=contrib[:-1], points=points, pd=float(pd), score=float(score), grade=str(grade),
-            reasons=tuple(principal_reasons(self.names, x, points, medians, groups)) if adverse else (),
-            groups=groups, outcome=outcome,
-            recourse=self.recourse(x, points, margin, medians, policy, context) if adverse else None)
+        return self.decide_many(x[None, :], contrib[None, :], [context], policy, [sources_used])[0]
+
+    def decide_many(self, X: np.ndarray, contrib: np.ndarray, contexts: list[dict], policy: Policy,
+                    sources_used: list[tuple[str, ...]]) -> list[Scored]:
+        """``decide`` for each row: the arithmetic runs on all rows at once, the policy row by row, and the
+        refer and decline rows are explained together (one re-scoring call for all their recourse)."""
+        margin = contrib.sum(axis=1)
+        pd, score, grade = self.bundle.scorer.apply(margin)
+        points = contrib[:, :-1] * self.points_per_margin
+        revenue = monthly_revenue(X[:, self._revenue_columns[0]], X[:, self._revenue_columns[1]])
+        totals = group_totals(self.names, X, points)
+        contexts = [{**c, "monthly_revenue": None if math.isnan(r) else r}
+                    for c, r in zip(contexts, revenue.tolist(), strict=True)]
+        pd_, score_, grade_ = pd.tolist(), score.tolist(), grade.tolist()
+        outcomes = [policy.decide(PolicyInput(pd=p, score=s, grade=str(g),
+                                              features=dict(zip(self.names, x, strict=True)), **c))
+                    for p, s, g, x, c in zip(pd_, score_, grade_, X.tolist(), contexts, strict=True)]
+        adverse = [i for i, o in enumerate(outcomes) if o.decision != "approve"]
+        medians = [self.medians.get(contexts[i]["industry"]) for i in adverse]
+        reasons = dict(zip(adverse, principal_reasons_many(self.names, X[adverse], points[adverse], medians,
+                                                           totals[adverse]), strict=True))
+        recourse = dict(zip(adverse, self._recourse_many(X[adverse], points[adverse], margin[adverse], medians,
+                                                        policy, [contexts[i] for i in adverse]), strict=True))
+        return [Scored(features=X[i], sources_used=sources_used[i], margin=float(margin[i]),
+                       base_value=float(contrib[i, -1]), contributions=contrib[i, :-1], points=points[i], pd=pd_[i],
+                       score=score_[i], grade=str(grade_[i]), reasons=tuple(reasons.get(i, ())),
+                       groups=dict(zip(GROUP_NAMES, row_totals, strict=True)), outcome=outcomes[i],
+                       recourse=recourse.get(i))
+                for i, row_totals in enumerate(totals.tolist())]
 
     def unclipped_score(self, margin: np.ndarray) -> np.ndarray:
         return self.bundle.scorer.scaling.score_from_logit(self.bundle.scorer.calibration.logit(margin))
 
-    def recourse(self, x: np.ndarray, points: np.ndarray, margin: float, medians: dict[str, float] | None,
-                 policy: Policy, context: dict) -> Recourse:
-        """Up to three changes the applicant can make, each re-scored by the model, and whether together they
-        would turn the decision into an approval (re-scored and re-decided, not guessed)."""
-        current = float(self.unclipped_score(np.array([margin]))[0])
-        candidates = recourse_candidates(self.names, x, points, medians)
-        j_loan = self.names.index("loan_to_revenue")
-        floor = policy.spec.limit.min_limit / context["requested_amount"] * x[j_loan]  # the ratio at the minimum
-        candidates = [(j, max(t, floor) if j == j_loan else t) for j, t in candidates
-                      if j != j_loan or max(t, floor) < x[j_loan]]  # a smaller amount, but one the lender offers
-        suggestions: list[Suggestion] = []
-        if candidates:
-            trial = np.repeat(x[None, :], len(candidates), axis=0)
-            for k, (j, target) in enumerate(candidates):
-                trial[k, j] = target
-            gains = self.unclipped_score(self.bundle.margin(trial)) - current
-            ranked = sorted(zip(gains, candidates, strict=True), key=lambda t: -t[0])
+    def _recourse_many(self, X: np.ndarray, points: np.ndarray, margin: np.ndarray,
+                       medians: list[dict[str, float] | None], policy: Policy, contexts: list[dict]) -> list[Recourse]:
+        """For each row, up to three changes the applicant can make, each re-scored by the model, and whether
+        together they would turn the decision into an approval (re-scored and re-decided, not guessed). The
+        trials of all rows go to the model in one call, and so do the combined changes."""
+        if not len(X):
+            return []
+        current = self.unclipped_score(margin)
+        j_loan = self._loan
+        candidates = []
+        for x, p, m, context in zip(X, points, medians, contexts, strict=True):
+            floor = policy.spec.limit.min_limit / context["requested_amount"] * x[j_loan]  # the ratio at the minimum
+            candidates.append([(j, max(t, floor) if j == j_loan else t)
+                               for j, t in recourse_candidates(self.names, x, p, m)
+                               if j != j_loan or max(t, floor) < x[j_loan]])  # a smaller amount the lender offers
+        flat = [c for row in candidates for c in row]
+        gains = np.empty(0)
+        if flat:
+            owner = np.repeat(np.arange(len(X)), [len(c) for c in candidates])
+            trial = X[owner]
+            trial[np.arange(len(flat)), [j for j, _ in flat]] = [t for _, t in flat]
+            gains = self.unclipped_score(self.bundle.margin(trial)) - current[owner]
+        combined = X.copy()
+        changed = [dict(c) for c in contexts]
+        suggestions: list[list[Suggestion]] = []
+        at = 0
+        for i, (row, x, context) in enumerate(zip(candidates, X, contexts, strict=True)):
+            ranked = sorted(zip(gains[at:at + len(row)], row, strict=True), key=lambda t: -t[0])
+            at += len(row)
+            mine: list[Suggestion] = []
             for gain, (j, target) in ranked[:MAX_RECOURSE]:
                 if gain < MIN_GAIN_POINTS:
                     break
                 feature = self.names[j]
                 zh, en = suggestion_text(feature, float(x[j]), target, context["requested_amount"])
-                suggestions.append(Suggestion(feature, float(x[j]), target, ACTIONS[feature].months, zh, en,
-                                              round(float(gain), 2)))
-        combined = x.copy()
-        changed = dict(context)
-        for s in suggestions:
-            combined[self.names.index(s.feature)] = s.target
-            if s.feature == "loan_to_revenue":
-                changed["requested_amount"] = context["requested_amount"] * s.target / s.current
-        new_margin = self.bundle.margin(combined[None, :])
+                mine.append(Suggestion(feature, float(x[j]), target, ACTIONS[feature].months, zh, en,
+                                       round(float(gain), 2)))
+                combined[i, j] = target
+                if feature == "loan_to_revenue":
+                    changed[i]["requested_amount"] = context["requested_amount"] * target / float(x[j])
+            suggestions.append(mine)
+        new_margin = self.bundle.margin(combined)
         pd, score, grade = self.bundle.scorer.apply(new_margin)
-        decision = policy.decide(PolicyInput(pd=float(pd[0]), score=float(score[0]), grade=str(grade[0]),
-                                             features=dict(zip(self.names, combined, strict=True)), **changed))
-        flips = bool(suggestions) and decision.decision == "approve"
-        combined_score = float(self.unclipped_score(new_margin)[0])
-        zh, en = no_flip_note(flips, combined_score - current)
-        return Recourse(tuple(suggestions), round(combined_score, 2), flips, zh, en)
+        combined_score = self.unclipped_score(new_margin)
+        out = []
+        for i, (mine, c) in enumerate(zip(suggestions, changed, strict=True)):
+            decision = policy.decide(PolicyInput(pd=float(pd[i]), score=float(score[i]), grade=str(grade[i]),
+                                                 features=dict(zip(self.names, combined[i], strict=True)), **c))
+            flips = bool(mine) and decision.decision == "approve"
+            zh, en = no_flip_note(flips, float(combined_score[i]) - float(current[i]))
+            out.append(Recourse(tuple(mine), round(float(combined_score[i]), 2), flips, zh, en))
+        return out

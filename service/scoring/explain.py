@@ -11,6 +11,7 @@ not consented to) is never named, and no catalogue feature reads a protected att
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,13 +37,38 @@ class Reason:
     impact_points: float
 
 
+GROUP_NAMES = tuple(GROUPS)
+_MISSING_INDEX = GROUP_NAMES.index(MISSING_DATA)
+_BLOCK_ROWS = 4096  # group sums take rows x groups x features doubles: about 25 MB per block
+
+
+@functools.cache
+def _group_members(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's group (its index in GROUPS) and the (groups, features) membership mask."""
+    group_of = np.array([GROUP_NAMES.index(BY_NAME[n].group) for n in names], dtype=np.int64)
+    return group_of, group_of[None, :] == np.arange(len(GROUP_NAMES))[:, None]
+
+
+def group_totals(names: tuple[str, ...], X: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Points per reason group (columns in GROUPS order) over the features that were scored; features without
+    a value (source absent or not consented to) are summed apart, under ``missing_data``, so no reason ever
+    stands on them. Each total is added up in catalogue order starting from 0.0, one feature at a time
+    (``np.add.accumulate`` is sequential), so a row gives the same bits as a Python loop over its features."""
+    X, points = np.atleast_2d(X), np.atleast_2d(points)
+    group_of, _ = _group_members(tuple(names))
+    out = np.empty((len(X), len(GROUP_NAMES)))
+    for start in range(0, len(X), _BLOCK_ROWS):
+        x, p = X[start:start + _BLOCK_ROWS], points[start:start + _BLOCK_ROWS]
+        group = np.where(np.isnan(x), _MISSING_INDEX, group_of)
+        terms = np.zeros((len(x), len(GROUP_NAMES), len(group_of) + 1))  # a leading 0.0, as the loop starts
+        terms[np.arange(len(x))[:, None], group, np.arange(1, len(group_of) + 1)] = p
+        out[start:start + len(x)] = np.add.accumulate(terms, axis=2)[:, :, -1]
+    return out
+
+
 def group_points(names: tuple[str, ...], values: np.ndarray, points: np.ndarray) -> dict[str, float]:
-    """Points per reason group over the features that were scored; features without a value (source absent
-    or not consented to) are summed apart, under ``missing_data``, so no reason ever stands on them."""
-    totals = dict.fromkeys(GROUPS, 0.0)
-    for name, value, p in zip(names, values, points, strict=True):
-        totals[MISSING_DATA if math.isnan(value) else BY_NAME[name].group] += float(p)
-    return totals
+    """``group_totals`` of one application, by group name."""
+    return dict(zip(GROUP_NAMES, group_totals(names, values, points)[0].tolist(), strict=True))
 
 
 def display_value(feature: str, value: float) -> str:
@@ -68,36 +94,43 @@ def reason_texts(feature: str, value: float, reference: float | None) -> tuple[s
 
 
 def group_points_matrix(names: tuple[str, ...], X: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
-    """``group_points`` for many rows at once (drift references and windows); tests/test_drift.py checks they
-    agree row for row."""
-    missing = np.isnan(X)
-    out = {g: np.zeros(len(X)) for g in GROUPS}
-    for j, name in enumerate(names):
-        group = BY_NAME[name].group
-        out[group] = out[group] + np.where(missing[:, j], 0.0, points[:, j])
-        out[MISSING_DATA] = out[MISSING_DATA] + np.where(missing[:, j], points[:, j], 0.0)
-    return out
+    """``group_totals`` by group name (drift references and windows)."""
+    totals = group_totals(names, X, points)
+    return {g: totals[:, k] for k, g in enumerate(GROUP_NAMES)}
 
 
 def principal_reasons(names: tuple[str, ...], values: np.ndarray, points: np.ndarray,
                       medians: dict[str, float] | None, totals: dict[str, float] | None = None) -> list[Reason]:
     """At most four reason groups whose scored features together lowered the score, most adverse first, each
     with that group's points (as the chart shows them) and phrased from its most adverse scored feature."""
-    totals = totals if totals is not None else group_points(names, values, points)
-    worst: dict[str, tuple[float, str, float]] = {}
-    for name, value, p in zip(names, values, points, strict=True):
-        group = BY_NAME[name].group
-        if not math.isnan(value) and (group not in worst or p < worst[group][0]):
-            worst[group] = (float(p), name, float(value))
-    adverse = sorted((t, g) for g, t in totals.items()
-                     if g != MISSING_DATA and t <= -MIN_REASON_POINTS and g in worst)
-    reasons = []
-    for total, group in adverse[:MAX_REASONS]:
-        _, feature, value = worst[group]
-        zh, en = reason_texts(feature, value, (medians or {}).get(feature))
-        reasons.append(Reason(code=group.upper(), group=group, feature=feature, text_zh=zh, text_en=en,
-                              impact_points=round(total, 2)))
-    return reasons
+    row = None if totals is None else np.array([[totals[g] for g in GROUP_NAMES]])
+    return principal_reasons_many(names, values[None, :], points[None, :], [medians], row)[0]
+
+
+def principal_reasons_many(names: tuple[str, ...], X: np.ndarray, points: np.ndarray,
+                           medians: list[dict[str, float] | None], totals: np.ndarray | None = None,
+                           ) -> list[list[Reason]]:
+    """``principal_reasons`` for each row of ``X`` (``totals``: ``group_totals`` of the rows, if at hand)."""
+    totals = totals if totals is not None else group_totals(names, X, points)
+    _, member = _group_members(tuple(names))
+    scored = member[None, :, :] & ~np.isnan(X)[:, None, :]  # (rows, groups, features)
+    # The first feature with the group's lowest points, as a loop keeping the strictly lower one finds it.
+    worst = np.where(scored, points[:, None, :], np.inf).argmin(axis=2)
+    has_scored = scored.any(axis=2)
+    out = []
+    for i, (row_totals, row_worst, row_has) in enumerate(zip(totals.tolist(), worst.tolist(), has_scored.tolist(),
+                                                            strict=True)):
+        adverse = sorted((t, g) for g, t, ok in zip(GROUP_NAMES, row_totals, row_has, strict=True)
+                         if g != MISSING_DATA and t <= -MIN_REASON_POINTS and ok)
+        reasons = []
+        for total, group in adverse[:MAX_REASONS]:
+            j = row_worst[GROUP_NAMES.index(group)]
+            feature = names[j]
+            zh, en = reason_texts(feature, float(X[i, j]), (medians[i] or {}).get(feature))
+            reasons.append(Reason(code=group.upper(), group=group, feature=feature, text_zh=zh, text_en=en,
+                                  impact_points=round(total, 2)))
+        out.append(reasons)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -189,16 +222,22 @@ class Recourse:
     note_en: str
 
 
+@functools.cache
+def _actionable(names: tuple[str, ...]) -> tuple[tuple[int, str, Action, int], ...]:
+    """(index, name, action, +1 if higher is better) of each feature an applicant can act on."""
+    return tuple((j, n, ACTIONS[n], -BY_NAME[n].direction) for j, n in enumerate(names)
+                 if n in ACTIONS and BY_NAME[n].actionable)
+
+
 def recourse_candidates(names: tuple[str, ...], values: np.ndarray, points: np.ndarray,
                         medians: dict[str, float] | None) -> list[tuple[int, float]]:
     """(feature index, target) for each actionable, scored feature that lowered the score and can improve."""
     out = []
-    for j, (name, value, p) in enumerate(zip(names, values, points, strict=True)):
-        action = ACTIONS.get(name)
-        if action is None or not BY_NAME[name].actionable or math.isnan(value) or p >= 0:
+    for j, name, action, good in _actionable(tuple(names)):
+        value = float(values[j])
+        if math.isnan(value) or points[j] >= 0:
             continue
-        target = action.target(float(value), (medians or {}).get(name))
-        good = -BY_NAME[name].direction  # +1: higher is better
+        target = action.target(value, (medians or {}).get(name))
         if target is not None and (target - value) * good > 1e-12:
             out.append((j, float(target)))
     return out
