@@ -5,6 +5,7 @@ Commands import their modules lazily so that ``smecredit --help`` stays fast.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -306,9 +307,17 @@ def serve(
     # uvicorn's own access log prints raw paths (tokens, decision ids): ours logs route templates instead.
     # service.edge:EdgeProtocol is uvicorn's httptools protocol plus the head-size limit, the head and body
     # deadlines and the connection and in-flight caps, all from the same settings (each worker reads them).
-    uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers,
-                http="service.edge:EdgeProtocol", ws="none", server_header=False,
-                timeout_graceful_shutdown=30, log_level="info", access_log=False)
+    config = {"app": "service.main:create_app", "factory": True, "http": "service.edge:EdgeProtocol", "ws": "none",
+              "server_header": False, "timeout_graceful_shutdown": 30, "log_level": "info", "access_log": False}
+    if workers == 1:
+        uvicorn.run(host=host, port=port, **config)
+        return
+    # A listening socket per worker (SO_REUSEPORT), so that the kernel spreads connections evenly: see
+    # service/supervisor.py for why uvicorn's shared socket does not.
+    from service.supervisor import Supervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    raise typer.Exit(Supervisor(host, port, workers, {**config, "host": host, "port": port}).run())
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys per tenant.")
@@ -344,15 +353,22 @@ def keys_create(
 
 @keys_app.command("revoke")
 def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix: the part after 'sk_'")]) -> None:
-    """Revoke an API key at once (every replica checks keys per request)."""
+    """Revoke an API key: refused at once on every replica when Redis is configured (SMECREDIT_REDIS_URL),
+    otherwise once their cached entry expires (SMECREDIT_KEY_CACHE_SECONDS, 5 s by default)."""
+    from service.config import get_settings
     from service.db import repo
+    from service.runtime import announce_revocation
 
     _, sessions = _database()
     with sessions() as session:
         if not repo.revoke_api_key(session, prefix=prefix, actor="cli"):
             _fail(f"no active key with prefix {prefix!r}")
         session.commit()
-    console.print(f"revoked key sk_{prefix}_...")
+    settings = get_settings()
+    if announce_revocation(settings.redis_url, prefix):
+        console.print(f"revoked key sk_{prefix}_... (every replica told through Redis)")
+    else:
+        console.print(f"revoked key sk_{prefix}_...; replicas refuse it within {settings.key_cache_seconds:g} s")
 
 
 @app.command()

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None  # when set, /metrics and /readyz details need 'Bearer <token>'
     explanation_ttl_hours: int = Field(24 * 30, ge=1)
     docs_enabled: bool = True
-    model_check_seconds: float = 1.0  # how often a replica looks for a new champion
+    model_check_seconds: float = 1.0  # how often a replica looks for a new champion and changed policy files
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:

@@ -179,11 +179,13 @@ class BundleCache:
 
 
 class Policies:
-    """Tenant policies from ``<dir>/<name>.yaml``, the shipped default otherwise; reloaded when the file changes."""
+    """Tenant policies from ``<dir>/<name>.yaml``, the shipped default otherwise; reloaded within
+    ``check_seconds`` of a change to the file (as a new champion is noticed)."""
 
-    def __init__(self, directory: Path | None) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path | None, check_seconds: float = 1.0) -> None:
+        self.directory, self.check_seconds = directory, check_seconds
         self._cache: dict[Path, tuple[float, Policy]] = {}
+        self._looked: dict[Path, float] = {}  # when each file's modification time was last read
         self._lock = threading.Lock()
 
     def for_tenant(self, policy_name: str | None) -> Policy:
@@ -195,11 +197,15 @@ class Policies:
             raise Unavailable(f"the tenant's policy {policy_name!r} needs SMECREDIT_POLICIES_DIR to be set")
         else:
             path = self.directory / f"{policy_name}.yaml"
+        cached = self._cache.get(path)
+        now = time.monotonic()
+        if cached and now - self._looked.get(path, 0.0) < self.check_seconds:
+            return cached[1]  # looked at the file less than check_seconds ago: no stat per request
         try:
             mtime = path.stat().st_mtime
         except OSError as exc:
             raise Unavailable(f"the tenant's policy file {path.name} is missing") from exc
-        cached = self._cache.get(path)
+        self._looked[path] = now
         if cached and cached[0] == mtime:
             return cached[1]
         with self._lock:

@@ -202,14 +202,17 @@ class TestCommandLine:
         assert decisions <= {"approve", "refer", "decline"} and len(decisions) == 3
 
 
+REDIS_URL = os.environ.get("SMECREDIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
 def redis_available() -> str | None:
     try:
         import redis
 
-        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
         return None
     except Exception as exc:  # noqa: BLE001 - any failure means: skip, and say why
-        return f"Redis not reachable at 127.0.0.1:6379 ({type(exc).__name__}); shared rate-limit test skipped"
+        return f"Redis not reachable at {REDIS_URL} ({type(exc).__name__}); tests of what replicas share skipped"
 
 
 def test_rate_limits_are_shared_across_replicas_through_redis(champion_registry: Path, tmp_path: Path) -> None:
@@ -236,17 +239,6 @@ def test_an_unreachable_redis_does_not_stop_scoring(champion_registry: Path, tmp
         assert api.client.get("/v1/models", headers=api.headers("score")).status_code == 200
 
 
-def redis_available() -> str | None:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-        return None
-    except (redis.RedisError, OSError) as exc:
-        return f"Redis not reachable at {REDIS_URL} ({type(exc).__name__}); the shared-revocation test is skipped"
-
-
-REDIS_URL = os.environ.get("SMECREDIT_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["cache-ttl", "redis"])

@@ -359,8 +359,12 @@ class TestWiring:
         real = repo.authenticate
         monkeypatch.setattr(repo, "authenticate", lambda session, *, key: calls.append(key) or real(session, key=key))
         assert edge_api.score(example_request, who="score").status_code == 200
+        assert len(calls) == 1  # once for the request, by the middleware, not again by the handler
         assert edge_api.client.get("/v1/models", headers=edge_api.headers("score")).status_code == 200
-        assert len(calls) == 2
+        assert len(calls) == 1  # then from the process's cache (SMECREDIT_KEY_CACHE_SECONDS)
+        edge_api.client.app.state.callers.drop(edge_api.keys["score"].split("_")[1])
+        assert edge_api.client.get("/v1/models", headers=edge_api.headers("score")).status_code == 200
+        assert len(calls) == 2  # dropped (a revocation): looked up again
 
     def test_oversized_bodies_are_refused_and_the_connection_closed(self, edge_api: Api) -> None:
         limit = edge_api.settings.max_body_bytes

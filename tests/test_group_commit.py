@@ -93,8 +93,8 @@ def test_only_the_job_at_fault_fails(api: Api, example_request: dict) -> None:
     writer: DecisionWriter = api.client.app.state.writer
     stolen_id = first["decision_id"]
     state = api.client.app.state
-    from service.usecases.scoring import _prepare
     from service.pseudonyms import input_digest, tenant_key
+    from service.usecases.scoring import _prepare
 
     key = tenant_key(state.settings, 1)
     engine, policy = state.champion.get(), state.policies.for_tenant(None)
@@ -163,3 +163,24 @@ def test_close_writes_what_was_accepted(api: Api, example_request: dict) -> None
     assert all(f.done() and f.exception() is None for f in futures)
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit(w)
+
+
+def test_a_retry_of_a_request_recorded_by_the_older_release_still_matches(api: Api, example_request: dict) -> None:
+    """Input digests moved from the standard library's JSON to orjson's: a decision recorded with the old
+    spelling is still found by a retry of the same body, and a different body is still refused."""
+    from sqlalchemy import update
+
+    from service.api.schemas import ScoreRequest
+    from service.pseudonyms import legacy_input_digest, tenant_key
+
+    first = api.score(example_request, **{"Idempotency-Key": "old-release"}).json()
+    state = api.client.app.state
+    with state.sessions.begin() as s:  # as the older release wrote it
+        tenant_id = s.scalar(select(Decision.tenant_id).where(Decision.id == first["decision_id"]))
+        payload = ScoreRequest.model_validate(example_request).model_dump(mode="json")
+        s.execute(update(Decision).where(Decision.id == first["decision_id"]).values(
+            input_digest=legacy_input_digest(tenant_key(state.settings, tenant_id), payload)))
+    retry = api.score(example_request, **{"Idempotency-Key": "old-release"})
+    assert retry.status_code == 200 and retry.json()["decision_id"] == first["decision_id"]
+    other = api.score(variant(example_request, 9), **{"Idempotency-Key": "old-release"})
+    assert other.status_code == 422 and other.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import secrets
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from anyio import to_thread
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +26,7 @@ from service.db.repo import sha256_hex
 from service.db.tables import utcnow
 from service.db.writer import DecisionWriter, NewDecisions, NewLink, link_row
 from service.errors import Conflict, Invalid, Unavailable
-from service.pseudonyms import input_digest, keyed, tenant_key
+from service.pseudonyms import input_digest, keyed, legacy_input_digest, tenant_key
 from service.scoring.engine import Engine
 from service.scoring.policy import Policy
 from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant
@@ -66,7 +66,7 @@ async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: in
     idempotency_key = keyed(key, idempotency_key) if idempotency_key else None
     digests = [input_digest(key, p) for p in payloads]
     if idempotency_key:
-        replayed = await _replay(rec, tenant_id, idempotency_key, digests[0], payloads[0])
+        replayed = await _replay(rec, key, tenant_id, idempotency_key, digests[0], payloads[0])
         if replayed is not None:
             return [replayed]
     issued, work = _prepare(rec, key, engine, policy, tenant_id, actor, payloads, digests, idempotency_key)
@@ -76,7 +76,7 @@ async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: in
         if not idempotency_key:
             raise
         # The same key raced in from a concurrent retry and won: answer with its decision.
-        replayed = await _replay(rec, tenant_id, idempotency_key, digests[0], payloads[0])
+        replayed = await _replay(rec, key, tenant_id, idempotency_key, digests[0], payloads[0])
         if replayed is None:
             raise Conflict("Idempotency-Key is being used by a concurrent request; retry") from exc
         return [replayed]
@@ -109,8 +109,7 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
                      "purpose": application["purpose"]},
             created_at=now)
         token = secrets.token_urlsafe(24)
-        sealed = rec.keyring.seal(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8"),
-                                  aad=record.id.encode())
+        sealed = rec.keyring.seal(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), aad=record.id.encode())
         refs = {"tenant_id": tenant_id, "applicant_ref": record.applicant_ref, "decision_id": record.id}
         work.decisions.append(record.row())
         work.record_digests.append(record.digest())
@@ -127,11 +126,12 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
     return issued, work
 
 
-async def _replay(rec: Recorder, tenant_id: int, idempotency_key: str, digest: str, payload: dict) -> Issued | None:
+async def _replay(rec: Recorder, key: bytes, tenant_id: int, idempotency_key: str, digest: str,
+                  payload: dict) -> Issued | None:
     existing = await to_thread.run_sync(_find, rec.read_sessions, tenant_id, idempotency_key)
     if existing is None:
         return None
-    if existing.input_digest != digest:
+    if existing.input_digest not in (digest, legacy_input_digest(key, payload)):
         raise Invalid("Idempotency-Key was already used with a different request body",
                       errors=[{"loc": ["header", "Idempotency-Key"], "msg": "reused with a different body",
                                "type": "idempotency"}])
