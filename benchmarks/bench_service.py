@@ -1,18 +1,23 @@
 """Scoring-service benchmark: POST /v1/scores in-process and over HTTP under load, beside a bare FastAPI endpoint.
 
-    .venv/bin/python benchmarks/bench_service.py [--duration 20] [--connections 8] [--workers 1 2]
+    .venv/bin/python benchmarks/bench_service.py [--duration 10] [--connections 1 8 32] [--workers 1 2]
+                                                 [--databases sqlite postgresql]
 
-One run prepares a champion, an SQLite database and a key in a temp folder, then measures the same body
-(openapi/examples/score_request.json) three ways: sequential calls through TestClient, the pieces of one score
-without HTTP, and `wrk` on loopback against `smecredit serve`. The baseline is a bare FastAPI app with one sync
-endpoint that parses the same JSON into a dict, measured the same ways in the same run, so the difference is
-what scoring (features, LightGBM, TreeSHAP, policy, the decision write) costs. Needs `wrk` (apt-get install wrk).
-Prints markdown for docs/benchmarks.md.
+One run prepares a champion and an API key in a temp folder, then measures the same body
+(openapi/examples/score_request.json) three ways: sequential calls in-process (the ASGI app called directly, one
+event loop, no network), the pieces of one score without HTTP, and `wrk` on loopback against `smecredit serve`
+for every combination of database (SQLite, and PostgreSQL when one answers at --postgres), workers and
+connections. The baseline is a bare FastAPI app with one endpoint that parses the same JSON into a dict,
+served by uvicorn with the same workers and measured with the same connections in the same run, so the
+difference is what scoring (features, LightGBM, TreeSHAP, policy, the durable decision write) costs. Every
+acknowledged decision is committed (SQLite: synchronous=FULL; PostgreSQL: synchronous_commit as the server
+has it). Needs `wrk` (apt-get install wrk). Prints markdown for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
@@ -27,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,16 +47,17 @@ sys.path.insert(0, str(ROOT))
 from service.api.schemas import ScoreRequest  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.db import repo  # noqa: E402
-from service.decisions import score_requests  # noqa: E402
 from service.main import create_app  # noqa: E402
+from service.pseudonyms import input_digest, tenant_key  # noqa: E402
 from service.scoring.features import build_features  # noqa: E402
 from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant  # noqa: E402
+from service.usecases import scoring  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the virtualenv's scripts: smecredit, uvicorn
 BODY = ROOT / "openapi" / "examples" / "score_request.json"
 NO_RATE_LIMIT = "100000000"  # per minute: the limiter must not be what a load test measures
 
-# The baseline: the same framework, body parsing and sync thread-pool dispatch, and nothing else.
+# The baseline: the same framework and body parsing into a dict, and nothing else.
 BARE_APP = '''\
 from fastapi import FastAPI
 
@@ -59,7 +65,7 @@ app = FastAPI()
 
 
 @app.post("/v1/scores")
-def score(body: dict) -> dict:
+async def score(body: dict) -> dict:
     return {"ok": True, "fields": len(body)}
 
 
@@ -101,19 +107,40 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-def prepare(workdir: Path) -> tuple[Path, str, str]:
-    """Synthetic data (reused), a freshly trained champion, a fresh database and a key: (registry, db url, key)."""
-    data, registry, db = workdir / "synth-20000", workdir / "registry", workdir / "smecredit.db"
+def prepare(workdir: Path) -> Path:
+    """Synthetic data (reused) and a freshly trained champion: the registry."""
+    data, registry = workdir / "synth-20000", workdir / "registry"
     if not (data / "profile.parquet").exists():
         run_cli("synth", "--entities", "20000", "--months", "36", "--seed", "7", "--out", str(data))
     shutil.rmtree(registry, ignore_errors=True)  # train with today's code, not a bundle left by an older run
     run_cli("train", "--data", str(data), "--registry", str(registry), "--promote")
-    for leftover in workdir.glob("smecredit.db*"):  # a fresh database: its size must not grow run over run
-        leftover.unlink()
-    url = f"sqlite:///{db}"
-    key = run_cli("keys", "create", "--tenant", "bench", "--scopes", "score",
-                  env=service_env(url, registry)).strip().splitlines()[-1]
-    return registry, url, key
+    return registry
+
+
+def fresh_database(kind: str, workdir: Path, postgres: str) -> str | None:
+    """An empty database of ``kind``: its size must not grow run over run. None when PostgreSQL does not answer."""
+    if kind == "sqlite":
+        for leftover in workdir.glob("smecredit.db*"):
+            leftover.unlink()
+        return f"sqlite:///{workdir / 'smecredit.db'}"
+    from sqlalchemy import create_engine, text
+
+    schema = "smecredit_bench"
+    try:
+        admin = create_engine(postgres, connect_args={"connect_timeout": 3})
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure: measure SQLite only, and say why
+        print(f"PostgreSQL at {postgres} not measured: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    return f"{postgres}?options=-csearch_path%3D{schema}"
+
+
+def new_key(db_url: str, registry: Path) -> str:
+    return run_cli("keys", "create", "--tenant", "bench", "--scopes", "score",
+                   env=service_env(db_url, registry)).strip().splitlines()[-1]
 
 
 def service_env(db_url: str, registry: Path) -> dict[str, str]:
@@ -142,12 +169,30 @@ def time_calls(call: Callable[[], object], n: int, warmup: int) -> tuple[float, 
     return p50, p99, n / sum(samples)
 
 
-def post_ok(client: TestClient, body: bytes, headers: dict[str, str]) -> Callable[[], None]:
-    def call() -> None:
-        response = client.post("/v1/scores", content=body, headers=headers)
-        if response.status_code != 200:
-            raise RuntimeError(f"POST /v1/scores -> {response.status_code}: {response.text[:300]}")
-    return call
+async def time_async(call: Callable[[], Awaitable[object]], n: int, warmup: int) -> tuple[float, float, float]:
+    for _ in range(warmup):
+        await call()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - t0)
+    p50, p99 = percentiles_ms(samples)
+    return p50, p99, n / sum(samples)
+
+
+async def asgi_calls(app: FastAPI, body: bytes, headers: dict[str, str], n: int, warmup: int) -> tuple[float, ...]:
+    """Sequential requests through the whole ASGI app (middleware, validation, handler, response), called
+    directly in one event loop: no sockets, no test-client threads."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        async def call() -> None:
+            response = await client.post("/v1/scores", content=body, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"POST /v1/scores -> {response.status_code}: {response.text[:300]}")
+        return await time_async(call, n, warmup)
 
 
 def bare_app() -> FastAPI:
@@ -160,20 +205,21 @@ def bench_in_process(settings: Settings, key: str, body: bytes, n: int, warmup: 
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     app = create_app(settings)
     rows = []
-    with TestClient(app) as client:
-        rows.append(Row("`POST /v1/scores`", "in-process, sequential",
-                        *time_calls(post_ok(client, body, headers), n, warmup)))
+    with TestClient(app):  # runs the app's lifespan
+        rows.append(Row("`POST /v1/scores`", "in-process (ASGI), sequential",
+                        *asyncio.run(asgi_calls(app, body, headers, n, warmup)),
+                        "each decision committed before the response"))
         pieces = bench_pieces(app, key, json.loads(body), n, warmup)
     app.state.engine.dispose()
-    with TestClient(bare_app()) as client:
-        rows.append(Row("baseline: bare FastAPI", "in-process, sequential",
-                        *time_calls(post_ok(client, body, headers), n, warmup)))
+    rows.append(Row("baseline: bare FastAPI", "in-process (ASGI), sequential",
+                    *asyncio.run(asgi_calls(bare_app(), body, headers, n, warmup))))
     return rows, pieces
 
 
 def bench_pieces(app: FastAPI, key: str, payload: dict, n: int, warmup: int) -> list[str]:
     """Where one score's time goes without HTTP: the handler's steps, the last ones cumulative."""
-    engine, policy, sessions = app.state.champion.get(), app.state.policies.for_tenant(None), app.state.sessions
+    state = app.state
+    engine, policy = state.champion.get(), state.policies.for_tenant(None)
     req = ScoreRequest.model_validate(payload)
     allowed = [s for s in MONTHLY_SOURCES if getattr(req.consent, s)]
     dumped = req.model_dump(mode="json")
@@ -183,29 +229,35 @@ def bench_pieces(app: FastAPI, key: str, payload: dict, n: int, warmup: int) -> 
         return raw_for_applicant(dumped["profile"], application, {s: dumped["data"][s] for s in allowed})
 
     one = raw()
-    with sessions() as session:
+    with state.read_sessions() as session:
         tenant_id = repo.authenticate(session, key=key)[0].id
+    tkey = tenant_key(state.settings, tenant_id)
 
     def authenticate() -> None:
-        with app.state.read_sessions() as session:  # as the API does: a read-only session
+        with state.read_sessions() as session:  # as the API does on a cache miss: a read-only session
             repo.authenticate(session, key=key)
 
-    def score_and_record() -> None:
-        with sessions() as session:
-            score_requests(session, settings=app.state.settings, keyring=app.state.keyring, engine=engine,
-                           policy=policy, tenant_id=tenant_id, actor="bench", requests=[req])
+    def prepare_records() -> None:
+        scoring._prepare(state.recorder, tkey, engine, policy, tenant_id, "bench", [dumped],  # noqa: SLF001
+                         [input_digest(tkey, dumped)], None)
 
-    steps = [("authenticate the key (`repo.authenticate`)", authenticate),
+    def decide_and_commit() -> None:
+        asyncio.run(scoring.decide(state.recorder, engine=engine, policy=policy, tenant_id=tenant_id, actor="bench",
+                                   payloads=[dumped]))
+
+    steps = [("authenticate the key, cache miss (`repo.authenticate`)", authenticate),
+             ("authenticate the key, cached (`CallerCache.get`)", lambda: state.callers.get(key)),
              ("validate the body (`ScoreRequest.model_validate`)", lambda: ScoreRequest.model_validate(payload)),
              ("request to `RawData` (`raw_for_applicant`)", raw),
              ("58 features (`build_features`)", lambda: build_features(one, allowed_sources=allowed)),
              ("features + LightGBM + TreeSHAP + policy (`engine.score`)",
               lambda: engine.score(one, policy, allowed_sources=allowed)),
-             ("all of that + record the decision, one commit (`score_requests`)", score_and_record)]
+             ("all of that + digests, encryption, the rows (`scoring._prepare`)", prepare_records),
+             ("all of that + the group commit, alone (`scoring.decide`)", decide_and_commit)]
     lines = ["| piece (one applicant, no HTTP) | p50 | p99 |", "|---|---|---|"]
     for name, call in steps:
         p50, p99, _ = time_calls(call, n, warmup)
-        lines.append(f"| {name} | {p50:.2f} ms | {p99:.2f} ms |")
+        lines.append(f"| {name} | {p50:.3f} ms | {p99:.3f} ms |")
     return lines
 
 
@@ -281,41 +333,53 @@ def parse_wrk(text: str) -> dict[str, float]:
 
 
 def run_wrk(url: str, script: Path, duration: int, connections: int) -> tuple[dict[str, float], str]:
-    argv = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s", "--latency",
+    threads = str(min(2, connections))
+    argv = ["wrk", "-t", threads, "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s", "--latency",
             "-s", str(script), f"{url}/v1/scores"]
     done = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=duration + 60)  # noqa: S603, S607
     return parse_wrk(done.stdout), shlex.join(argv)
 
 
-def load_test(name: str, argv: list[str], port: int, args: argparse.Namespace, workers: int, script: Path,
-              env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[Row, str]:
-    with server(argv, port, args.workdir / f"server-{port}.log", env=env, cwd=cwd) as url:
-        run_wrk(url, script, args.warmup_seconds, args.connections)  # JIT-free, but caches, pools and pages warm up
-        result, command = run_wrk(url, script, args.duration, args.connections)
-    problems = f"{result['non_2xx']:.0f} non-2xx, {result['socket_errors']:.0f} socket errors"
-    return Row(name, f"HTTP, {workers} worker{'s' * (workers > 1)}, {args.connections} conn.", result["p50"],
-               result["p99"], result["rps"], f"{result['requests']:,.0f} requests; {problems}"), command
+def load_rows(name: str, url: str, args: argparse.Namespace, workers: int, script: Path,
+              database: str) -> tuple[list[Row], str]:
+    rows, command = [], ""
+    for connections in args.connections:
+        run_wrk(url, script, args.warmup_seconds, connections)  # no JIT, but caches, pools and pages warm up
+        result, command = run_wrk(url, script, args.duration, connections)
+        problems = f"{result['non_2xx']:.0f} non-2xx, {result['socket_errors']:.0f} socket errors"
+        rows.append(Row(name, f"HTTP, {database}, {workers} worker{'s' * (workers > 1)}, {connections} conn.",
+                        result["p50"], result["p99"], result["rps"], f"{result['requests']:,.0f} requests; {problems}"))
+    return rows, command
 
 
-def bench_http(args: argparse.Namespace, registry: Path, db_url: str, key: str) -> tuple[list[Row], str]:
+def bench_http(args: argparse.Namespace, registry: Path, databases: dict[str, str]) -> tuple[list[Row], str]:
+    """Per worker count: the bare endpoint, then the service on each database, each at every connection count."""
     body = args.workdir / "body.json"
     body.write_bytes(BODY.read_bytes())
-    script = args.workdir / "post.lua"
-    script.write_text(WRK_SCRIPT.format(body=body, key=key))
     (args.workdir / "bare_app.py").write_text(BARE_APP)
     rows, command = [], ""
     for workers in args.workers:
         port = free_port()
-        row, command = load_test("`POST /v1/scores`", [str(BIN / "smecredit"), "serve", "--host", "127.0.0.1",
-                                 "--port", str(port), "--workers", str(workers)], port, args, workers, script,
-                                 env=service_env(db_url, registry), cwd=ROOT)
-        rows.append(row)
-        port = free_port()
-        # The same uvicorn settings as `smecredit serve` (log level info, so access logs too).
-        row, _ = load_test("baseline: bare FastAPI", [str(BIN / "uvicorn"), "bare_app:app", "--host", "127.0.0.1",
-                           "--port", str(port), "--workers", str(workers), "--log-level", "info"], port, args,
-                           workers, script, cwd=args.workdir)
-        rows.append(row)
+        script = args.workdir / "bare.lua"
+        script.write_text(WRK_SCRIPT.format(body=body, key="none"))
+        # uvicorn as `smecredit serve` runs it (httptools, uvloop), log level info, so access logs too.
+        argv = [str(BIN / "uvicorn"), "bare_app:app", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                str(workers), "--log-level", "info", "--http", "httptools"]
+        with server(argv, port, args.workdir / f"bare-{workers}.log", cwd=args.workdir) as url:
+            bare, _ = load_rows("baseline: bare FastAPI", url, args, workers, script, "no database")
+        rows += bare
+        for database, db_url in databases.items():
+            url_db = fresh_database(database, args.workdir, args.postgres) or db_url
+            key = new_key(url_db, registry)
+            script = args.workdir / f"{database}.lua"
+            script.write_text(WRK_SCRIPT.format(body=body, key=key))
+            port = free_port()
+            argv = [str(BIN / "smecredit"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers",
+                    str(workers)]
+            with server(argv, port, args.workdir / f"service-{database}-{workers}.log",
+                        env=service_env(url_db, registry), cwd=ROOT) as url:
+                served, command = load_rows("`POST /v1/scores`", url, args, workers, script, database)
+            rows += served
     return rows, command
 
 
@@ -336,25 +400,33 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=20, help="seconds of wrk load per server")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent wrk connections")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to serve with")
-    parser.add_argument("--calls", type=int, default=500, help="sequential in-process calls per path")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed in-process calls first")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of wrk load per measurement")
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32], help="concurrent wrk connections")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to serve with")
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument("--postgres", default=os.environ.get("SMECREDIT_BENCH_POSTGRES",
+                                                              "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--calls", type=int, default=1000, help="sequential in-process calls per path")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed in-process calls first")
     parser.add_argument("--warmup-seconds", type=int, default=3, help="untimed wrk load before each measurement")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "smecredit-bench-service")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    registry, db_url, key = prepare(args.workdir)
-    settings = Settings(database_url=db_url, registry=registry, rate_limit_per_minute=int(NO_RATE_LIMIT))
-    in_process, pieces = bench_in_process(settings, key, BODY.read_bytes(), args.calls, args.warmup)
-    http, wrk_command = bench_http(args, registry, db_url, key)
+    registry = prepare(args.workdir)
+    databases = {d: url for d in args.databases if (url := fresh_database(d, args.workdir, args.postgres))}
+    sqlite = fresh_database("sqlite", args.workdir, args.postgres)
+    settings = Settings(database_url=sqlite, registry=registry, rate_limit_per_minute=int(NO_RATE_LIMIT))
+    in_process, pieces = bench_in_process(settings, new_key(sqlite, registry), BODY.read_bytes(), args.calls,
+                                          args.warmup)
+    databases["sqlite"] = fresh_database("sqlite", args.workdir, args.postgres)
+    http, wrk_command = bench_http(args, registry, databases)
     print("\n".join([
         f"Command: `{shlex.join(['.venv/bin/python', 'benchmarks/bench_service.py', *sys.argv[1:]])}`",
         f"Date: {dt.date.today()}. Machine: {machine()}.",
-        f"Load generator (per server, after {args.warmup_seconds} s untimed): `{wrk_command}`.", "",
+        f"Load generator (after {args.warmup_seconds} s untimed at each point): `{wrk_command}` (connections and "
+        "threads varied).", "",
         "| path | mode | p50 | p99 | req/s | notes |", "|---|---|---|---|---|---|",
         *(row.markdown() for row in in_process + http), "", *pieces]))
 

@@ -28,8 +28,9 @@ router = APIRouter(route_class=EdgeRoute, prefix="/v1/scores", tags=["scores"], 
 
 async def _decide(request: Request, caller: Caller, engine: Engine, policies: Policies,
                   items: list[schemas.ScoreRequest], idempotency_key: str | None = None) -> list[schemas.ScoreResponse]:
-    """Score and record: the ~1 ms of scoring runs here, on the event loop (no thread-pool hop); the request
-    then waits, without a thread, for the group-commit writer to make its decisions durable."""
+    """Score and record (service/usecases/scoring.py): one application is scored on the event loop (no
+    thread-pool hop), a batch in a thread; the request then waits, without a thread, for the group-commit
+    writer to make its decisions durable."""
     state = request.app.state
     issued = await scoring.decide(state.recorder, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
                                   tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}",
