@@ -108,14 +108,20 @@ def train(
     registry: RegistryOpt = None,
     tune_trials: Annotated[int, typer.Option("--tune", min=0, max=500, help="Optuna trials before the final fit")] = 0,
     promote: Annotated[bool, typer.Option(help="Promote the new model to champion")] = False,
+    dask: Annotated[str | None, typer.Option(help="--data: build features and fit LightGBM on Dask: 'local' or a "
+                                                  "scheduler address (docs/scale-out.md)")] = None,
 ) -> None:
     """Train a governed LightGBM PD model, evaluate it out of time, and register the bundle."""
+    import contextlib
+    import functools
+
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from service.scoring.raw import ContractError
     from service.scoring.registry import Registry, RegistryError, default_registry
     from training import dataset, pipeline
     from training.config import load_config
+    from training.fit import fit_lightgbm, fit_lightgbm_dask
 
     if (data is None) == (table is None):
         _fail("give exactly one of --data (a contract data folder) or --table (your own feature table)")
@@ -123,25 +129,33 @@ def train(
         _fail("--table needs --target COLUMN")
     if data is not None and any(v is not None for v in (target, positive, id_column, date_column)):
         _fail("--target, --positive, --id and --date go with --table, not --data")
+    if dask is not None and data is None:
+        _fail("--dask goes with --data (a table's features are already built)")
     _setup_logging()
     started = time.perf_counter()
     try:
         cfg = load_config(config)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                      transient=True) as progress:
+                      transient=True) as progress, contextlib.ExitStack() as stack:
             task = progress.add_task("building features", total=None)
 
             def step(message: str) -> None:
                 console.log(message)
                 progress.update(task, description=message)
 
+            client, fit = None, fit_lightgbm
+            if dask is not None:
+                from service.batch.distributed import cluster
+
+                client = stack.enter_context(cluster(dask))
+                fit = functools.partial(fit_lightgbm_dask, client=client)
             if data is not None:
-                ts = dataset.from_folder(data)
+                ts = dataset.from_folder(data, client=client)
             else:
                 ts = dataset.from_table(table, target, id_column=id_column, date_column=date_column,
                                         positive=positive)
             result = pipeline.train(ts, cfg, Registry(registry or default_registry()), tune_trials=tune_trials,
-                                    step=step)
+                                    step=step, fit=fit)
         if promote:
             _champion_change("promote", Registry(registry or default_registry()), version=result.version,
                              by=None, reason="promoted at training (--promote)")

@@ -240,3 +240,142 @@ def test_tuning_runs_the_trials_and_trains_with_the_best(small_dir: Path, tmp_pa
     tuned = result.metadata["training"]["lightgbm"]
     assert tuned != LightGBMConfig().model_dump()  # the search changed the shape or regularisation
     assert 0.5 < result.metadata["metrics"]["oot"]["auc"] < 1
+
+
+class TestStreamingLoader:
+    """The folder read a range of enterprises at a time gives exactly what the whole folder in memory gave."""
+
+    @staticmethod
+    def in_memory(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from service.batch.chunks import build_all
+        from service.scoring.raw import load_folder
+
+        data = load_folder(folder)
+        labelled = np.flatnonzero(~np.isnan(data.applications["defaulted_12m"]))
+        data = data.select(labelled)
+        fm = build_all(data)
+        return fm.values, fm.sources_used, data.applications["application_id"]
+
+    @staticmethod
+    def scrambled(src: Path, dst: Path) -> Path:
+        """The same folder with monthly rows shuffled and written in many small row groups."""
+        import shutil
+
+        import pyarrow.parquet as pq
+
+        from service.scoring.raw import MONTHLY_SOURCES
+
+        shutil.copytree(src, dst)
+        rng = np.random.default_rng(0)
+        for source in MONTHLY_SOURCES:
+            table = pq.read_table(src / f"{source}.parquet")
+            pq.write_table(table.take(rng.permutation(table.num_rows)), dst / f"{source}.parquet",
+                           row_group_size=4000)
+        return dst
+
+    def test_the_same_training_set_as_the_folder_in_memory(self, small_dir: Path) -> None:
+        values, used, ids = self.in_memory(small_dir)
+        ts = from_folder(small_dir)
+        np.testing.assert_array_equal(ts.X, values)
+        np.testing.assert_array_equal(ts.sources_used, used)
+        assert len(ts.y) == len(ids)
+
+    def test_any_row_order_and_csv_give_the_same_features(self, small_dir: Path, tmp_path: Path) -> None:
+        from tests.conftest import to_csv
+
+        values, used, _ = self.in_memory(small_dir)
+        for folder in (self.scrambled(small_dir, tmp_path / "scrambled"), to_csv(small_dir, tmp_path / "csv")):
+            ts = from_folder(folder)
+            np.testing.assert_array_equal(ts.X, values)
+            np.testing.assert_array_equal(ts.sources_used, used)
+
+    def test_pieces_hold_whole_enterprises_and_each_application_once(self, small_dir: Path, tmp_path: Path) -> None:
+        from training.stream import StreamedFolder
+
+        folder = StreamedFolder(self.scrambled(small_dir, tmp_path / "scrambled"))
+        seen = []
+        for rows, piece in folder.pieces(max_applications=500):
+            seen.append(rows)
+            for table in piece.monthly.values():  # every record belongs to an enterprise of the piece
+                assert table["enterprise_row"].min() >= 0
+                assert table["enterprise_row"].max() < piece.n_enterprises
+        assert sorted(np.concatenate(seen).tolist()) == list(range(len(folder.applications["application_id"])))
+
+    @pytest.mark.parametrize(("row", "column", "value", "rule"), [
+        (9_000, "declared_sales", -5.0, "must be >= 0"),
+        (15_000, "enterprise_id", "E-NOBODY", "unknown enterprise 'E-NOBODY' (not in profile)"),
+    ])
+    def test_errors_name_the_row_of_the_file(self, small_dir: Path, tmp_path: Path, row: int, column: str,
+                                             value: object, rule: str) -> None:
+        """A broken value far into the file, in a later row group: the same error as reading it whole."""
+        import shutil
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from service.scoring.raw import ContractError, load_folder
+
+        folder = Path(shutil.copytree(small_dir, tmp_path / "broken"))
+        table = pq.read_table(small_dir / "tax.parquet")
+        values = table.column(column).to_pylist()
+        values[row - 1] = value
+        table = table.set_column(table.column_names.index(column), column, pa.array(values))
+        pq.write_table(table, folder / "tax.parquet", row_group_size=4000)
+        with pytest.raises(ContractError) as whole:
+            load_folder(folder)
+        with pytest.raises(ContractError) as streamed:
+            from_folder(folder)
+        assert str(streamed.value) == str(whole.value)
+        assert f"tax.parquet, row {row}, column '{column}': {rule}" == str(streamed.value)
+
+    def test_a_repeated_month_is_refused(self, small_dir: Path, tmp_path: Path) -> None:
+        import shutil
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from service.scoring.raw import ContractError
+
+        folder = Path(shutil.copytree(small_dir, tmp_path / "repeated"))
+        table = pq.read_table(small_dir / "payments.parquet")
+        pq.write_table(pa.concat_tables([table, table.slice(100, 1)]), folder / "payments.parquet",
+                       row_group_size=4000)
+        with pytest.raises(ContractError, match=r"payments.parquet, row \d+, column 'month': duplicate"):
+            from_folder(folder)
+
+
+class TestWithheldSources:
+    """Features without a source are built only for the rows that use them, with the values they always had."""
+
+    def test_only_the_masked_and_test_rows_are_built_with_the_old_values(self, small_dir: Path) -> None:
+        from service.batch.chunks import build_all
+        from service.scoring.raw import MONTHLY_SOURCES, load_folder
+        from training.pipeline import masked_rows, out_of_time_split, prepare_withheld, robustness_rows
+
+        cfg = load_config(None)
+        ts = from_folder(small_dir)
+        split = out_of_time_split(ts, cfg)
+        prepare_withheld(ts, cfg, split)
+        picks, tested = masked_rows(ts, split.train, cfg.source_masking_rate, cfg.seed), robustness_rows(ts, split.test)
+        data = load_folder(small_dir)
+        assert ts.withheld.sources == tuple(sorted(data.monthly))
+        for source in ts.withheld.sources:
+            expected_rows = np.union1d(picks[source], tested[source])
+            np.testing.assert_array_equal(ts.withheld.rows[source], expected_rows)
+            assert len(expected_rows) < 0.5 * len(ts.y)  # not every row, as before
+            had = ts.sources_used[split.train, MONTHLY_SOURCES.index(source)].sum()
+            assert len(picks[source]) == int(cfg.source_masking_rate * had)
+            everything = build_all(data, allowed_sources=[s for s in MONTHLY_SOURCES if s != source]).values
+            np.testing.assert_array_equal(ts.withheld.take(source, expected_rows), everything[expected_rows])
+
+    def test_rows_asked_for_later_are_built_on_demand(self, small_dir: Path) -> None:
+        from service.batch.chunks import build_all
+        from service.scoring.raw import load_folder
+
+        ts = from_folder(small_dir)
+        rows = np.array([3, 50, 700])
+        everything = build_all(load_folder(small_dir), allowed_sources=["tax", "utilities", "social_insurance",
+                                                                        "bureau"]).values
+        np.testing.assert_array_equal(ts.withheld.take("payments", rows), everything[rows])
+        np.testing.assert_array_equal(ts.withheld.take("payments", rows[::-1]), everything[rows[::-1]])
+        assert list(ts.withheld.rows) == ["payments"]

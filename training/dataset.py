@@ -6,20 +6,25 @@ does not know where the features came from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from service.batch.chunks import build_all
+from service.batch.chunks import piece_features
+from service.batch.distributed import map_pieces
 from service.scoring.bundle import sha256_file
-from service.scoring.catalog import CATALOG
-from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, find_file, load_folder
+from service.scoring.catalog import CATALOG, FEATURE_NAMES
+from service.scoring.features import build_features
+from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, find_file
 from training.evaluate import age_band
+from training.stream import StreamedFolder
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ class TrainingSet:
     features: list[dict]  # name, internal name, categorical categories, monotone direction, ... (in metadata)
     segments: dict[str, np.ndarray] = field(default_factory=dict)  # performance by region, industry, ...
     fairness_groups: dict[str, np.ndarray] = field(default_factory=dict)  # owner gender, owner age band
-    withheld: dict[str, np.ndarray] = field(default_factory=dict)  # source -> X computed without that source
+    withheld: WithheldSources | None = None  # features without each monthly source, for the rows that need them
     sources_used: np.ndarray | None = None
     fingerprint: dict = field(default_factory=dict)
     target: str = "defaulted_12m"
@@ -72,32 +77,107 @@ def catalog_features() -> list[dict]:
              "label_zh": f.label_zh} for f in CATALOG]
 
 
-def from_folder(folder: Path) -> TrainingSet:
-    """Features for every labelled application of a data folder, plus each source withheld in turn."""
-    data = load_folder(folder)
-    if "defaulted_12m" not in data.applications:
+Mapper = Callable[[Iterable[tuple[np.ndarray, object]], Callable], Iterable[tuple[np.ndarray, object]]]
+
+
+def map_here(pieces: Iterable[tuple[np.ndarray, object]], fn: Callable) -> Iterator[tuple[np.ndarray, object]]:
+    """Each piece's rows with ``fn(piece)``, in this process, one piece in memory at a time."""
+    return ((rows, fn(piece)) for rows, piece in pieces)
+
+
+def mapper_for(client: object | None) -> Mapper:
+    """``map_here``, or the same map over the workers of a Dask client (``distributed.map_pieces``)."""
+    return map_here if client is None else functools.partial(map_pieces, client)
+
+
+def withheld_piece(job: tuple[RawData, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """For one piece and, per source, positions of its applications: their features with that source withheld,
+    exactly as an applicant who did not consent to it is scored."""
+    piece, positions = job
+    return {source: build_features(piece.select(at), allowed_sources=[s for s in MONTHLY_SOURCES if s != source]
+                                   ).values for source, at in positions.items()}
+
+
+def withheld_features(folder: StreamedFolder, wanted: dict[str, np.ndarray],
+                      mapper: Mapper = map_here) -> dict[str, np.ndarray]:
+    """Features of the rows ``wanted[source]`` (sorted, unique) with that source withheld, in one read of the
+    folder that touches only the pieces holding those rows."""
+    needed = np.unique(np.concatenate(list(wanted.values())))
+    out = {source: np.empty((len(rows), len(FEATURE_NAMES))) for source, rows in wanted.items()}
+
+    def jobs() -> Iterator[tuple[np.ndarray, object]]:
+        for rows, piece in folder.pieces(needed):
+            yield rows, (piece, {source: np.flatnonzero(np.isin(rows, want)) for source, want in wanted.items()})
+
+    for rows, values in mapper(jobs(), withheld_piece):
+        for source, block in values.items():
+            out[source][np.searchsorted(wanted[source], rows[np.isin(rows, wanted[source])])] = block
+    return out
+
+
+@dataclass
+class WithheldSources:
+    """Features recomputed with one monthly source withheld, built only for the rows that use them (the
+    training rows picked for source masking and the test rows of the robustness check), on first request.
+
+    ``compute({source: rows})`` returns those rows' features with the source withheld; requested rows are
+    kept, so each is computed once however often the pipeline asks.
+    """
+
+    sources: tuple[str, ...]
+    compute: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # source -> sorted rows computed so far
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # source -> their features
+
+    def prepare(self, wanted: dict[str, np.ndarray]) -> None:
+        """Compute every row of ``wanted`` not computed yet, all sources in one pass."""
+        missing = {s: np.setdiff1d(rows, self.rows.get(s, ())) for s, rows in wanted.items()}
+        missing = {s: rows for s, rows in missing.items() if rows.size}
+        if not missing:
+            return
+        for source, values in self.compute(missing).items():
+            rows = np.concatenate([self.rows.get(source, np.empty(0, np.int64)), missing[source]])
+            values = np.vstack([self.values[source], values]) if source in self.values else values
+            order = np.argsort(rows, kind="stable")
+            self.rows[source], self.values[source] = rows[order], values[order]
+
+    def take(self, source: str, rows: np.ndarray) -> np.ndarray:
+        """Features of ``rows`` (training-set rows) with ``source`` withheld."""
+        self.prepare({source: rows})
+        return self.values[source][np.searchsorted(self.rows[source], rows)]
+
+
+def from_folder(folder: Path, *, client: object | None = None) -> TrainingSet:
+    """Features for every labelled application of a data folder, read a piece of whole enterprises at a time
+    (and built on the workers of a Dask ``client`` when given); features with a source withheld are built
+    later, only for the rows the pipeline asks for (``WithheldSources``)."""
+    streamed = StreamedFolder(folder)
+    apps = streamed.applications
+    if "defaulted_12m" not in apps:
         raise ValueError(f"{folder}: applications has no defaulted_12m column; training needs outcomes")
-    y_all = data.applications["defaulted_12m"]
-    labelled = ~np.isnan(y_all)
+    labelled = ~np.isnan(apps["defaulted_12m"])
     if labelled.sum() < 100:
         raise ValueError(f"{folder}: only {int(labelled.sum())} applications have an outcome; need at least 100")
-    data = data.select(np.flatnonzero(labelled)) if not labelled.all() else data
-    fm = build_all(data)
-    log.info("features: %d applications x %d features", *fm.values.shape)
-    withheld = {}
-    for source in data.monthly:
-        allowed = [s for s in MONTHLY_SOURCES if s != source]
-        withheld[source] = build_all(data, allowed_sources=allowed).values
-    prof = data.profile
-    rows = data.applications["enterprise_row"]
+    streamed.keep_applications(labelled)
+    apps = streamed.applications
+    mapper = mapper_for(client)
+    n = len(apps["application_id"])
+    X = np.empty((n, len(FEATURE_NAMES)))
+    sources_used = np.zeros((n, len(MONTHLY_SOURCES)), dtype=bool)
+    for rows, (values, used) in mapper(streamed.pieces(), piece_features):
+        X[rows], sources_used[rows] = values, used
+    log.info("features: %d applications x %d features", *X.shape)
+    prof = streamed.profile
+    rows = apps["enterprise_row"]
     # The book is not training data (labels come from applications): it does not change the model's fingerprint.
     files = [p for name in CONTRACT if name != "loans" and (p := find_file(folder, name)) is not None]
     return TrainingSet(
-        kind="catalog", X=fm.values, y=data.applications["defaulted_12m"].astype(np.int64),
-        dates=data.applications["application_date"], features=catalog_features(),
-        segments={c: prof[c][rows] for c in ("region", "industry", "legal_form")},
-        fairness_groups=_owner_groups(prof, rows), withheld=withheld, sources_used=fm.sources_used,
-        fingerprint=fingerprint_files(files),
+        kind="catalog", X=X, y=apps["defaulted_12m"].astype(np.int64), dates=apps["application_date"],
+        features=catalog_features(), segments={c: prof[c][rows] for c in ("region", "industry", "legal_form")},
+        fairness_groups=_owner_groups(prof, rows),
+        withheld=WithheldSources(tuple(sorted(streamed.sources)),
+                                 functools.partial(withheld_features, streamed, mapper=mapper)),
+        sources_used=sources_used, fingerprint=fingerprint_files(files),
     )
 
 

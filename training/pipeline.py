@@ -38,7 +38,7 @@ from training.card import render_card
 from training.challenger import BinnedLogisticScorecard
 from training.config import TrainConfig
 from training.dataset import TrainingSet, industry_medians
-from training.fit import fit_lightgbm, fit_platt, lgb_params, model_text, tune
+from training.fit import Fitter, fit_lightgbm, fit_platt, lgb_params, model_text, tune
 
 log = logging.getLogger(__name__)
 MIN_PART = 200  # rows in each of train / validation / test
@@ -81,27 +81,54 @@ def out_of_time_split(ts: TrainingSet, cfg: TrainConfig) -> Split:
     return Split(*(np.flatnonzero(parts[k]) for k in ("train", "valid", "test")), description=desc)
 
 
+def masked_rows(ts: TrainingSet, train: np.ndarray, rate: float, seed: int) -> dict[str, np.ndarray]:
+    """Per source, the training rows that also train with it withheld: a seeded share of those that had it."""
+    rng = np.random.default_rng(seed)
+    picks = {}
+    for source in ts.withheld.sources if ts.withheld is not None and rate else ():
+        had = train[ts.sources_used[train, MONTHLY_SOURCES.index(source)]]
+        picks[source] = np.sort(rng.choice(had, size=int(rate * len(had)), replace=False))
+    return picks
+
+
+def robustness_rows(ts: TrainingSet, test: np.ndarray) -> dict[str, np.ndarray]:
+    """Per source, the test rows that had it: the robustness check scores them again without it."""
+    sources = ts.withheld.sources if ts.withheld is not None else ()
+    return {source: test[ts.sources_used[test, MONTHLY_SOURCES.index(source)]] for source in sources}
+
+
 def augment_with_withheld_sources(ts: TrainingSet, train: np.ndarray, rate: float,
                                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Training rows plus, per source, a share of the rows that had it, recomputed with it withheld."""
-    if not ts.withheld or rate == 0:
+    picks = masked_rows(ts, train, rate, seed)
+    if not picks:
         return ts.X[train], ts.y[train]
-    rng = np.random.default_rng(seed)
     blocks, labels = [ts.X[train]], [ts.y[train]]
-    for source in sorted(ts.withheld):
-        had = train[ts.sources_used[train, MONTHLY_SOURCES.index(source)]]
-        pick = np.sort(rng.choice(had, size=int(rate * len(had)), replace=False))
-        blocks.append(ts.withheld[source][pick])
+    for source, pick in picks.items():
+        blocks.append(ts.withheld.take(source, pick))
         labels.append(ts.y[pick])
     X, y = np.vstack(blocks), np.concatenate(labels)
     log.info("source masking: %d training rows + %d with one source withheld", len(train), len(X) - len(train))
     return X, y
 
 
-def _fit(ts: TrainingSet, cfg: TrainConfig, lgb_cfg, train: np.ndarray, valid: np.ndarray) -> lgb.Booster:
+def prepare_withheld(ts: TrainingSet, cfg: TrainConfig, split: Split) -> None:
+    """Build, in one read of the data, every withheld-source row the fit and the evaluation will ask for."""
+    if ts.withheld is None:
+        return
+    wanted = robustness_rows(ts, split.test)
+    for source, pick in masked_rows(ts, split.train, cfg.source_masking_rate, cfg.seed).items():
+        wanted[source] = np.union1d(wanted[source], pick)
+    ts.withheld.prepare(wanted)
+    log.info("withheld sources: %d rows recomputed (of %d x %d)", sum(len(r) for r in wanted.values()),
+             len(ts.y), len(wanted))
+
+
+def _fit(ts: TrainingSet, cfg: TrainConfig, lgb_cfg, train: np.ndarray, valid: np.ndarray,
+         fit: Fitter = fit_lightgbm) -> lgb.Booster:
     X, y = augment_with_withheld_sources(ts, train, cfg.source_masking_rate, cfg.seed)
-    return fit_lightgbm(lgb_cfg, X, y, ts.X[valid], ts.y[valid], names=ts.internal_names,
-                        categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
+    return fit(lgb_cfg, X, y, ts.X[valid], ts.y[valid], names=ts.internal_names, categorical=ts.categorical,
+               monotone=ts.monotone, seed=cfg.seed)
 
 
 def _margin(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
@@ -123,14 +150,15 @@ class Fitted:
     lgb_cfg: object
 
 
-def fit_out_of_time(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> Fitted:
+def fit_out_of_time(ts: TrainingSet, cfg: TrainConfig, tune_trials: int, fit: Fitter = fit_lightgbm) -> Fitted:
     split = out_of_time_split(ts, cfg)
+    prepare_withheld(ts, cfg, split)
     lgb_cfg = cfg.lightgbm
     if tune_trials:
         X, y = augment_with_withheld_sources(ts, split.train, cfg.source_masking_rate, cfg.seed)
         lgb_cfg = tune(lgb_cfg, tune_trials, X, y, ts.X[split.valid], ts.y[split.valid], names=ts.internal_names,
-                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
-    booster = _fit(ts, cfg, lgb_cfg, split.train, split.valid)
+                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed, fit=fit)
+    booster = _fit(ts, cfg, lgb_cfg, split.train, split.valid, fit)
     valid_margin = _margin(booster, ts.X[split.valid])
     calibration = fit_platt(valid_margin, ts.y[split.valid])
     challenger = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
@@ -139,7 +167,8 @@ def fit_out_of_time(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> Fitt
                   split.train, challenger.predict_proba(ts.X[split.test]), challenger, split.description, lgb_cfg)
 
 
-def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> Fitted:
+def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int,
+                        fit: Fitter = fit_lightgbm) -> Fitted:
     """No dates: out-of-fold predictions for evaluation and calibration; the final model sees every row."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
@@ -150,14 +179,14 @@ def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int) -> 
     if tune_trials:
         tr, va = train_test_split(np.arange(n), test_size=0.25, stratify=ts.y, random_state=cfg.seed)
         lgb_cfg = tune(lgb_cfg, tune_trials, ts.X[tr], ts.y[tr], ts.X[va], ts.y[va], names=ts.internal_names,
-                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed)
+                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed, fit=fit)
     oof = np.empty(n)
     oof_challenger = np.empty(n)
     rounds = []
     folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=cfg.seed)
     for k, (rest, test) in enumerate(folds.split(np.zeros(n), ts.y)):
         train, valid = train_test_split(rest, test_size=0.2, stratify=ts.y[rest], random_state=cfg.seed + k)
-        booster = _fit(ts, cfg, lgb_cfg, np.sort(train), np.sort(valid))
+        booster = _fit(ts, cfg, lgb_cfg, np.sort(train), np.sort(valid), fit)
         rounds.append(booster.best_iteration or booster.current_iteration())
         oof[test] = _margin(booster, ts.X[test])
         ch = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
@@ -243,12 +272,10 @@ def _curves(y: np.ndarray, pd: np.ndarray, challenger_pd: np.ndarray, score: np.
 def _robustness(ts: TrainingSet, f: Fitted, scorer: Scorer) -> list[dict]:
     """PD on the test part with each source withheld, among applicants who had it: does it stay sensible?"""
     out = []
-    for source, X_without in sorted(ts.withheld.items()):
-        had = ts.sources_used[f.test_rows, MONTHLY_SOURCES.index(source)]
-        rows = f.test_rows[had]
+    for source, rows in robustness_rows(ts, f.test_rows).items():
         y = ts.y[rows]
         with_pd = scorer.calibration.pd(_margin(f.booster, ts.X[rows]))
-        without_pd = scorer.calibration.pd(_margin(f.booster, X_without[rows]))
+        without_pd = scorer.calibration.pd(_margin(f.booster, ts.withheld.take(source, rows)))
         out.append({"source": source, "rows": int(len(rows)), "observed_default_rate": float(y.mean()),
                     "mean_pd_with": float(with_pd.mean()), "mean_pd_without": float(without_pd.mean()),
                     "auc_with": ev.auc_or_none(y, with_pd), "auc_without": ev.auc_or_none(y, without_pd)})
@@ -285,10 +312,12 @@ class TrainResult:
 
 
 def train(ts: TrainingSet, cfg: TrainConfig, registry: Registry, *, tune_trials: int = 0,
-          step: Step = log.info) -> TrainResult:
+          step: Step = log.info, fit: Fitter = fit_lightgbm) -> TrainResult:
+    """``fit`` trains the LightGBM model: ``fit_lightgbm`` in this process, or ``fit_lightgbm_dask`` (bound
+    to a client) data-parallel on a Dask cluster; the rest of the pipeline is the same either way."""
     step("fitting LightGBM and the challenger")
-    fitted = fit_out_of_time(ts, cfg, tune_trials) if ts.dates is not None else fit_cross_validated(ts, cfg,
-                                                                                                     tune_trials)
+    fitted = fit_out_of_time(ts, cfg, tune_trials, fit) if ts.dates is not None else fit_cross_validated(
+        ts, cfg, tune_trials, fit)
     scaling = Scaling(base_score=cfg.scaling.base_score, base_odds=cfg.scaling.base_odds, pdo=cfg.scaling.pdo)
     scorer = Scorer(fitted.calibration, scaling, Grades.from_json([g.model_dump() for g in cfg.grades]))
     step("evaluating")

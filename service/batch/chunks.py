@@ -13,26 +13,37 @@ from service.scoring.raw import MONTHLY_SOURCES, RawData
 CHUNK_APPLICATIONS = 20_000  # window arrays stay cache-friendly: measured fastest of 5k-100k (docs/benchmarks.md)
 
 
-def iter_chunks(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> Iterator[tuple[np.ndarray, RawData]]:
-    """Split ``data`` into pieces of whole enterprises with at most ~max_applications applications each.
+def enterprise_ranges(enterprise_row: np.ndarray, max_applications: int = CHUNK_APPLICATIONS,
+                      ) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Cut applications (their enterprises' rows) into ranges of whole enterprises, ~max_applications each.
 
-    Yields the original application rows of each piece and the piece itself (enterprise rows renumbered).
-    Records are sorted by enterprise once, so each piece is a contiguous slice.
+    Yields the positions of each range's applications (in enterprise order) and the range [lo, hi) of
+    enterprise rows it covers: the unit that ``iter_chunks`` slices from memory and that a streaming reader
+    (training/stream.py) reads from the files.
     """
-    apps_order = np.argsort(data.applications["enterprise_row"], kind="stable")
-    app_ent = data.applications["enterprise_row"][apps_order]
-    sorted_tables = {}
-    for name, t in data.monthly.items():
-        order = np.argsort(t["enterprise_row"], kind="stable")
-        sorted_tables[name] = {k: v[order] for k, v in t.items()}
+    apps_order = np.argsort(enterprise_row, kind="stable")
+    app_ent = enterprise_row[apps_order]
     n_apps = len(app_ent)
     start = 0
     while start < n_apps:
         stop = min(start + max_applications, n_apps)
         # Extend to the end of the last enterprise so that no enterprise is split across pieces.
         stop = int(np.searchsorted(app_ent, app_ent[stop - 1], side="right"))
-        lo, hi = int(app_ent[start]), int(app_ent[stop - 1]) + 1
-        rows = apps_order[start:stop]
+        yield apps_order[start:stop], int(app_ent[start]), int(app_ent[stop - 1]) + 1
+        start = stop
+
+
+def iter_chunks(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> Iterator[tuple[np.ndarray, RawData]]:
+    """Split ``data`` into pieces of whole enterprises with at most ~max_applications applications each.
+
+    Yields the original application rows of each piece and the piece itself (enterprise rows renumbered).
+    Records are sorted by enterprise once, so each piece is a contiguous slice.
+    """
+    sorted_tables = {}
+    for name, t in data.monthly.items():
+        order = np.argsort(t["enterprise_row"], kind="stable")
+        sorted_tables[name] = {k: v[order] for k, v in t.items()}
+    for rows, lo, hi in enterprise_ranges(data.applications["enterprise_row"], max_applications):
         apps = {k: v[rows] for k, v in data.applications.items()}
         apps["enterprise_row"] = apps["enterprise_row"] - lo
         monthly = {}
@@ -42,7 +53,12 @@ def iter_chunks(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> It
             monthly[name]["enterprise_row"] = monthly[name]["enterprise_row"] - lo
         profile = {k: v[lo:hi] for k, v in data.profile.items()}
         yield rows, RawData(profile=profile, applications=apps, monthly=monthly)
-        start = stop
+
+
+def piece_features(piece: RawData) -> tuple[np.ndarray, np.ndarray]:
+    """Features and sources used of one piece, as plain arrays (what a Dask task sends back)."""
+    fm = build_features(piece)
+    return fm.values, fm.sources_used
 
 
 def build_all(data: RawData, max_applications: int = CHUNK_APPLICATIONS,

@@ -17,17 +17,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from service.batch.chunks import CHUNK_APPLICATIONS, iter_chunks
+from service.batch.chunks import CHUNK_APPLICATIONS, iter_chunks, piece_features
 from service.batch.scored import scored_table
 from service.scoring.bundle import MANIFEST_FILE, load_bundle
 from service.scoring.engine import Engine
-from service.scoring.features import FeatureMatrix, build_features
+from service.scoring.features import FeatureMatrix
 from service.scoring.policy import Policy
 from service.scoring.raw import MONTHLY_SOURCES, RawData
 from service.scoring.signals import Signals
@@ -70,24 +71,14 @@ def _score_piece(piece: RawData, files: dict[str, bytes], version: str, policy_y
     return scored_table(piece, engine.version, engine.score(piece, policy))
 
 
-def _features_piece(piece: RawData) -> tuple[np.ndarray, np.ndarray]:
-    fm = build_features(piece)
-    return fm.values, fm.sources_used
-
-
 def _run(data: RawData, address: str, fn, *args: object, chunk: int = CHUNK_APPLICATIONS) -> list:  # noqa: ANN001
     pieces = list(iter_chunks(data, chunk))
-    client = client_for(address)
-    try:
+    with cluster(address) as client:
         # Scatter rather than embed: pieces go to workers once, shared arguments (the bundle) once per worker.
         data_futures = client.scatter([piece for _, piece in pieces])
         shared = [client.scatter(a, broadcast=True) for a in args]
         futures = [client.submit(fn, f, *shared, pure=False) for f in data_futures]
         results = client.gather(futures)
-    finally:
-        client.close()
-        if address == "local" and client.cluster is not None:
-            client.cluster.close()
     return [(rows, result) for (rows, _), result in zip(pieces, results, strict=True)]
 
 
@@ -105,7 +96,7 @@ def features_distributed(data: RawData, address: str, chunk: int = CHUNK_APPLICA
     n = len(data.applications["application_id"])
     values = np.empty((n, 0))
     used = np.zeros((n, len(MONTHLY_SOURCES)), dtype=bool)
-    for rows, (piece_values, piece_used) in _run(data, address, _features_piece, chunk=chunk):
+    for rows, (piece_values, piece_used) in _run(data, address, piece_features, chunk=chunk):
         if values.shape[1] == 0:
             values = np.empty((n, piece_values.shape[1]))
         values[rows] = piece_values
@@ -160,45 +151,60 @@ def _warm_engine(files: dict[str, bytes], version: str, *_: object) -> None:
     _engine_from(files, version)
 
 
-def _map_streaming(pieces: Iterator[tuple[np.ndarray, RawData]], address: str, fn, *args: object,  # noqa: ANN001
-                   warm=None, per_worker: int = 2) -> list[tuple[np.ndarray, object]]:  # noqa: ANN001
-    """``fn(piece, *args)`` for each piece on the cluster, with at most ``per_worker`` pieces per worker sent
-    and not yet done: the pieces are cut as the work goes, so neither the coordinator nor the workers ever
-    hold every piece at once (at a million loans, that copy of the data would not fit beside the data).
-    ``warm(*args)``, when given, runs first on every worker (loading the model) while the coordinator cuts."""
-    from dask.distributed import as_completed
-
+@contextmanager
+def cluster(address: str) -> Iterator:
+    """A client of the scheduler at ``address`` (or of a new local cluster: 'local'), closed on exit with the
+    local cluster it may have started."""
     client = client_for(address)
     try:
-        shared = [client.scatter(a, broadcast=True) for a in args]
-        workers = list(client.scheduler_info()["workers"])
-        limit = per_worker * max(len(workers), 1)
-        warming = [client.submit(warm, *shared, workers=[w], allow_other_workers=False, pure=False)
-                   for w in workers] if warm is not None else []
-        running = as_completed()
-        positions: dict[str, np.ndarray] = {}
-        done = []
-
-        def collect(future) -> None:  # noqa: ANN001
-            done.append((positions.pop(future.key), future.result()))
-            future.release()
-
-        for rows, piece in pieces:
-            if running.count() >= limit:
-                collect(next(running))
-            [sent] = client.scatter([piece], hash=False)  # hash=False: no need to digest a piece sent once
-            future = client.submit(fn, sent, *shared, pure=False)
-            positions[future.key] = rows
-            running.add(future)
-            del sent, piece
-        for future in running:
-            collect(future)
-        client.gather(warming)  # surfaces a worker that could not load the model
+        yield client
     finally:
         client.close()
         if address == "local" and client.cluster is not None:
             client.cluster.close()
+
+
+def map_pieces(client, pieces: Iterable[tuple[np.ndarray, object]], fn, *args: object,  # noqa: ANN001
+               warm=None, per_worker: int = 2) -> list[tuple[np.ndarray, object]]:  # noqa: ANN001
+    """``fn(piece, *args)`` for each piece on the cluster, with at most ``per_worker`` pieces per worker sent
+    and not yet done: the pieces are cut as the work goes, so neither the coordinator nor the workers ever
+    hold every piece at once (at a million loans, that copy of the data would not fit beside the data).
+    ``warm(*args)``, when given, runs first on every worker (loading the model) while the coordinator cuts.
+    Returns each piece's rows with its result, in the order the pieces finished."""
+    from dask.distributed import as_completed
+
+    shared = [client.scatter(a, broadcast=True) for a in args]
+    workers = list(client.scheduler_info()["workers"])
+    limit = per_worker * max(len(workers), 1)
+    warming = [client.submit(warm, *shared, workers=[w], allow_other_workers=False, pure=False)
+               for w in workers] if warm is not None else []
+    running = as_completed()
+    positions: dict[str, np.ndarray] = {}
+    done = []
+
+    def collect(future) -> None:  # noqa: ANN001
+        done.append((positions.pop(future.key), future.result()))
+        future.release()
+
+    for rows, piece in pieces:
+        if running.count() >= limit:
+            collect(next(running))
+        [sent] = client.scatter([piece], hash=False)  # hash=False: no need to digest a piece sent once
+        future = client.submit(fn, sent, *shared, pure=False)
+        positions[future.key] = rows
+        running.add(future)
+        del sent, piece
+    for future in running:
+        collect(future)
+    client.gather(warming)  # surfaces a worker that could not load the model
     return done
+
+
+def _map_streaming(pieces: Iterator[tuple[np.ndarray, RawData]], address: str, fn, *args: object,  # noqa: ANN001
+                   warm=None, per_worker: int = 2) -> list[tuple[np.ndarray, object]]:  # noqa: ANN001
+    """``map_pieces`` on a client of ``address``, opened and closed around it."""
+    with cluster(address) as client:
+        return map_pieces(client, pieces, fn, *args, warm=warm, per_worker=per_worker)
 
 
 def score_book_distributed(*, data: RawData, bundle_dir: Path, policy: Policy, rows: np.ndarray, as_of_month: int,
