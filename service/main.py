@@ -40,11 +40,21 @@ class Metrics:
                                  buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5))
         self.decisions = Counter("smecredit_decisions_total", "Decisions by outcome", ["decision"],
                                  registry=self.registry)
+        self.commit_decisions = Histogram("smecredit_commit_decisions", "Decisions per group commit",
+                                          registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.commit_seconds = Histogram("smecredit_commit_seconds", "Duration of one group commit",
+                                        registry=self.registry,
+                                        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1))
+
         self.drift_psi = Gauge("smecredit_drift_psi", "PSI of the latest drift report per subject and segment",
                                ["tenant", "subject", "kind", "segment"], registry=self.registry)
         self.drift_subjects = Gauge("smecredit_drift_subjects", "Subjects per status in the latest drift report",
                                     ["tenant", "status"], registry=self.registry)
         self._drift_series: dict[str, set[tuple[str, str, str]]] = {}
+
+    def observe_commit(self, decisions: int, seconds: float) -> None:
+        self.commit_decisions.observe(decisions)
+        self.commit_seconds.observe(seconds)
 
     def observe_drift(self, tenant: str, report: DriftReport) -> None:
         """Set the drift gauges from a report just computed (GET /v1/monitoring/drift): the tenant's series are
@@ -120,10 +130,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.champion.refresh(force=True)
     app.state.policies = Policies(settings.policies_dir, settings.model_check_seconds)
     app.state.keyring = Keyring.parse(settings.data_keys.get_secret_value())
-    app.state.writer = DecisionWriter(write_engine)
+    app.state.metrics = metrics = Metrics()
+    app.state.writer = DecisionWriter(write_engine, on_commit=metrics.observe_commit)
     app.state.recorder = Recorder(settings, app.state.keyring, app.state.writer, app.state.read_sessions)
     app.state.rate_limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else RateLimiter()
-    app.state.metrics = metrics = Metrics()
     errors.install(app)
     for module in (scores, decisions, explanations, applicants, models, reviews, health):
         app.include_router(module.router)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,10 @@ def test_concurrent_requests_share_commits_and_every_one_is_recorded(api: Api, e
     assert after["explanation_links"] - before["explanation_links"] == 64
     assert after["audit_events"] - before["audit_events"] == 64
     assert writer.batches - batches < 64, "16 concurrent requests never shared a commit"
+    metrics = api.client.get("/metrics").text  # what operators see: decisions per commit, and commits
+    committed = float(re.search(r"^smecredit_commit_decisions_sum (\S+)$", metrics, re.M).group(1))
+    commits = float(re.search(r"^smecredit_commit_decisions_count (\S+)$", metrics, re.M).group(1))
+    assert committed == writer.written and commits == writer.batches
     with api.client.app.state.read_sessions() as s:  # the chain is intact and every row matches its seal
         checked, problems = audit.verify(s)
     assert problems == [] and checked == after["audit_events"]
@@ -184,3 +189,16 @@ def test_a_retry_of_a_request_recorded_by_the_older_release_still_matches(api: A
     assert retry.status_code == 200 and retry.json()["decision_id"] == first["decision_id"]
     other = api.score(variant(example_request, 9), **{"Idempotency-Key": "old-release"})
     assert other.status_code == 422 and other.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_the_writer_outlives_a_failing_observer(api: Api, example_request: dict) -> None:
+    """A failure after the commit (here: the metrics hook) neither loses the acknowledgement nor stops the
+    writer: every later request is still written and answered."""
+    state = api.client.app.state
+
+    def broken(_decisions: int, _seconds: float) -> None:
+        raise RuntimeError("metrics backend down")
+
+    state.writer.on_commit = broken
+    responses = [api.score(variant(example_request, 300 + i)) for i in range(3)]
+    assert [r.status_code for r in responses] == [200] * 3

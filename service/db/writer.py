@@ -18,6 +18,8 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select, text
@@ -67,8 +69,9 @@ class DecisionWriter:
     """The process's one writer of decisions. ``submit`` returns a future that resolves once the job is
     durable (or fails with the database's error: ``IntegrityError`` for a duplicate idempotency key)."""
 
-    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH) -> None:
-        self.engine, self.max_batch = engine, max_batch
+    def __init__(self, engine: Engine, max_batch: int = MAX_BATCH,
+                 on_commit: Callable[[int, float], None] | None = None) -> None:
+        self.engine, self.max_batch, self.on_commit = engine, max_batch, on_commit
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -118,9 +121,14 @@ class DecisionWriter:
                     break
                 batch.append(job)
                 size += job.work.size
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # the thread must outlive any one batch: its requests hear why
+                log.exception("the decision writer failed on a batch")
+                self._fail(batch, exc)
 
     def _commit(self, batch: list[_Job]) -> None:
+        started = time.perf_counter()
         try:
             self._transaction([j.work for j in batch])
         except IntegrityError as exc:
@@ -133,10 +141,16 @@ class DecisionWriter:
         except Exception as exc:  # noqa: BLE001 - every waiting request must hear of it, whatever it is
             self._fail(batch, exc)
             return
+        size = sum(j.work.size for j in batch)
         self.batches += 1
-        self.written += sum(j.work.size for j in batch)
+        self.written += size
         for job in batch:
             job.done.set_result(None)
+        if self.on_commit is not None:
+            try:
+                self.on_commit(size, time.perf_counter() - started)
+            except Exception:  # a metrics failure must never stop the writer
+                log.exception("observing a commit failed")
 
     @staticmethod
     def _fail(batch: list[_Job], exc: BaseException) -> None:
