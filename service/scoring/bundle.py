@@ -14,6 +14,7 @@ manifest digest, which names the content.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,16 +132,50 @@ class Bundle:
         return self.metadata["kind"]
 
     def margin(self, X: np.ndarray) -> np.ndarray:
+        if X.shape == (1, len(self.feature_names)):
+            return self._one_row[_PREDICT_RAW_SCORE].predict(X)
         return _predict(self.booster, X, _PREDICT_RAW_SCORE, 1)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP: one column per feature plus the base value last; each row sums to the margin."""
+        if X.shape == (1, len(self.feature_names)):
+            return self._one_row[_PREDICT_CONTRIB].predict(X)[None, :]
         return _predict(self.booster, X, _PREDICT_CONTRIB, X.shape[1] + 1).reshape(len(X), X.shape[1] + 1)
+
+    @functools.cached_property
+    def _one_row(self) -> dict[int, _OneRow]:
+        return {t: _OneRow(self.booster, t, len(self.feature_names)) for t in (_PREDICT_RAW_SCORE, _PREDICT_CONTRIB)}
 
 
 _PREDICT_RAW_SCORE, _PREDICT_CONTRIB = 1, 3  # LightGBM's C_API_PREDICT_RAW_SCORE, C_API_PREDICT_CONTRIB
 _DTYPE_FLOAT64, _ROW_MAJOR = 1, 1  # C_API_DTYPE_FLOAT64, C_API_IS_ROW_MAJOR
 _ONE_THREAD = ctypes.c_char_p(b"num_threads=1")
+
+
+class _OneRow:
+    """LightGBM's single-row path (LGBM_BoosterPredictForMatSingleRowFast): the parameters are parsed and the
+    predictor built once, here, rather than on every call; LightGBM serialises calls on one booster itself.
+    The same trees and the same arithmetic as ``_predict``, about half the cost for one row."""
+
+    def __init__(self, booster: lgb.Booster, predict_type: int, n_features: int) -> None:
+        self.booster = booster  # the configuration refers to it: keep it alive as long
+        self.width = n_features + 1 if predict_type == _PREDICT_CONTRIB else 1
+        self.handle = ctypes.c_void_p()
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, ctypes.c_int(predict_type), ctypes.c_int(0), ctypes.c_int(booster.best_iteration),
+            ctypes.c_int(_DTYPE_FLOAT64), ctypes.c_int32(n_features), _ONE_THREAD, ctypes.byref(self.handle)))
+        weakref.finalize(self, _LIB.LGBM_FastConfigFree, self.handle)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.empty(self.width)
+        written = ctypes.c_int64(0)
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(
+            self.handle, X.ctypes.data_as(ctypes.c_void_p), ctypes.byref(written),
+            out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))
+        if written.value != self.width:
+            raise ValueError(f"LightGBM wrote {written.value} predictions, expected {self.width}")
+        return out
 
 
 def _predict(booster: lgb.Booster, X: np.ndarray, predict_type: int, width: int) -> np.ndarray:

@@ -741,17 +741,22 @@ def contract_markdown() -> str:
 def table_from_records(source: Source, rows: list[dict], *, enterprise_row: int = 0) -> Table:
     """Columns of ``source`` (except enterprise_id) from records, converted as ``convert_column`` does."""
     out: Table = {}
-    for column in source.columns:
-        if column.name == "enterprise_id" and source.monthly:
+    columns = [c for c in source.columns if not (c.name == "enterprise_id" and source.monthly)]
+    numeric = [c.name for c in columns if c.kind in ("int", "float", "bool")]
+    # All numeric columns in one conversion (None -> NaN, True -> 1.0): one request has few rows, so the cost is
+    # per call, not per value.
+    matrix = np.array([[r.get(name) for name in numeric] for r in rows], dtype=np.float64).reshape(len(rows), len(numeric))
+    by_column = dict(zip(numeric, np.ascontiguousarray(matrix.T), strict=True))
+    for column in columns:
+        if column.name in by_column:
+            out[column.name] = by_column[column.name]
             continue
         values = [r.get(column.name) for r in rows]
-        if column.kind in ("int", "float", "bool"):
-            out[column.name] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-        elif column.kind == "date":
+        if column.kind == "date":
             out[column.name] = np.array([np.datetime64("NaT") if v is None else np.datetime64(v, "D")
                                          for v in values], dtype="datetime64[D]")
         elif column.kind == "month":
-            out[column.name] = month_index(np.array([np.datetime64(v, "D") for v in values], dtype="datetime64[D]"))
+            out[column.name] = month_index(np.array(values, dtype="datetime64[D]"))
         else:
             out[column.name] = np.array(values, dtype=object)
     if source.monthly or source.name == "applications":
