@@ -53,7 +53,6 @@ FIELDS: tuple[tuple[str, str], ...] = tuple((s, f) for s in MONTHLY_SOURCES for 
 _ROW = {sf: k for k, sf in enumerate(FIELDS)}  # (source, field) -> its row in Windows.values
 _SOURCE_ROWS = {s: slice(_ROW[s, CONTRACT[s].fields[0]], _ROW[s, CONTRACT[s].fields[-1]] + 1) for s in MONTHLY_SOURCES}
 _SOURCE = {s: j for j, s in enumerate(MONTHLY_SOURCES)}
-_FIELD_SOURCE = np.array([_SOURCE[s] for s, _ in FIELDS])
 
 
 @dataclass(frozen=True)
@@ -100,30 +99,24 @@ def gather_windows(data: RawData, *, allowed_sources: Collection[str] | None = N
     if not (n and tables):
         return Windows(np.full((len(FIELDS), n, W), np.nan), np.zeros((len(MONTHLY_SOURCES), n, W), dtype=bool),
                        np.zeros((n, len(MONTHLY_SOURCES)), dtype=bool))
-    # Every source's records in one table (a field's row is NaN for the other sources' records, and for the
-    # extra last record, which stands for "no record"), placed on one (source, enterprise, month) grid: then
-    # one fancy index gathers every field's window.
-    sizes = [len(t["month"]) for _, t in tables]
-    n_records = sum(sizes)
-    by_record = np.full((len(FIELDS), n_records + 1), np.nan)
-    at = 0
-    for (source, table), size in zip(tables, sizes, strict=True):
-        fields = CONTRACT[source].fields
-        by_record[_SOURCE_ROWS[source], at:at + size] = [
-            _numeric(f, table[f]) if f == "tax_grade" else table[f] for f in fields]
-        at += size
-    months = np.concatenate([t["month"] for _, t in tables])
-    m0 = min(int(asof.min()), int(months.min())) - W
-    span = max(int(asof.max()), int(months.max())) - m0 + 1
-    plane = data.n_enterprises * span  # cells per source
-    source = np.repeat([_SOURCE[s] for s, _ in tables], sizes)
-    record_at = np.full(len(MONTHLY_SOURCES) * plane, n_records)
-    record_at[source * plane + np.concatenate([t["enterprise_row"] for _, t in tables]) * span + (months - m0)] = \
-        np.arange(n_records)
+    # One (enterprise, month) grid: each record's position on it, then one fancy index per source gathers
+    # every field's window; the extra last column of a source's records stands for "no record" (NaN).
+    m0 = min(int(asof.min()), *(int(t["month"].min()) for _, t in tables)) - W
+    span = max(int(asof.max()), *(int(t["month"].max()) for _, t in tables)) - m0 + 1
     cell = apps["enterprise_row"][:, None] * span + ((asof - m0)[:, None] - W + np.arange(W))  # (n, W)
-    record = record_at[np.arange(len(MONTHLY_SOURCES))[:, None, None] * plane + cell]  # (sources, n, W)
-    values = by_record[np.arange(len(FIELDS))[:, None, None], record[_FIELD_SOURCE]]
-    has = record < n_records
+    values = np.full((len(FIELDS), n, W), np.nan)
+    has = np.zeros((len(MONTHLY_SOURCES), n, W), dtype=bool)
+    for source, table in tables:
+        fields = CONTRACT[source].fields
+        size = len(table["month"])
+        record_at = np.full(data.n_enterprises * span, size)
+        record_at[table["enterprise_row"] * span + (table["month"] - m0)] = np.arange(size)
+        record = record_at[cell]
+        by_record = np.empty((len(fields), size + 1))
+        by_record[:, :size] = [_numeric(f, table[f]) if f == "tax_grade" else table[f] for f in fields]
+        by_record[:, size] = np.nan
+        values[_SOURCE_ROWS[source]] = by_record[:, record]
+        has[_SOURCE[source]] = record < size
     return Windows(values, has, has.any(axis=2).T)
 
 
@@ -175,26 +168,38 @@ Key = tuple[str, str, str]  # (slice, source, field)
 
 
 class _Stats:
-    """Per slice and field, (slices, fields, n): ``count`` of months with a value, ``sum`` of them (NaN when
-    none) and ``mean``. The zero-filled sum is numpy's nansum: the same pairwise sum over the same months."""
+    """For each (slice, field) key the features read: ``count`` of months with a value, ``sum`` of them (NaN
+    when none) and ``mean``, each (keys, n). The zero-filled sum is numpy's nansum: the same pairwise sum over
+    the same months as a reduction of that field's own window."""
 
-    def __init__(self, values: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray, keys: tuple[Key, ...]) -> None:
         ok = ~np.isnan(values)
         zeroed = np.where(ok, values, 0.0)
-        self.count = np.stack([ok[..., s].sum(axis=-1) for s in SLICES.values()])
-        total = np.stack([zeroed[..., s].sum(axis=-1) for s in SLICES.values()])
+        order, self._at = _stat_layout(keys)
+        self.count = np.concatenate([ok[rows, :, SLICES[w]].sum(axis=-1) for w, rows in order])
+        total = np.concatenate([zeroed[rows, :, SLICES[w]].sum(axis=-1) for w, rows in order])
         self.sum = np.where(self.count > 0, total, np.nan)
         self.mean = _div(total, self.count)
-        self.n = values.shape[1]
-
-    @staticmethod
-    @functools.cache
-    def _flat(keys: tuple[Key, ...]) -> np.ndarray:
-        return np.array([_SLICE[w] * len(FIELDS) + _ROW[s, f] for w, s, f in keys])
 
     def pick(self, table: np.ndarray, keys: tuple[Key, ...]) -> np.ndarray:
         """Rows of ``table`` (count, sum or mean) for ``keys``, as (len(keys), n)."""
-        return table.reshape(-1, self.n)[self._flat(keys)]
+        return table[self._at(keys)]
+
+
+@functools.cache
+def _stat_layout(keys: tuple[Key, ...]) -> tuple[list[tuple[str, list[int]]], functools._lru_cache_wrapper]:
+    """The field rows to reduce per slice, and where each key lands in the stacked result."""
+    by_slice: dict[str, list[int]] = {}
+    for w, source, field in dict.fromkeys(keys):
+        by_slice.setdefault(w, []).append(_ROW[source, field])
+    position = {(w, *FIELDS[row]): k for k, (w, row) in enumerate((w, r) for w, rows in by_slice.items()
+                                                                      for r in rows)}
+
+    @functools.cache
+    def at(wanted: tuple[Key, ...]) -> np.ndarray:
+        return np.array([position[k] for k in wanted])
+
+    return list(by_slice.items()), at
 
 
 class _Columns:
@@ -287,7 +292,7 @@ def build_features(data: RawData, *, allowed_sources: Collection[str] | None = N
     f = _Columns(n)
     if n:
         with np.errstate(divide="ignore", invalid="ignore"):
-            stats = _Stats(w.values)
+            stats = _Stats(w.values, _STAT_KEYS)
             f.put(AVERAGES[0], stats.pick(stats.mean, AVERAGES[1]))
             _ratios(f, stats)
             _volatility(f, w, stats)
@@ -395,6 +400,13 @@ def monthly_revenue(pay_inflow_avg_12m: np.ndarray, tax_sales_avg_12m: np.ndarra
 
 _INTENSITY = (("last6", *KWH), ("prev6", *KWH), ("last6", *SALES), ("prev6", *SALES), ("last6", *INFLOW),
               ("prev6", *INFLOW))
+
+
+# Every (slice, field) the features above read from _Stats: each reduced once.
+_STAT_KEYS: tuple[Key, ...] = tuple(dict.fromkeys((
+    *AVERAGES[1], *(k for _, a, b in GROWTH + MEAN_RATIOS + SHARES for k in (a, b)), *_volatility_layout()[1],
+    *(("last6", *field) for _, field in TRENDS), ("last12", *INFLOW), ("last12", *KWH),
+    ("last12", "social_insurance", "missed_payment"), *_INTENSITY)))
 
 
 def _cross_source(f: _Columns, w: Windows, stats: _Stats, apps: Table) -> None:
