@@ -379,3 +379,16 @@ class TestWithheldSources:
         np.testing.assert_array_equal(ts.withheld.take("payments", rows), everything[rows])
         np.testing.assert_array_equal(ts.withheld.take("payments", rows[::-1]), everything[rows[::-1]])
         assert list(ts.withheld.rows) == ["payments"]
+
+    def test_a_folder_changed_since_loading_is_refused(self, small_dir: Path, tmp_path: Path) -> None:
+        """The folder is read again for these rows: it must still hold the data the features came from."""
+        import os
+        import shutil
+
+        folder = Path(shutil.copytree(small_dir, tmp_path / "changing"))
+        ts = from_folder(folder)
+        payments = folder / "payments.parquet"
+        stat = payments.stat()
+        os.utime(payments, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten a second later
+        with pytest.raises(ValueError, match="the data files changed during training; train again"):
+            ts.withheld.take("payments", np.array([3]))
