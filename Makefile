@@ -35,8 +35,9 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_model_shape.py
-	$(BIN)/python benchmarks/bench_training.py --sizes 10000 100000
+	$(BIN)/python benchmarks/bench_training.py --sizes 10000 100000 1000000
 	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_batch.py --sizes 100000 1000000
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_portfolio.py --sizes 100000 1000000
 

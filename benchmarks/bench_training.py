@@ -1,9 +1,13 @@
 """Training cost: wall time and peak memory of `smecredit train` for 10k, 100k and 1M enterprises.
 
-    .venv/bin/python benchmarks/bench_training.py [--sizes 10000 100000 1000000]
+    .venv/bin/python benchmarks/bench_training.py [--sizes 10000 100000 1000000] [--dask]
 
 Each size is generated (24 months, seed 7) and trained in a fresh process under `/usr/bin/time -v`, beside
 the baseline of `smecredit features` on the same folder (the share of the cost that is feature building).
+Peak memory is the largest resident set of the command (training reads the folder a range of enterprises at a
+time, so at 1M it stays under 4 GiB: docs/benchmarks.md, "Training at 1M firms: memory"). With ``--dask`` the
+same folder is also trained with `train --dask local` (one worker process per core); its peak is the largest
+single process, client or worker.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "smecredit-bench")
+    parser.add_argument("--dask", action="store_true", help="also time `train --dask local`")
     args = parser.parse_args()
-    print("| enterprises | applications | features only (baseline) | train (features, 5 withheld, fit, card) "
-          "| peak RSS, train |")
-    print("|---|---|---|---|---|")
+    print("| enterprises | applications | features only (baseline) | train (features, withheld rows, fit, card) "
+          "| peak RSS, train |" + (" train --dask local | peak RSS (largest process) |" if args.dask else ""))
+    print("|---|---|---|---|---|" + ("---|---|" if args.dask else ""))
     for n in args.sizes:
         data = args.workdir / f"train-{n}"
         if not (data / "profile.parquet").exists():
@@ -45,8 +50,12 @@ def main() -> None:
                               capture_output=True, text=True, check=True).stdout.strip()
         f_wall, f_rss = timed([SMECREDIT, "features", "--data", str(data), "--out", str(data / "features.parquet")])
         t_wall, t_rss = timed([SMECREDIT, "train", "--data", str(data), "--registry", str(data / "registry")])
-        print(f"| {n:,} | {int(apps):,} | {f_wall:.0f} s, {f_rss:.1f} GiB | {t_wall:.0f} s | {t_rss:.1f} GiB |",
-              flush=True)
+        row = f"| {n:,} | {int(apps):,} | {f_wall:.0f} s, {f_rss:.1f} GiB | {t_wall:.0f} s | {t_rss:.1f} GiB |"
+        if args.dask:
+            d_wall, d_rss = timed([SMECREDIT, "train", "--data", str(data), "--registry", str(data / "registry"),
+                                   "--dask", "local"])
+            row += f" {d_wall:.0f} s | {d_rss:.1f} GiB |"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":
