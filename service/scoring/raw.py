@@ -745,7 +745,8 @@ def table_from_records(source: Source, rows: list[dict], *, enterprise_row: int 
     numeric = [c.name for c in columns if c.kind in ("int", "float", "bool")]
     # All numeric columns in one conversion (None -> NaN, True -> 1.0): one request has few rows, so the cost is
     # per call, not per value.
-    matrix = np.array([[r.get(name) for name in numeric] for r in rows], dtype=np.float64).reshape(len(rows), len(numeric))
+    matrix = np.array([[r.get(name) for name in numeric] for r in rows], dtype=np.float64)
+    matrix = matrix.reshape(len(rows), len(numeric))  # also for no rows, or no numeric column
     by_column = dict(zip(numeric, np.ascontiguousarray(matrix.T), strict=True))
     for column in columns:
         if column.name in by_column:
