@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         app.state.writer.close()  # what was accepted is written before the process stops
+        app.state.callers.close()
         app.state.engine.dispose()  # close pooled connections when the process stops
         read_engine.dispose()
 

@@ -313,6 +313,8 @@ class CallerCache(Generic[T]):
         self._entries: dict[str, tuple[float, str, T]] = {}  # SHA-256 of the key -> (expires, prefix, caller)
         self._lock = threading.Lock()
         self.listening = False  # subscribed to revocations through Redis
+        self._closed = threading.Event()
+        self._pubsub = None
         if redis_url and ttl > 0:
             threading.Thread(target=self._listen, args=(redis_url,), name="key-revocations", daemon=True).start()
 
@@ -337,25 +339,34 @@ class CallerCache(Generic[T]):
         with self._lock:
             self._entries = {k: v for k, v in self._entries.items() if v[1] != prefix}
 
+    def close(self) -> None:
+        """Stop listening (the app shuts down)."""
+        self._closed.set()
+        if self._pubsub is not None:
+            self._pubsub.close()  # ends the blocking listen() in the listener thread
+
     def _listen(self, url: str) -> None:
         import redis
 
-        while True:
+        down = False
+        while not self._closed.is_set():
             try:
-                pubsub = redis.Redis.from_url(url, socket_connect_timeout=0.5).pubsub()
+                self._pubsub = pubsub = redis.Redis.from_url(url, socket_connect_timeout=0.5).pubsub()
                 pubsub.subscribe(REVOKED_CHANNEL)
                 for message in pubsub.listen():
                     if message["type"] == "subscribe":  # from here on no revocation is missed
                         with self._lock:  # those missed while unsubscribed: start afresh
                             self._entries.clear()
-                        self.listening = True
+                        self.listening, down = True, False
                     elif message["type"] == "message":
                         self.drop(message["data"].decode())
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, AttributeError, ValueError) as exc:  # also: closed under listen()
                 self.listening = False
-                log.warning("key revocations: Redis unavailable (%s); cached keys expire within %g s",
-                            type(exc).__name__, self.ttl)
-                time.sleep(1.0)
+                if not down and not self._closed.is_set():  # once per outage, not once per retry
+                    log.warning("key revocations: Redis unavailable (%s); cached keys expire within %g s",
+                                type(exc).__name__, self.ttl)
+                down = True
+                self._closed.wait(1.0)
 
 
 def announce_revocation(redis_url: str | None, prefix: str) -> bool:
