@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -28,6 +26,8 @@ import lightgbm
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import describe  # noqa: E402 - a sibling module (benchmarks/ is the script's directory)
 
 from service.batch.chunks import build_all  # noqa: E402
 from service.batch.features import write_table  # noqa: E402
@@ -45,12 +45,7 @@ from training.synth import SynthConfig, write  # noqa: E402
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))) / 2**20
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, LightGBM {lightgbm.__version__}")
+    return describe(f"numpy {np.__version__}", f"LightGBM {lightgbm.__version__}")
 
 
 class Clock:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +23,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import describe  # noqa: E402 - a sibling module (benchmarks/ is the script's directory)
+
 from service.batch.chunks import build_all  # noqa: E402
 from service.scoring.features import build_features  # noqa: E402
 from service.scoring.raw import RawData, load_folder  # noqa: E402
@@ -32,12 +32,7 @@ from training.synth import SynthConfig, write  # noqa: E402
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))) / 2**20
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, pandas {pd.__version__}")
+    return describe(f"numpy {np.__version__}", f"pandas {pd.__version__}")
 
 
 def pandas_baseline(pay: pd.DataFrame, enterprise_id: str, date: np.datetime64) -> tuple[float, float, float]:

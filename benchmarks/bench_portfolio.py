@@ -25,7 +25,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import describe  # noqa: E402 - a sibling module (benchmarks/ is the script's directory)
+
 from service.batch.chunks import CHUNK_APPLICATIONS  # noqa: E402
 from service.runtime import DEFAULT_POLICY  # noqa: E402
 from service.scoring.registry import Registry  # noqa: E402
@@ -50,12 +51,7 @@ def machine() -> str:
     import dask
     import lightgbm
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))) / 2**20
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, LightGBM {lightgbm.__version__}, dask {dask.__version__}")
+    return describe(f"numpy {np.__version__}", f"LightGBM {lightgbm.__version__}", f"dask {dask.__version__}")
 
 
 def status_gib(field: str) -> float:

@@ -21,7 +21,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -43,6 +42,8 @@ from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import describe  # noqa: E402 - a sibling module (benchmarks/ is the script's directory)
 
 from service.api.schemas import ScoreRequest  # noqa: E402
 from service.config import Settings  # noqa: E402
@@ -387,15 +388,10 @@ def bench_http(args: argparse.Namespace, registry: Path, databases: dict[str, st
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))) / 2**20
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(" [")[0]  # noqa: S603, S607
     import fastapi
     import uvicorn
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}, "
-            f"FastAPI {fastapi.__version__}, uvicorn {uvicorn.__version__}, {wrk.strip()}")
+    return describe(f"FastAPI {fastapi.__version__}", f"uvicorn {uvicorn.__version__}", wrk.strip())
 
 
 def main() -> None:
