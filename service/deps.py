@@ -65,6 +65,7 @@ def lookup_caller(sessions: sessionmaker[Session], key: str, cache: CallerCache[
     unless ``cache`` holds the key)."""
     if cache is not None and (caller := cache.get(key)) is not None:
         return caller
+    generation = cache.generation if cache is not None else 0  # read before the database is
     try:
         # A session of its own, closed at once: the handler's transaction starts only when it writes.
         with sessions() as session:
@@ -76,7 +77,7 @@ def lookup_caller(sessions: sessionmaker[Session], key: str, cache: CallerCache[
     tenant, scopes = found
     caller = Caller(tenant=tenant, scopes=scopes, key_id=key.split("_")[1])
     if cache is not None:
-        cache.put(key, caller.key_id, caller)
+        cache.put(key, caller.key_id, caller, generation)
     return caller
 
 

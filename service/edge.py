@@ -28,7 +28,7 @@ from uvicorn.server import ServerState
 
 from service import errors
 from service.config import Settings, get_settings
-from service.deps import CALLER_SCOPE_KEY, lookup_caller
+from service.deps import CALLER_SCOPE_KEY, Caller, lookup_caller
 from service.runtime import CallerCache, RateLimiter
 
 log = logging.getLogger("smecredit.edge")
@@ -227,10 +227,12 @@ class EdgeMiddleware:
             refusal = await run_in_threadpool(self._page_allowed, client_address(scope))
         elif path.startswith(API_KEY_PATHS):
             authorization = headers.get("authorization")
-            if self._blocks(authorization):
-                refusal = await run_in_threadpool(self._authenticate, scope, authorization)
+            key = bearer_key(authorization)
+            cached = self.callers.get(key) if key is not None and self.callers is not None else None
+            if cached is None or self.limiter.shared:
+                refusal = await run_in_threadpool(self._authenticate, scope, key, cached)
             else:  # a cached key and in-process limits: microseconds, no thread-pool hop
-                refusal = self._authenticate(scope, authorization)
+                refusal = self._authenticate(scope, key, cached)
         declared = headers.get("content-length")
         if refusal is None and declared is not None and declared.isdigit() \
                 and int(declared) > self.settings.max_body_bytes:
@@ -269,19 +271,15 @@ class EdgeMiddleware:
                                       "this address")
         return None
 
-    def _blocks(self, authorization: str | None) -> bool:
-        """Whether authenticating may block: a database lookup (a key not cached) or shared limits (Redis)."""
-        key = bearer_key(authorization)
-        return self.limiter.shared or key is None or self.callers is None or self.callers.get(key) is None
-
-    def _authenticate(self, scope: Scope, authorization: str | None) -> errors.DomainError | None:
-        """Blocking unless the key is cached and the limits are in process (see ``_blocks``)."""
+    def _authenticate(self, scope: Scope, key: str | None, cached: Caller | None) -> errors.DomainError | None:
+        """Blocking (a database lookup, Redis) unless ``cached`` holds the caller and the limits are in process."""
         address, limit = client_address(scope), self.settings.auth_failures_per_minute
         if self.limiter.peek(f"authfail:{address}") >= limit:
             return errors.RateLimited(f"more than {limit} failed authentications in a minute from this address")
-        key = bearer_key(authorization)
         if key is None:
             caller, why = None, "send the API key as 'Authorization: Bearer <key>'"
+        elif cached is not None:
+            caller, why = cached, ""
         else:
             try:
                 caller = lookup_caller(self.sessions, key, self.callers)

@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.callers.start()
         yield
         app.state.writer.close()  # what was accepted is written before the process stops
         app.state.callers.close()

@@ -304,19 +304,27 @@ REVOKED_CHANNEL = "smecredit:keys:revoked"  # Redis: a revoked key's prefix, so 
 class CallerCache(Generic[T]):
     """Authenticated API keys, kept for ``ttl`` seconds so that a request does not look its key up in the
     database. Only keys that authenticated are kept (a key created a moment ago works at once; failures are
-    rate-limited per address instead). A revocation reaches this process by ``drop`` (the process that revoked)
-    or, with Redis, through ``REVOKED_CHANNEL`` within milliseconds on every replica; without Redis, or while it
-    is down, a revoked key is refused at the latest ``ttl`` seconds after its revocation."""
+    rate-limited per address instead). With Redis, ``start`` subscribes to ``REVOKED_CHANNEL`` (where `keys
+    revoke` announces a revocation) and every replica drops the key within milliseconds; without Redis, or
+    while it is down, a revoked key is refused at the latest ``ttl`` seconds after its revocation.
+
+    A lookup that read the key as valid just before a revocation must not cache it afterwards: ``generation``
+    counts drops, and ``put`` is refused when a drop happened since the caller read it (``get_generation``)."""
 
     def __init__(self, ttl: float, redis_url: str | None = None) -> None:
-        self.ttl = ttl
+        self.ttl, self.redis_url = ttl, redis_url
         self._entries: dict[str, tuple[float, str, T]] = {}  # SHA-256 of the key -> (expires, prefix, caller)
         self._lock = threading.Lock()
+        self.generation = 0  # drops so far
         self.listening = False  # subscribed to revocations through Redis
         self._closed = threading.Event()
         self._pubsub = None
-        if redis_url and ttl > 0:
-            threading.Thread(target=self._listen, args=(redis_url,), name="key-revocations", daemon=True).start()
+
+    def start(self) -> None:
+        """Listen for revocations (with Redis): at app start, not while the app object is being built."""
+        if self.redis_url and self.ttl > 0:
+            threading.Thread(target=self._listen, args=(self.redis_url,), name="key-revocations",
+                             daemon=True).start()
 
     @staticmethod
     def _digest(key: str) -> str:
@@ -326,10 +334,13 @@ class CallerCache(Generic[T]):
         entry = self._entries.get(self._digest(key))
         return entry[2] if entry is not None and entry[0] > time.monotonic() else None
 
-    def put(self, key: str, prefix: str, caller: T) -> None:
+    def put(self, key: str, prefix: str, caller: T, generation: int) -> None:
+        """Keep ``caller``, looked up when ``generation`` was current; not if a key was dropped since."""
         if self.ttl <= 0:
             return
         with self._lock:
+            if generation != self.generation:
+                return
             if len(self._entries) > 10_000:  # forget expired entries now and then
                 now = time.monotonic()
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
@@ -337,6 +348,7 @@ class CallerCache(Generic[T]):
 
     def drop(self, prefix: str) -> None:
         with self._lock:
+            self.generation += 1
             self._entries = {k: v for k, v in self._entries.items() if v[1] != prefix}
 
     def close(self) -> None:
@@ -351,11 +363,14 @@ class CallerCache(Generic[T]):
         down = False
         while not self._closed.is_set():
             try:
-                self._pubsub = pubsub = redis.Redis.from_url(url, socket_connect_timeout=0.5).pubsub()
+                # Health checks: a half-open connection is noticed (and the cache emptied on reconnecting).
+                self._pubsub = pubsub = redis.Redis.from_url(url, socket_connect_timeout=0.5,
+                                                             health_check_interval=10).pubsub()
                 pubsub.subscribe(REVOKED_CHANNEL)
                 for message in pubsub.listen():
                     if message["type"] == "subscribe":  # from here on no revocation is missed
                         with self._lock:  # those missed while unsubscribed: start afresh
+                            self.generation += 1
                             self._entries.clear()
                         self.listening, down = True, False
                     elif message["type"] == "message":

@@ -66,8 +66,12 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until SIGINT or SIGTERM; the exit code (STARTUP_FAILURE when a worker could not start)."""
-        # The port is probed once here, so a taken port fails before any worker starts.
-        reuse_port_socket(self.host, self.port).close()
+        # A taken port fails here, before any worker starts: the probe binds without SO_REUSEPORT, so it also
+        # refuses a port that another instance's reuse-port workers hold (the kernel would split the traffic).
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((self.host, self.port))
         previous: dict[int, Callable] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, self._stop)

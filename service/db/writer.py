@@ -74,21 +74,20 @@ class DecisionWriter:
         self.engine, self.max_batch, self.on_commit = engine, max_batch, on_commit
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._closed = False
         self.batches = 0  # commits so far, and the decisions they held: the mean batch size, for metrics
         self.written = 0
 
     def submit(self, work: NewDecisions | NewLink) -> concurrent.futures.Future:
-        if self._closed:
-            raise RuntimeError("the decision writer is closed")
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
-                    self._thread.start()
         job = _Job(work)
-        self._queue.put(job)
+        with self._lock:  # checked and queued together: nothing is queued behind the stop
+            if self._closed:
+                raise RuntimeError("the decision writer is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
+                self._thread.start()
+            self._queue.put(job)
         return job.done
 
     def write(self, work: NewDecisions | NewLink, timeout: float | None = None) -> None:
@@ -97,9 +96,11 @@ class DecisionWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, then stop (graceful shutdown: accepted requests are still recorded)."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            if self._thread is not None:
+                self._queue.put(_STOP)
         if self._thread is not None:
-            self._queue.put(_STOP)
             self._thread.join(timeout)
 
     # --- the writer thread ----------------------------------------------------------------------------------
@@ -107,20 +108,25 @@ class DecisionWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch, size = [first], first.work.size
-            while size < self.max_batch:
+            batch, size = [], 0
+            job = self._queue.get()
+            while True:
+                if job is _STOP:
+                    stopping = True
+                    break
+                # A request cancelled while queued (its client gone, or shutdown's deadline) is dropped; once
+                # running, its future can no longer be cancelled, so the batch's answers cannot be refused.
+                if job.done.set_running_or_notify_cancel():
+                    batch.append(job)
+                    size += job.work.size
+                if size >= self.max_batch:
+                    break
                 try:
                     job = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP:
-                    stopping = True
-                    break
-                batch.append(job)
-                size += job.work.size
+            if not batch:
+                continue
             try:
                 self._commit(batch)
             except BaseException as exc:  # the thread must outlive any one batch: its requests hear why
@@ -192,7 +198,8 @@ def _assign_ids(conn, table: type, rows: list[dict]) -> None:  # noqa: ANN001 - 
     """Insert ``rows`` and write the ids the database gave them back into each dict (their seals name them)."""
     if not rows:
         return
-    ids = conn.execute(insert(table).returning(table.id, sort_by_parameter_order=True), rows).scalars().all()
+    fresh = [{k: v for k, v in row.items() if k != "id"} for row in rows]  # not ids of a rolled-back attempt
+    ids = conn.execute(insert(table).returning(table.id, sort_by_parameter_order=True), fresh).scalars().all()
     for row, id_ in zip(rows, ids, strict=True):
         row["id"] = id_
 
