@@ -31,14 +31,27 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def sockets_of(pid: int) -> int:
-    n = 0
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            n += os.readlink(fd).startswith("socket:")
+            target = os.readlink(fd)
         except OSError:
-            pass
-    return n
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+def established_to(port: int) -> set[str]:
+    """Inodes of the established TCP connections accepted on ``port`` (IPv4 loopback: /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], fields[9]
+        if local_port == port and state == "01":  # 01: ESTABLISHED
+            inodes.add(inode)
+    return inodes
 
 
 def serve(tmp_path: Path, registry: Path, port: int, **env: str) -> subprocess.Popen:
@@ -71,14 +84,14 @@ def test_connections_spread_over_workers_and_a_dead_worker_is_replaced(champion_
     try:
         wait_ready(base, proc, seconds=90)
         workers = workers_of(proc)
-        idle = {w: sockets_of(w) for w in workers}
         conns = []
         for _ in range(32):  # kept-alive connections, as a load generator holds them
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             c.request("GET", "/healthz")
             assert c.getresponse().status == 200
             conns.append(c)
-        held = {w: sockets_of(w) - idle[w] for w in workers}
+        accepted = established_to(port)
+        held = {w: len(socket_inodes(w) & accepted) for w in workers}
         assert sum(held.values()) == 32, held
         assert min(held.values()) >= 6, f"connections did not spread over the workers: {held}"
         for c in conns:
