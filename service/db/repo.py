@@ -30,8 +30,8 @@ from service.db.tables import (
     as_utc,
     utcnow,
 )
-from service.scoring import record
-from service.scoring.record import record_digest
+from service.scoring.record import COLUMNS as DECISION_COLUMNS
+from service.scoring.record import iso_utc, record_digest
 
 log = logging.getLogger("smecredit.db")
 SCOPES = ("score", "review", "admin", "platform")  # platform: operators of the shared model registry
@@ -296,9 +296,6 @@ def reviews_of(session: Session, *, decision_id: str) -> list[Review]:
 # --- audit trail -------------------------------------------------------------------------------------------
 
 
-iso_utc = record.iso_utc  # one spelling of a timestamp whatever the database hands back
-
-
 def event_content(*, at: dt.datetime, tenant_id: int | None, actor: str, action: str, subject: str,
                   payload: dict) -> dict:
     """What an audit event's hash covers."""
@@ -318,7 +315,7 @@ def audit_hash(prev_hash: str, content: dict) -> str:
 
 def decision_digest(d: Decision) -> str:
     """SHA-256 over what a decision said and why: an edit to the row no longer matches its audit event."""
-    return record_digest({c: getattr(d, c) for c in record.COLUMNS})
+    return record_digest({c: getattr(d, c) for c in DECISION_COLUMNS})
 
 
 def _plain(value: object) -> object:

@@ -26,10 +26,14 @@ def _json_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+def _utc(at: dt.datetime) -> dt.datetime:
+    """Aware UTC whatever the database handed back (naive values are UTC)."""
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
 def iso_utc(at: dt.datetime) -> str:
-    """One spelling of a timestamp whatever the database hands back (naive values are UTC)."""
-    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """One spelling of a timestamp whatever the database hands back."""
+    return _utc(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,7 @@ class DecisionRecord:
     @classmethod
     def of(cls, row: Any) -> DecisionRecord:  # noqa: ANN401 - a decisions row: ORM object or Core row
         values = {c: getattr(row, c) for c in COLUMNS}
-        created = values["created_at"]
-        values["created_at"] = created.replace(tzinfo=dt.UTC) if created.tzinfo is None else created.astimezone(dt.UTC)
+        values["created_at"] = _utc(values["created_at"])
         return cls(**{**values, "explanation": Explanation.from_json(values["explanation"])})
 
     def row(self) -> dict:
