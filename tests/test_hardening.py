@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 from sqlalchemy.orm import Session
 
+from service.api.routing import BodyError, _quick_parse, parse_json_body, strict_parse
 from service.db.tables import AuditEvent
 from tests.api_fixtures import Api, body_with, error_of
 
@@ -146,6 +147,45 @@ class TestStrictJson:
                             headers=api.headers(**{"Content-Type": "application/json"}))
         assert r.status_code == 422
         assert error_of(r)["errors"][0]["type"] == "utf8"
+
+
+def _outcome(parse, raw: bytes) -> object:
+    try:
+        return ("ok", parse(raw))
+    except BodyError as exc:
+        return ("refused", exc.loc, exc.type)
+
+
+class TestQuickParse:
+    """Bodies are parsed by orjson and checked for what orjson lets through (duplicate keys, integers beyond 64
+    bits); whatever the quick path cannot vouch for goes to the strict parser. Both must agree on every body."""
+
+    @pytest.mark.parametrize("raw", [
+        b'{"a": 1, "b": [1, 2.5, {"c": "x"}], "d": null}',  # the common shape: accepted by both
+        b'{"a":1,"a":2}',  # a duplicate
+        b'{"a": {"b": 1, "b": 1}}',  # a nested duplicate
+        b'{"a" :1,"a":2,"b":1}',  # a duplicate hidden by a spaced colon: the key count alone would miss it
+        rb'{"a":1,"a":2,"s":"x\":"}',  # a string holding the key terminator: the counts differ, strict decides
+        rb'{"s":"x\":","a":1}',  # the same without a duplicate: accepted
+        b'{"n": 123456789012345678901234}',  # an integer orjson would read as a float
+        b'{"n": 18446744073709551615}',  # the largest 64-bit integer: exact on both paths
+        b'{"n": 2e19}',  # a large float: the strict parser decides
+        b'{"n": 1e400}', b'{"n": NaN}', b'{"n": Infinity}',  # not finite
+        rb'{"s": "\u0000"}', rb'{"s": "\ud800"}', b'{"s": "a\x7fb"}',  # control characters
+        rb'{"s": "\u00e9\u4e2d"}',  # escapes that are fine
+        b'\xef\xbb\xbf{"a": 1}', b'{"a": "\xff"}', b'{"a": 1', b"[1, 2]", b"3", b"null", b'"x"',
+    ])
+    def test_the_quick_path_agrees_with_the_strict_rules(self, raw: bytes) -> None:
+        assert _outcome(parse_json_body, raw) == _outcome(strict_parse, raw)
+
+    def test_an_ordinary_request_takes_the_quick_path(self, example_request: dict) -> None:
+        """The point of the quick path (a guard: the parity test above passes if it is never taken)."""
+        assert _quick_parse(_json(example_request)) == example_request
+        assert _quick_parse(b'{"a":1,"a":2}') is None
+
+    def test_duplicates_are_found_whatever_the_spacing(self) -> None:
+        for raw in (b'{"a":1,"a":2}', b'{"a" : 1, "a" : 2}', b'{\n  "a": 1,\n  "a": 2\n}', b'{"a"\t:1,"a":2}'):
+            assert _outcome(parse_json_body, raw)[::2] == ("refused", "duplicate_key"), raw
 
 
 class TestIdempotentLinks:
