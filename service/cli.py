@@ -292,6 +292,32 @@ def _champion_change(change: str, registry, *, by: str | None, reason: str,  # n
         return champion.rollback(session, registry=registry, by=who, actor=f"cli:{who}", reason=reason)
 
 
+@models_app.command("export")
+def models_export(
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="The registered version to export (smecredit "
+                                                                  "models list)")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (model.onnx + export.json) or mlflow (an MLflow "
+                                                      "pyfunc model directory)")],
+    out: Annotated[Path, typer.Option(help="Folder to write; must not exist unless --force")],
+    force: Annotated[bool, typer.Option(help="Replace an existing --out (only once the new export is complete)")]
+    = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Write a bundle in a standard format, checked against the bundle before it is kept (docs/notebooks.md);
+    needs the optional extra: pip install 'smecredit[export]'."""
+    from rich.markup import escape
+
+    from service.export import ExportError, export_model
+
+    _setup_logging(verbose=False)
+    try:
+        result = export_model(_registry(registry), version, fmt, out, force=force)
+    except ExportError as exc:
+        _fail(escape(str(exc)))  # the message names the extra as smecredit[export]: not rich markup
+    console.print(f"[green]exported[/] {result.version} as {result.format} to {escape(str(result.out))}: "
+                  f"{escape(result.summary)}")
+
+
 @models_app.command("history")
 def models_history(registry: RegistryOpt = None) -> None:
     """The append-only log of registrations, promotions and rollbacks."""
