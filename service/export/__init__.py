@@ -73,6 +73,9 @@ def export_model(registry: Registry, version: str, fmt: str, out: Path | str, *,
         bundle = load_bundle(folder)  # digests, feature-code version, servable (child process): as the service
     except (RegistryError, BundleError) as exc:
         raise ExportError("VERSION", str(exc)) from exc
+    # MLflow 3 reports usage to its maintainers by default; exporting a lender's model should not call out.
+    # Set MLFLOW_DISABLE_TELEMETRY=false to opt in.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     write: Writer = importlib.import_module(module).write
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
