@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SME credit scoring from operating data.")
@@ -104,6 +105,16 @@ def train(
     id_column: Annotated[str | None, typer.Option("--id", help="--table: an identifier column (not a feature)")] = None,
     date_column: Annotated[str | None, typer.Option("--date", help="--table: a date column for an out-of-time split")]
     = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="--table: a column to leave out (repeatable)")] = None,
+    categorical: Annotated[list[str] | None, typer.Option(
+        help="--table: a column to treat as categorical even if it holds numbers (repeatable)")] = None,
+    monotone: Annotated[list[str] | None, typer.Option(
+        help="--table: COLUMN=+1 (risk rises with the value) or COLUMN=-1 (repeatable)")] = None,
+    protected: Annotated[list[str] | None, typer.Option(
+        help="--table: a protected attribute (repeatable): assessed for fairness, never a model input. Columns "
+             "named like age, sex, gender, marital status, race, religion, nationality... are found by name")] = None,
+    allow_protected: Annotated[str | None, typer.Option(
+        help="--table: REASON protected columns may be model inputs (recorded in the model card)")] = None,
     config: Annotated[Path | None, typer.Option(help="Training config YAML (default: the shipped default)")] = None,
     registry: RegistryOpt = None,
     tune_trials: Annotated[int, typer.Option("--tune", min=0, max=500, help="Optuna trials before the final fit")] = 0,
@@ -127,8 +138,10 @@ def train(
         _fail("give exactly one of --data (a contract data folder) or --table (your own feature table)")
     if table is not None and target is None:
         _fail("--table needs --target COLUMN")
-    if data is not None and any(v is not None for v in (target, positive, id_column, date_column)):
-        _fail("--target, --positive, --id and --date go with --table, not --data")
+    table_only = (target, positive, id_column, date_column, exclude, categorical, monotone, protected, allow_protected)
+    if data is not None and any(v for v in table_only):
+        _fail("--target, --positive, --id, --date, --exclude, --categorical, --monotone, --protected and "
+              "--allow-protected go with --table, not --data")
     if dask is not None and data is None:
         _fail("--dask goes with --data (a table's features are already built)")
     _setup_logging()
@@ -153,7 +166,9 @@ def train(
                 ts = dataset.from_folder(data, client=client)
             else:
                 ts = dataset.from_table(table, target, id_column=id_column, date_column=date_column,
-                                        positive=positive)
+                                        positive=positive, exclude=exclude or (), categorical=categorical or (),
+                                        monotone=monotone or (), protected=protected or (),
+                                        allow_protected=allow_protected)
             result = pipeline.train(ts, cfg, Registry(registry or default_registry()), tune_trials=tune_trials,
                                     step=step, fit=fit)
         if promote:
@@ -172,10 +187,9 @@ def _print_summary(result, seconds: float) -> None:  # noqa: ANN001
     for m in ("auc", "gini", "ks", "brier", "log_loss", "calibration_error"):
         table.add_row(m, f"{card['metrics']['lightgbm'][m]:.4f}", f"{card['metrics']['challenger'][m]:.4f}")
     console.print(table)
-    flags = [name for name, f in card["fairness"].items() if f["flagged"]]
-    monotone = "held" if card["monotone_all_held"] else "VIOLATED"
-    console.print(f"trees {card['training']['trees']}; monotone constraints {monotone}; "
-                  f"fairness flags: {', '.join(flags) or 'none'}")
+    console.print(f"trees {card['training']['trees']}, {card['training']['leaves']} leaves")
+    for s in card["statements"]:  # the card's own statements (training/facts.py): the two never disagree
+        console.print(f"[bold red]![/] {escape(s['text'])}" if s["flag"] else f"- {escape(s['text'])}")
     console.print(f"bundle {'registered' if result.created else 'already registered'}: {result.version}")
     print(result.version)
 
@@ -251,13 +265,27 @@ def models_verify(version: str, registry: RegistryOpt = None) -> None:
 @models_app.command("promote")
 def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (kept in the history)")],
                    by: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
-                   registry: RegistryOpt = None) -> None:
+                   data: Annotated[Path | None, typer.Option(help="Compare with the champion on this data folder "
+                                                                  "first (as `models compare`)")] = None,
+                   policy: PolicyFileOpt = None, registry: RegistryOpt = None) -> None:
     """Make a version the champion once it passes every check (digests, servable, a catalog model); exit 2
-    with the reason otherwise, leaving the champion as it was."""
+    with the reason otherwise, leaving the champion as it was. The comparison with the outgoing champion (from
+    `models compare`, `train`, or --data) is shown and recorded with the promotion's audit event."""
     from service.scoring.registry import RegistryError
+    from service.usecases.compare import promotion_summary, stored_comparison
 
+    reg = _registry(registry)
+    if data is not None:
+        models_compare(version, data, policy, registry)
+    comparison = stored_comparison(reg, version)
+    if comparison is not None and data is None:
+        _print_comparison(comparison)
+    elif comparison is None and reg.champion() not in (None, version):
+        console.print(f"[yellow]warning:[/] {version} was not compared with the champion {reg.champion()}; "
+                      f"`smecredit models compare {version} --data DIR` shows what would change")
     try:
-        event = _champion_change("promote", _registry(registry), version=version, by=by, reason=reason)
+        event = _champion_change("promote", reg, version=version, by=by, reason=reason,
+                                 comparison=promotion_summary(comparison) if comparison else None)
     except RegistryError as exc:
         _fail(str(exc))
     console.print(f"champion: {event.version} (was {event.previous or 'none'})")
@@ -277,8 +305,157 @@ def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the h
     console.print(f"champion: {event.version} (rolled back from {event.previous})")
 
 
+PolicyFileOpt = Annotated[Path | None, typer.Option("--policy", help="Lender policy YAML (default: the shipped "
+                                                                    "default policy)")]
+DataOpt = Annotated[Path, typer.Option(help="Contract data folder with outcomes (defaulted_12m): the model's "
+                                            "out-of-time applications are taken from it")]
+
+
+def _policy_file(path: Path | None):  # noqa: ANN202
+    from service.runtime import DEFAULT_POLICY
+    from service.scoring.policy import PolicyError, load_policy
+
+    try:
+        return load_policy(path or DEFAULT_POLICY)
+    except (PolicyError, OSError) as exc:
+        _fail(f"--policy: {exc}")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _print_comparison(result: dict) -> None:
+    """The comparison as a risk team reads it: the two models, the swap set, the warnings."""
+    table = RichTable(title=f"{result['version']} against the champion {result['against']} on "
+                        f"{result['applications']:,} out-of-time applications, policy {result['policy']}")
+    for column in ("", "AUC", "KS", "approved", "referred", "straight-through", "bad rate approved (exp./obs.)"):
+        table.add_column(column)
+    for name in ("candidate", "champion"):
+        m = result[name]
+        table.add_row(f"{name} {m['version']}", _num(m["auc"]), _num(m["ks"]), _pct(m["approval_rate"]),
+                      _pct(m["referral_rate"]), _pct(m["straight_through"]),
+                      f"{_pct(m['approved_expected_bad_rate'])} / {_pct(m['approved_observed_bad_rate'])}")
+    console.print(table)
+    moved = [c for c in result["swap_set"] if c["champion"] != c["candidate"] and c["n"]]
+    for c in moved:
+        console.print(f"  {c['champion']} -> {c['candidate']}: {c['n']:,} applications, observed bad rate "
+                      f"{_pct(c['bad_rate'])}")
+    for w in result["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+    keep = result["cut_offs_keeping_approval"]
+    if keep:
+        console.print(f"  cut-offs that keep the champion's approval rate: approve_min_score "
+                      f"{keep['approve_min_score']:g}, refer_min_score {keep['refer_min_score']:g} "
+                      f"(approval {_pct(keep['approval_rate'])}, referral {_pct(keep['referral_rate'])})")
+
+
+@models_app.command("compare")
+def models_compare(version: str, data: DataOpt, policy: PolicyFileOpt = None, registry: RegistryOpt = None) -> None:
+    """A model against the current champion on its out-of-time applications: AUC, KS, calibration by grade,
+    and under the policy the approval rate, bad rates and the swap set. Kept in the registry, so that
+    `models promote` shows it and records it with the promotion.
+
+    Example: smecredit models compare m1a2b3c4d5e6 --data data/synth"""
+    from service.scoring.bundle import BundleError
+    from service.scoring.raw import ContractError
+    from service.scoring.registry import RegistryError
+    from service.usecases.compare import CompareError, compare_with_champion
+
+    reg = _registry(registry)
+    try:
+        result = compare_with_champion(reg, version, data, _policy_file(policy))
+    except (CompareError, ContractError, RegistryError, BundleError) as exc:
+        _fail(str(exc))
+    if result is None:
+        _fail(f"{version} is the champion, or there is none: nothing to compare with")
+    _print_comparison(result)
+
+
+policy_app = typer.Typer(no_args_is_help=True, help="Lender policies: cut-offs chosen for targets.")
+app.add_typer(policy_app, name="policy")
+
+
+def _share(option: str, value: float | None) -> None:
+    if value is not None and not 0.0 < value <= 1.0:
+        _fail(f"{option}: must be a share between 0 and 1 (e.g. 0.95 for 95%), got {value:g}")
+
+
+@policy_app.command("optimise")
+def policy_optimise(
+    out: Annotated[Path, typer.Option(help="Where to write the proposed policy (YAML, for review)")],
+    data: DataOpt,
+    policy: PolicyFileOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model version (default: the champion)")] = None,
+    straight_through: Annotated[float, typer.Option(help="Share decided without a person")] = 0.95,
+    max_bad_rate: Annotated[float | None, typer.Option(help="Highest expected bad rate among approvals")] = None,
+    approval_rate: Annotated[float | None, typer.Option(help="Approval rate to aim at (instead of a bad rate)")]
+    = None,
+    version: Annotated[str | None, typer.Option(help="Version of the proposed policy (default: the current one "
+                                                     "+ '-cutoffs-' + today)")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also write the trade-off chart as an HTML page")] = None,
+    force: Annotated[bool, typer.Option(help="Replace existing --out and --report files")] = False,
+    registry: RegistryOpt = None,
+) -> None:
+    """Propose approve and refer cut-offs for targets on the model's out-of-time applications, show the
+    trade-off, and write the policy with them as a new version for review (nothing is applied).
+
+    Example: smecredit policy optimise --data data/synth --max-bad-rate 0.02 --out policies/lender-1.1.yaml"""
+    import datetime
+
+    from service.batch.compare import Targets
+    from service.scoring.bundle import BundleError
+    from service.scoring.raw import ContractError
+    from service.scoring.registry import RegistryError
+    from service.usecases.compare import CompareError, policy_with_cut_offs, propose_cut_offs
+
+    _share("--straight-through", straight_through)
+    _share("--max-bad-rate", max_bad_rate)
+    _share("--approval-rate", approval_rate)
+    if max_bad_rate is not None and approval_rate is not None:
+        _fail("--max-bad-rate and --approval-rate: give one target for the approve cut-off, not both")
+    for option, path in (("--out", out), ("--report", report)):
+        if path is not None and path.exists() and not force:
+            _fail(f"{option}: {path} exists; pass --force to replace it")
+    reg = _registry(registry)
+    version_of_model = model or reg.champion()
+    if version_of_model is None:
+        _fail(f"--model: no champion in {reg.root}; name a model version")
+    lender = _policy_file(policy)
+    try:
+        result = propose_cut_offs(reg, version_of_model, data, lender,
+                                  Targets(straight_through, max_bad_rate, approval_rate))
+        new_version = version or f"{lender.spec.version}-cutoffs-{datetime.date.today():%Y%m%d}"
+        text = policy_with_cut_offs(lender, result["proposed"]["approve_min_score"],
+                                    result["proposed"]["refer_min_score"], new_version)
+    except (CompareError, ContractError, RegistryError, BundleError) as exc:
+        _fail(str(exc))
+    for name in ("current", "proposed"):
+        p = result[name]
+        console.print(f"{name:9s} approve >= {p['approve_min_score']:g}, refer >= {p['refer_min_score']:g}: "
+                      f"approved {_pct(p['approval_rate'])}, referred {_pct(p['referral_rate'])}, "
+                      f"straight-through {_pct(p['straight_through'])}, bad rate among approvals "
+                      f"{_pct(p['approved_expected_bad_rate'])} expected / "
+                      f"{_pct(p['approved_observed_bad_rate'])} observed")
+    for note in result["notes"]:
+        console.print(f"  {note}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"proposed policy (version {new_version}) written to {out}; review it, then load it as the "
+                  "lender's policy")
+    if report is not None:
+        from service.web.cutoff_report import render
+
+        report.write_text(render(result), encoding="utf-8")
+        console.print(f"trade-off chart: {report}")
+
+
 def _champion_change(change: str, registry, *, by: str | None, reason: str,  # noqa: ANN001, ANN202
-                     version: str | None = None):
+                     version: str | None = None, comparison: dict | None = None):
     """A promotion or a rollback from the command line, audited in the database's chain (service/usecases)."""
     from service.scoring.registry import current_user
     from service.usecases import champion
@@ -288,7 +465,7 @@ def _champion_change(change: str, registry, *, by: str | None, reason: str,  # n
     with sessions() as session:
         if change == "promote":
             return champion.promote(session, registry=registry, version=str(version), by=who, actor=f"cli:{who}",
-                                    reason=reason)
+                                    reason=reason, comparison=comparison)
         return champion.rollback(session, registry=registry, by=who, actor=f"cli:{who}", reason=reason)
 
 
@@ -347,7 +524,7 @@ def serve(
     # uvicorn's own access log prints raw paths (tokens, decision ids): ours logs route templates instead.
     # service.edge:EdgeProtocol is uvicorn's httptools protocol plus the head-size limit, the head and body
     # deadlines and the connection and in-flight caps, all from the same settings (each worker reads them).
-    config = {"app": "service.main:create_app", "factory": True, "http": "service.edge:EdgeProtocol", "ws": "none",
+    config = {"app": "service.main:served_app", "factory": True, "http": "service.edge:EdgeProtocol", "ws": "none",
               "server_header": False, "timeout_graceful_shutdown": 30, "log_level": "info", "access_log": False}
     if workers == 1:
         uvicorn.run(host=host, port=port, **config)

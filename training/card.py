@@ -1,4 +1,5 @@
-"""The model card: model_card.json (the numbers) and model_card.html (the same, readable, with plots).
+"""The model card: model_card.json (the facts and the statements made from them, training/facts.py) and
+model_card.html (the same, readable, with plots).
 
 Plots are matplotlib SVG embedded inline, drawn with fixed ids and no timestamps so that the same model gives
 the same card bytes.
@@ -15,24 +16,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from service.scoring.bundle import stable_numbers  # noqa: E402
+from training.facts import card_facts  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "smecredit-model-card"
 matplotlib.rcParams["svg.fonttype"] = "none"
-
-INTENDED_USE = (
-    "Estimate the probability that a small or micro enterprise applying for a working-capital or "
-    "equipment loan becomes 90+ days past due within 12 months, from its operating data (tax filings and "
-    "invoices, payment flows, electricity, social insurance, optional bureau data), to support an automated "
-    "decision that a lender's policy completes and a human can review."
-)
-LIMITATIONS = [
-    "Trained and tested on the data fingerprinted below; performance elsewhere must be re-validated out of time.",
-    "Thin files (few months or sources) get wider uncertainty; see robustness to withheld sources.",
-    "Owner age and gender are never model inputs; they are used only for the fairness checks below.",
-    "Outcomes of declined applicants are unobserved (selection bias); reject inference is not applied.",
-    "Scores are calibrated on the validation period; recalibrate when the default rate drifts (see PSI).",
-]
-
 
 def _svg(fig: plt.Figure) -> str:
     buf = io.StringIO()
@@ -42,7 +29,8 @@ def _svg(fig: plt.Figure) -> str:
     return text[text.index("<svg"):]
 
 
-def plots(report: dict) -> dict[str, str]:
+def plots(report: dict, where: str) -> dict[str, str]:
+    """The card's charts; ``where`` says which rows they show ("out of time" or "out of fold")."""
     curves = report["curves"]
     out = {}
     fig, ax = plt.subplots(figsize=(4.2, 4))
@@ -50,7 +38,7 @@ def plots(report: dict) -> dict[str, str]:
     ax.plot(curves["challenger_roc"]["fpr"], curves["challenger_roc"]["tpr"], "--",
             label=f"scorecard (AUC {report['challenger_oot']['auc']:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, out of time")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, {where}")
     ax.legend(loc="lower right", fontsize=8)
     out["roc"] = _svg(fig)
 
@@ -81,7 +69,7 @@ def plots(report: dict) -> dict[str, str]:
     ax.bar(edges[:-1], hist["good"], width=width, align="edge", alpha=0.6, label="repaid")
     ax2 = ax.twinx()
     ax2.bar(edges[:-1], hist["bad"], width=width, align="edge", alpha=0.6, color="C3", label="defaulted")
-    ax.set(xlabel="score", ylabel="repaid", title="Score distribution, out of time")
+    ax.set(xlabel="score", ylabel="repaid", title=f"Score distribution, {where}")
     ax2.set_ylabel("defaulted")
     out["scores"] = _svg(fig)
 
@@ -94,37 +82,12 @@ def plots(report: dict) -> dict[str, str]:
     return out
 
 
-def card_data(version: str, metadata: dict, report: dict) -> dict:
-    return {
-        "version": version,
-        "kind": metadata["kind"],
-        "target": metadata["target"],
-        "intended_use": INTENDED_USE if metadata["kind"] == "catalog" else
-        "A bring-your-own-table model: intended use as stated by the risk team that trained it.",
-        "limitations": LIMITATIONS,
-        "data": metadata["data"],
-        "split": metadata["training"]["split"],
-        "training": {k: v for k, v in metadata["training"].items() if k != "split"},
-        "scorer": metadata["scorer"],
-        "metrics": {"lightgbm": report["oot"], "challenger": report["challenger_oot"], "validation": report["valid"]},
-        "champion_beats_challenger": report["champion_beats_challenger"],
-        "psi": report["psi"],
-        "monotone": report["monotone"],
-        "monotone_all_held": report["monotone_all_held"],
-        "segments": report["segments"],
-        "fairness": report["fairness"],
-        "robustness": report["robustness"],
-        "importance": report["importance"],
-        "libraries": metadata["libraries"],
-        "seed": metadata["seed"],
-    }
-
-
 _env = Environment(loader=PackageLoader("training", "templates"), autoescape=select_autoescape(["html", "j2"]),
                    trim_blocks=True, lstrip_blocks=True)
 
 
 def render_card(version: str, metadata: dict, report: dict) -> tuple[dict, str]:
-    data = stable_numbers(card_data(version, metadata, report))
-    html = _env.get_template("model_card.html.j2").render(card=data, plots=plots(report))
+    data = stable_numbers(card_facts(version, metadata, report))
+    where = "out of time" if data["split"]["method"] == "out_of_time" else "out of fold"
+    html = _env.get_template("model_card.html.j2").render(card=data, plots=plots(report, where))
     return data, html

@@ -45,6 +45,11 @@ class LightGBMConfig(Strict):
     num_boost_round: int = Field(400, ge=1, le=20000)
     early_stopping_rounds: int = Field(50, ge=1)
     num_threads: int = Field(2, ge=1)
+    # Categorical splits (LightGBM's defaults; a table's candidate shapes scale them to its size).
+    cat_smooth: float = Field(10.0, ge=0)
+    cat_l2: float = Field(10.0, ge=0)
+    min_data_per_group: int = Field(100, ge=1)
+    max_cat_to_onehot: int = Field(8, ge=1)
 
 
 class ScalingConfig(Strict):

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,14 +19,32 @@ import pandas as pd
 
 from service.batch.chunks import piece_features
 from service.batch.distributed import map_pieces
+from service.scoring import tabular
 from service.scoring.bundle import sha256_file
-from service.scoring.catalog import CATALOG, FEATURE_NAMES
+from service.scoring.catalog import CATALOG, FEATURE_NAMES, PROTECTED_FIELDS
 from service.scoring.features import build_features
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, find_file
 from training.evaluate import age_band
+from training.protected import fairness_groups as protected_groups
+from training.protected import protected_reason
 from training.stream import StreamedFolder
+from training.table_options import TableError, TableOptions, parse_dates
+
+__all__ = ["TableError", "TrainingSet", "from_folder", "from_table"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Protected:
+    """A protected attribute in the data: kept for the fairness checks, a model input only when allowed."""
+
+    name: str
+    why: str  # what the name says it holds ("age", "sex or gender", ...) or "declared with --protected"
+    input: bool
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "why": self.why, "input": self.input}
 
 
 @dataclass
@@ -42,6 +60,10 @@ class TrainingSet:
     sources_used: np.ndarray | None = None
     fingerprint: dict = field(default_factory=dict)
     target: str = "defaulted_12m"
+    protected: tuple[Protected, ...] = ()
+    allow_protected: str | None = None  # the risk team's reason, when protected columns are model inputs
+    excluded: tuple[str, ...] = ()  # columns the risk team left out (--exclude)
+    columns_read: int = 0  # columns of the user's table (0: a data folder)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -194,6 +216,8 @@ def from_folder(folder: Path, *, client: object | None = None) -> TrainingSet:
         kind="catalog", X=X, y=apps["defaulted_12m"].astype(np.int64), dates=apps["application_date"],
         features=catalog_features(), segments={c: prof[c][rows] for c in ("region", "industry", "legal_form")},
         fairness_groups=_owner_groups(prof, rows),
+        protected=tuple(Protected(name, why, name in FEATURE_NAMES) for name, why in
+                        (("owner_gender", "sex or gender"), ("owner_age", "age")) if name in PROTECTED_FIELDS),
         withheld=WithheldSources(tuple(sorted(streamed.sources)),
                                  functools.partial(withheld_features, folder, stamps, mapper=mapper)),
         sources_used=sources_used, fingerprint=fingerprint_files(_training_files(folder)),
@@ -232,10 +256,8 @@ def industry_medians(ts: TrainingSet) -> dict[str, dict[str, float]]:
 
 
 ID_LIKE = re.compile(r"(^|_)(id|uuid|key|no|number|code)$", re.IGNORECASE)
-
-
-class TableError(ValueError):
-    """The user's table cannot be trained on; the message names the column and the problem."""
+ID_LEVELS = 50  # text levels above which a column named like an identifier is taken for one
+MIN_LEVEL_ROWS = 10  # a level seen in fewer rows is grouped into OTHER: too few to learn its own effect
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -270,72 +292,108 @@ def binary_target(df: pd.DataFrame, target: str, positive: str | None) -> np.nda
     return numeric.to_numpy(np.int64)
 
 
-def _table_feature(name: str, j: int, categories: list[str]) -> dict:
+def _table_feature(name: str, j: int, categories: list[str], direction: int = 0) -> dict:
     """A column as a feature: its name as the user wrote it (any characters: spaces, brackets, quotes...) for
     the card, the API and the explanations, and a safe internal name for LightGBM, which refuses JSON special
     characters in feature names and renames spaces."""
-    return {"name": name, "internal": f"f{j:03d}", "source": "table", "group": "table", "direction": 0,
+    return {"name": name, "internal": f"f{j:03d}", "source": "table", "group": "table", "direction": direction,
             "categories": categories, "actionable": True, "label_en": name, "label_zh": name}
 
 
+def categorical_codes(col: pd.Series, min_rows: int = MIN_LEVEL_ROWS) -> tuple[np.ndarray, list[str], int]:
+    """Codes for LightGBM's native categorical splits, the categories (levels seen in ``min_rows`` rows or
+    more, sorted, then ``OTHER``) and how many rare levels ``OTHER`` holds. Scoring encodes with the very same
+    ``tabular.encode``, so an unseen level lands where the rare ones did."""
+    counts = pd.Series(tabular.levels(col), dtype=object).value_counts()
+    kept = sorted(str(c) for c in counts[counts >= min_rows].index if c != tabular.OTHER)
+    categories = [*kept, tabular.OTHER]
+    return tabular.encode(col, categories), categories, int((counts < min_rows).sum())
+
+
+def _protected_columns(df: pd.DataFrame, opts: TableOptions, roles: set[str]) -> dict[str, str]:
+    """Protected columns and why: found by name, or declared with ``--protected``."""
+    found = {str(c): why for c in df.columns if c not in roles and (why := protected_reason(str(c)))}
+    found |= {c: found.get(c, "declared with --protected") for c in opts.protected}
+    if opts.allow_protected is not None and not found:
+        raise TableError("--allow-protected: no column is protected (none found by name, none declared with "
+                         "--protected), so there is nothing to allow")
+    for name in opts.directions:
+        if name in found and opts.allow_protected is None:
+            raise TableError(f"--monotone '{name}': the column is protected ({found[name]}) and so not a model "
+                             "input; add --allow-protected REASON to use it")
+    return found
+
+
 def from_table(path: Path, target: str, *, id_column: str | None = None, date_column: str | None = None,
-               positive: str | None = None, max_categories: int = 50) -> TrainingSet:
-    """A risk team's own feature table: numeric and categorical columns inferred, leaks and junk refused."""
+               positive: str | None = None, exclude: Sequence[str] = (), categorical: Sequence[str] = (),
+               monotone: Sequence[str] = (), protected: Sequence[str] = (), allow_protected: str | None = None,
+               min_level_rows: int = MIN_LEVEL_ROWS) -> TrainingSet:
+    """A risk team's own feature table: numeric and categorical columns inferred (or declared), protected
+    attributes kept out of the inputs and kept for the fairness checks, leaks and junk refused."""
     df = read_table(path)
     y = binary_target(df, target, positive)
-    drop = {target}
     for col, role in ((id_column, "--id"), (date_column, "--date")):
         if col is not None and col not in df.columns:
             raise TableError(f"{role} column '{col}' is not in the table")
-        if col is not None:
-            drop.add(col)
-    dates = None
-    if date_column:
-        parsed = pd.to_datetime(df[date_column], errors="coerce")
-        if parsed.isna().any():
-            raise TableError(f"--date column '{date_column}' has {int(parsed.isna().sum())} values that are not dates")
-        dates = parsed.to_numpy().astype("datetime64[D]")
-    features, columns = [], []
+    opts = TableOptions(id_column=id_column, date_column=date_column, positive=positive, exclude=exclude,
+                        categorical=categorical, monotone=monotone, protected=protected,
+                        allow_protected=allow_protected).check([str(c) for c in df.columns], target)
+    roles = {target} | {c for c in (id_column, date_column) if c is not None}
+    dates = parse_dates(df[date_column], date_column) if date_column else None
+    found = _protected_columns(df, opts, roles)
+    fairness = {name: protected_groups(df[name], why) for name, why in found.items()}
+    features, columns, dropped = [], [], {}
     for name in df.columns:
-        if name in drop:
+        if name in roles or name in opts.exclude or (name in found and opts.allow_protected is None):
             continue
         col = df[name]
         label = f"column '{name}'"
         if col.isna().all():
-            log.warning("%s is empty in every row: dropped", label)
+            dropped[name] = "empty in every row"
             continue
         if col.nunique(dropna=True) <= 1:
-            log.warning("%s is constant: dropped", label)
+            dropped[name] = "constant"
             continue
         as_str = col.astype(str)
         if col.notna().all() and col.nunique() == 2 and (pd.Series(y).groupby(as_str.to_numpy()).nunique() == 1).all():
             raise TableError(f"{label} is identical to the target '{target}' (up to relabelling): "
                              "it would leak the outcome")
-        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+        numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) \
+            and name not in opts.categorical
         unique_share = col.nunique(dropna=True) / max(col.notna().sum(), 1)
-        if ID_LIKE.search(str(name)) and unique_share > 0.9 or (not numeric and unique_share > 0.9):
-            log.warning("%s looks like an identifier (%.0f%% unique values): dropped", label, 100 * unique_share)
+        # Unique values, or many text levels under an identifier's name (enterprise_id of repeat applicants):
+        # levels that will not recur in new applications. --categorical keeps such a column.
+        id_like = ID_LIKE.search(str(name)) and (unique_share > 0.9 or not numeric and col.nunique() > ID_LEVELS)
+        if name not in opts.categorical and (id_like or (not numeric and unique_share > 0.9)):
+            dropped[name] = f"looks like an identifier ({100 * unique_share:.0f}% unique values)"
             continue
         if numeric:
             columns.append(col.astype(np.float64).to_numpy())
-            features.append(_table_feature(str(name), len(features), []))
+            features.append(_table_feature(str(name), len(features), [], opts.directions.get(str(name), 0)))
         else:
-            cats = sorted(as_str[col.notna()].unique())
-            if len(cats) > max_categories:
-                log.warning("%s has %d categories (> %d): dropped", label, len(cats), max_categories)
-                continue
-            index = {c: float(i) for i, c in enumerate(cats)}
-            columns.append(np.array([index.get(v, np.nan) if ok else np.nan
-                                     for v, ok in zip(as_str, col.notna(), strict=True)]))
+            codes, cats, rare = categorical_codes(col, min_level_rows)
+            if rare:
+                log.info("%s: %d levels seen in fewer than %d rows grouped as '%s'", label, rare, min_level_rows,
+                         tabular.OTHER)
+            columns.append(codes)
             features.append(_table_feature(str(name), len(features), cats))
+    for name, why in dropped.items():
+        log.warning("column '%s' %s: dropped", name, why if why.startswith("looks") else f"is {why}")
+        if name in opts.directions:
+            raise TableError(f"--monotone '{name}': the column cannot be a feature (it is {why})")
     seen: set[str] = set()
     for f in features:
         if f["name"] in seen:
             raise TableError(f"column name '{f['name']}' appears twice; feature names must be unique")
         seen.add(f["name"])
     if not features:
-        raise TableError("no usable feature column is left after dropping empty, constant and identifier columns")
+        raise TableError("no usable feature column is left after dropping empty, constant, identifier, excluded "
+                         "and protected columns")
     log.info("table: %d rows, %d features (%d categorical), target '%s' with %.2f%% positives", len(df),
              len(features), sum(1 for f in features if f["categories"]), target, 100 * y.mean())
+    inputs = set(seen)
     return TrainingSet(kind="table", X=np.column_stack(columns), y=y, dates=dates, features=features,
-                       fingerprint=fingerprint_files([path]), target=target)
+                       fairness_groups=fairness, fingerprint=fingerprint_files([path]), target=target,
+                       protected=tuple(Protected(n, why, n in inputs) for n, why in found.items()),
+                       allow_protected=opts.allow_protected if any(n in inputs for n in found) else None,
+                       excluded=tuple(opts.exclude), columns_read=len(df.columns))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import sklearn
+from sklearn.metrics import roc_auc_score
 
 from service.monitoring import drift
 from service.scoring.bundle import (
@@ -39,6 +40,16 @@ from training.challenger import BinnedLogisticScorecard
 from training.config import TrainConfig
 from training.dataset import TrainingSet, industry_medians
 from training.fit import Fitter, fit_lightgbm, fit_platt, lgb_params, model_text, tune
+from training.shapes import (
+    INNER_FOLDS,
+    Candidate,
+    Choice,
+    choose_by_cross_validation,
+    configured,
+    describe,
+    leaves_of,
+    table_candidates,
+)
 
 log = logging.getLogger(__name__)
 MIN_PART = 200  # rows in each of train / validation / test
@@ -148,65 +159,114 @@ class Fitted:
     challenger: BinnedLogisticScorecard
     split: dict
     lgb_cfg: object
+    shape: dict  # the candidate shapes, their validation AUC and explanation cost, and the one chosen
+
+
+def candidates_for(ts: TrainingSet, cfg: TrainConfig, tune_trials: int, train: np.ndarray, valid: np.ndarray,
+                   fit: Fitter = fit_lightgbm) -> list[Candidate]:
+    """The shapes to choose from: Optuna's best after ``tune_trials`` (on ``train`` / ``valid``), else the grid
+    for a table, else the configured shape (the catalogue model, whose shape was measured: docs/training.md)."""
+    if tune_trials:
+        X, y = augment_with_withheld_sources(ts, train, cfg.source_masking_rate, cfg.seed)
+        return [Candidate("tuned", tune(cfg.lightgbm, tune_trials, X, y, ts.X[valid], ts.y[valid],
+                                        names=ts.internal_names, categorical=ts.categorical, monotone=ts.monotone,
+                                        seed=cfg.seed, fit=fit))]
+    if ts.kind == "table":
+        return table_candidates(cfg.lightgbm, len(train))
+    return configured(cfg.lightgbm)
+
+
+def _shape_report(method: str, chosen: str, candidates: list[dict], selected_on: str, **more: object) -> dict:
+    return {"method": method, "chosen": chosen, "selected_on": selected_on, "candidates": candidates} | more
+
+
+def _method(tune_trials: int, candidates: list) -> str:
+    return f"optuna ({tune_trials} trials)" if tune_trials else "grid" if len(candidates) > 1 else "configured"
 
 
 def fit_out_of_time(ts: TrainingSet, cfg: TrainConfig, tune_trials: int, fit: Fitter = fit_lightgbm) -> Fitted:
     split = out_of_time_split(ts, cfg)
     prepare_withheld(ts, cfg, split)
-    lgb_cfg = cfg.lightgbm
-    if tune_trials:
-        X, y = augment_with_withheld_sources(ts, split.train, cfg.source_masking_rate, cfg.seed)
-        lgb_cfg = tune(lgb_cfg, tune_trials, X, y, ts.X[split.valid], ts.y[split.valid], names=ts.internal_names,
-                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed, fit=fit)
-    booster = _fit(ts, cfg, lgb_cfg, split.train, split.valid, fit)
+    candidates = candidates_for(ts, cfg, tune_trials, split.train, split.valid, fit)
+    fitted = [_fit(ts, cfg, c.cfg, split.train, split.valid, fit) for c in candidates]
+    valid_auc = [float(roc_auc_score(ts.y[split.valid], _margin(b, ts.X[split.valid]))) for b in fitted]
+    best = int(np.argmax(valid_auc))  # ties: the first, the simplest shape
+    booster = fitted[best]
+    described = [describe(c, auc, b, b.best_iteration or b.current_iteration())
+                 for c, auc, b in zip(candidates, valid_auc, fitted, strict=True)]
+    shape = _shape_report(_method(tune_trials, candidates), candidates[best].name, described,
+                          "the validation period (early stopping on it too)")
     valid_margin = _margin(booster, ts.X[split.valid])
     calibration = fit_platt(valid_margin, ts.y[split.valid])
     challenger = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
     challenger.fit(ts.X[split.train], ts.y[split.train])
     return Fitted(booster, calibration, split.test, _margin(booster, ts.X[split.test]), split.valid, valid_margin,
-                  split.train, challenger.predict_proba(ts.X[split.test]), challenger, split.description, lgb_cfg)
+                  split.train, challenger.predict_proba(ts.X[split.test]), challenger, split.description,
+                  candidates[best].cfg, shape)
+
+
+def cv_folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outer folds of a table without dates: (training rows, out-of-fold rows). Public so that a benchmark
+    can score another model on exactly the same folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
+    return list(folds.split(np.zeros(len(y)), y))
+
+
+def _choose_in(ts: TrainingSet, cfg: TrainConfig, tune_trials: int, rows: np.ndarray, seed: int) -> Choice:
+    """The shape and number of trees for a model trained on ``rows``, chosen using those rows only."""
+    from sklearn.model_selection import train_test_split
+
+    if tune_trials:
+        tr, va = train_test_split(rows, test_size=0.25, stratify=ts.y[rows], random_state=seed)
+        candidates = candidates_for(ts, cfg, tune_trials, np.sort(tr), np.sort(va))
+    else:
+        candidates = candidates_for(ts, cfg, 0, rows, rows)
+    return choose_by_cross_validation(candidates, ts.X[rows], ts.y[rows], names=ts.internal_names,
+                                      categorical=ts.categorical, monotone=ts.monotone, seed=seed)
+
+
+def _train_rounds(ts: TrainingSet, cfg: TrainConfig, lgb_cfg, rows: np.ndarray) -> lgb.Booster:
+    X, y = augment_with_withheld_sources(ts, rows, cfg.source_masking_rate, cfg.seed)
+    return lgb.train(lgb_params(lgb_cfg, seed=cfg.seed, monotone=ts.monotone),
+                     lgb.Dataset(X, y, feature_name=list(ts.internal_names), categorical_feature=ts.categorical,
+                                 params={"verbose": -1}), num_boost_round=lgb_cfg.num_boost_round)
 
 
 def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int,
-                        fit: Fitter = fit_lightgbm) -> Fitted:
-    """No dates: out-of-fold predictions for evaluation and calibration; the final model sees every row."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
+                        fit: Fitter = fit_lightgbm) -> Fitted:  # noqa: ARG001 - one signature for both paths
+    """No dates: nested cross-validation. Each outer fold chooses its shape and number of trees by inner
+    cross-validation on its own training rows, so the out-of-fold predictions, which evaluate and calibrate,
+    never saw their rows; the final model is the same procedure run on every row."""
     n = len(ts.y)
     if n < 5 * MIN_DEFAULTS or ts.y.sum() < CV_FOLDS * 2:
         raise ValueError(f"cross-validation needs more data: {n} rows, {int(ts.y.sum())} positives")
-    lgb_cfg = cfg.lightgbm
-    if tune_trials:
-        tr, va = train_test_split(np.arange(n), test_size=0.25, stratify=ts.y, random_state=cfg.seed)
-        lgb_cfg = tune(lgb_cfg, tune_trials, ts.X[tr], ts.y[tr], ts.X[va], ts.y[va], names=ts.internal_names,
-                       categorical=ts.categorical, monotone=ts.monotone, seed=cfg.seed, fit=fit)
     oof = np.empty(n)
     oof_challenger = np.empty(n)
-    rounds = []
-    folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=cfg.seed)
-    for k, (rest, test) in enumerate(folds.split(np.zeros(n), ts.y)):
-        train, valid = train_test_split(rest, test_size=0.2, stratify=ts.y[rest], random_state=cfg.seed + k)
-        booster = _fit(ts, cfg, lgb_cfg, np.sort(train), np.sort(valid), fit)
-        rounds.append(booster.best_iteration or booster.current_iteration())
-        oof[test] = _margin(booster, ts.X[test])
+    rounds, shapes = [], []
+    for k, (rest, test) in enumerate(cv_folds(ts.y, cfg.seed)):
+        choice = _choose_in(ts, cfg, tune_trials, rest, cfg.seed + k)
+        rounds.append(choice.cfg.num_boost_round)
+        shapes.append(choice.name)
+        oof[test] = _margin(_train_rounds(ts, cfg, choice.cfg, rest), ts.X[test])
         ch = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
         oof_challenger[test] = ch.fit(ts.X[rest], ts.y[rest]).predict_proba(ts.X[test])
-    final_rounds = int(np.median(rounds))
-    final_cfg = lgb_cfg.model_copy(update={"num_boost_round": final_rounds})
     everything = np.arange(n)
-    X, y = augment_with_withheld_sources(ts, everything, cfg.source_masking_rate, cfg.seed)
-    booster = lgb.train(lgb_params(final_cfg, seed=cfg.seed, monotone=ts.monotone),
-                        lgb.Dataset(X, y, feature_name=list(ts.internal_names), categorical_feature=ts.categorical,
-                                    params={"verbose": -1}), num_boost_round=final_rounds)
-    log.info("cross-validation: %d folds, best rounds %s; final model %d trees on all %d rows", CV_FOLDS, rounds,
-             final_rounds, n)
+    final = _choose_in(ts, cfg, tune_trials, everything, cfg.seed)
+    booster = _train_rounds(ts, cfg, final.cfg, everything)
+    log.info("cross-validation: %d folds, shapes %s, trees %s; final model %s, %d trees on all %d rows", CV_FOLDS,
+             shapes, rounds, final.name, final.cfg.num_boost_round, n)
     calibration = fit_platt(oof, ts.y)
     challenger = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
     challenger.fit(ts.X, ts.y)
     desc = {"method": "stratified_cross_validation", "folds": CV_FOLDS, "rows": n,
-            "default_rate": float(ts.y.mean()), "fold_rounds": rounds}
+            "default_rate": float(ts.y.mean()), "fold_rounds": rounds, "fold_shapes": shapes}
+    shape = _shape_report(_method(tune_trials, final.candidates), final.name, final.candidates,
+                          f"{INNER_FOLDS}-fold cross-validation inside each of the {CV_FOLDS} outer folds, and on "
+                          "every row for the final model", fold_choices=shapes)
     return Fitted(booster, calibration, everything, oof, everything, oof, everything, oof_challenger, challenger,
-                  desc, final_cfg)
+                  desc, final.cfg, shape)
 
 
 def evaluate(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer) -> dict:
@@ -229,15 +289,28 @@ def evaluate(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer) -> di
     report["monotone"] = ev.monotone_check(lambda X: _margin(f.booster, X), ts.X[f.test_rows], ts.names,
                                            ts.monotone, seed=cfg.seed)
     report["monotone_all_held"] = all(m["held"] for m in report["monotone"])
-    approved = pd_test < cfg.approval_pd_cutoff
+    cutoff = approval_cutoff(ts, cfg, pd_test)
+    report["approval_cutoff"] = cutoff
+    approved = pd_test < cutoff["pd"]
     report["segments"] = {name: ev.by_group(groups[f.test_rows], y_test, pd_test, approved)
                           for name, groups in ts.segments.items()}
-    report["fairness"] = {name: ev.fairness(groups[f.test_rows], y_test, pd_test, cfg.approval_pd_cutoff,
+    report["fairness"] = {name: ev.fairness(groups[f.test_rows], y_test, pd_test, cutoff["pd"],
                                             cfg.fairness_min_ratio) for name, groups in ts.fairness_groups.items()}
     report["robustness"] = _robustness(ts, f, scorer)
     report["curves"] = _curves(y_test, pd_test, f.challenger_test_pd, test_score)
     report["reference"] = reference.to_json()
     return report
+
+
+def approval_cutoff(ts: TrainingSet, cfg: TrainConfig, pd: np.ndarray) -> dict:
+    """The PD under which approval rates are compared: the configured one for the catalogue model (SME default
+    rates of a few percent); for a table, whose default rate may be 30%, the PD that approves as many applicants
+    as repaid, since a 5% cut-off would approve almost nobody there and make every ratio noise."""
+    if ts.kind == "catalog":
+        return {"pd": cfg.approval_pd_cutoff, "rule": "the configured approval_pd_cutoff"}
+    share = 1 - float(ts.y.mean())
+    return {"pd": float(np.quantile(pd, share)), "rule": f"the PD that approves {share:.0%} of applicants, the "
+                                                         "share that repaid"}
 
 
 def _reference(ts: TrainingSet, f: Fitted, scorer: Scorer) -> drift.ReferenceSet:
@@ -358,8 +431,12 @@ def build_metadata(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer,
         "reference": report["reference"],
         "industry_medians": industry_medians(ts),
         "training": {"trees": f.booster.best_iteration or f.booster.current_iteration(),
+                     "leaves": leaves_of(model_text(f.booster)), "shape": f.shape,
                      "lightgbm": f.lgb_cfg.model_dump(), "source_masking_rate": cfg.source_masking_rate,
                      "split": f.split},
+        "inputs": {"features": list(ts.names), "columns": ts.columns_read or len(ts.names),
+                   "protected": [p.to_json() for p in ts.protected], "allow_protected": ts.allow_protected,
+                   "excluded": list(ts.excluded)},
         "libraries": {"python": platform.python_version(), "lightgbm": lgb.__version__, "numpy": np.__version__,
                       "scikit-learn": sklearn.__version__},
         "data": ts.fingerprint,
