@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +35,7 @@ from service.scoring.registry import Registry, RegistryError
 matplotlib.use("Agg")
 
 ROWS = 1000
+ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 EXTRA_MISSING = [name for name in ("onnx", "onnxmltools", "onnxruntime", "mlflow")
                  if importlib.util.find_spec(name) is None]
@@ -245,6 +249,28 @@ class TestMlflow:
         assert mlmodel["metadata"]["smecredit_bundle_version"] == version
         assert (mlflow_dir / "code" / "service" / "scoring" / "bundle.py").is_file()
         assert (mlflow_dir / "code" / "service" / "frames.py").is_file()
+
+    def test_it_loads_without_smecredit_installed(self, mlflow_dir: Path, features: pd.DataFrame,
+                                                  engine_scored: list[Scored], tmp_path: Path) -> None:
+        """A fresh interpreter that cannot import this checkout loads the model from its own code/ folder."""
+        features.to_parquet(tmp_path / "features.parquet")
+        script = (
+            "import sys\n"
+            "sys.meta_path = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
+            f"sys.path = [p for p in sys.path if p not in ('', {str(ROOT)!r})]\n"
+            "import importlib.util, mlflow, pandas as pd\n"
+            "assert importlib.util.find_spec('service') is None, 'smecredit is importable: the test proves nothing'\n"
+            "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+            "import service\n"
+            "assert service.__file__.startswith(sys.argv[1]), service.__file__\n"
+            "model.predict(pd.read_parquet('features.parquet')).to_parquet('scores.parquet')\n")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        done = subprocess.run([sys.executable, "-c", script, str(mlflow_dir)], cwd=tmp_path, env=env,  # noqa: S603
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = pd.read_parquet(tmp_path / "scores.parquet")
+        np.testing.assert_array_equal(got["pd"].to_numpy(), engine_arrays(engine_scored)["pd"])
+        np.testing.assert_array_equal(got["grade"].to_numpy(), engine_arrays(engine_scored)["grade"])
 
     def test_a_changed_bundle_file_is_refused_on_load(self, mlflow_dir: Path, version: str, tmp_path: Path) -> None:
         import mlflow
