@@ -4,8 +4,9 @@ The one pandas adapter, shared by the notebook API (service/notebook.py) and the
 (service/export/pyfunc_model.py); ``service.scoring`` stays free of pandas. A frame holds one column per
 feature, named as the bundle names it (catalogue names, or a table's columns as written); other columns (ids,
 labels) are ignored. Categorical cells hold the category label, as in ``POST /v1/scores/features``; missing
-values are NaN or None. Scores are computed as the engine computes them: exact TreeSHAP contributions, their
-row sum as the margin, then the bundle's calibration, points and grade.
+values are NaN or None; a table model's unseen level takes the code of its rare levels ("(other)"), as in
+training. Scores are computed as the engine computes them: exact TreeSHAP contributions, their row sum as the
+margin, then the bundle's calibration, points and grade.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from service.scoring.bundle import Bundle
+from service.scoring.tabular import OTHER, level
 
 CONTRIBUTION_PREFIX = "contribution:"  # output columns: contribution:<feature>, in log-odds (TreeSHAP)
 
@@ -56,16 +58,22 @@ def feature_matrix(bundle: Bundle, frame: pd.DataFrame) -> np.ndarray:
 def _column(spec: dict, col: pd.Series) -> np.ndarray:
     name, categories = spec["name"], spec["categories"]
     if categories:
-        missing = col.isna().to_numpy()
-        labels = col[~missing].astype(str)
-        codes = labels.map({label: float(i) for i, label in enumerate(categories)})
-        unknown = codes.isna().to_numpy()
-        if unknown.any():
-            raise FrameError(f"column {name}: {labels[unknown].iloc[0]!r} is not a category of this feature; one "
-                             f"of {', '.join(categories[:20])}")
-        out = np.full(len(col), np.nan)
-        out[~missing] = codes.to_numpy(dtype=np.float64)
-        return out
+        codes, uniques = pd.factorize(col.to_numpy(dtype=object), use_na_sentinel=True)  # -1: missing
+        index = {c: float(i) for i, c in enumerate(categories)}
+        mapped = np.empty(len(uniques) + 1)
+        mapped[-1] = np.nan
+        for k, value in enumerate(uniques):
+            text = level(value)  # 11, 11.0 and "11" are one level, as at training (service/scoring/tabular.py)
+            if text is None:
+                mapped[k] = np.nan
+            elif text in index:
+                mapped[k] = index[text]
+            elif OTHER in index:  # a table model: an unseen level scores as its rare levels do, as in the API
+                mapped[k] = index[OTHER]
+            else:
+                raise FrameError(f"column {name}: {text!r} is not a category of this feature; one of "
+                                 f"{', '.join(categories[:20])}")
+        return mapped[codes]
     if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or col.isna().all()):
         raise FrameError(f"column {name}: must be numeric (NaN where missing), got dtype {col.dtype}")
     return col.to_numpy(dtype=np.float64, na_value=np.nan)
