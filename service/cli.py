@@ -443,6 +443,9 @@ def policy_optimise(
                       f"{_pct(p['approved_observed_bad_rate'])} observed")
     for note in result["notes"]:
         console.print(f"  {note}")
+    if result["referred_without_source"]:
+        console.print("  referrals whose applicant withheld a source (ask for it before a person looks): "
+                      + ", ".join(f"{s} {n}" for s, n in result["referred_without_source"].items()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     console.print(f"proposed policy (version {new_version}) written to {out}; review it, then load it as the "

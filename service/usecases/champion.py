@@ -14,18 +14,24 @@ from service.db import repo
 from service.scoring.registry import Event, Registry
 
 
-def _audit(session: Session, *, event: Event, action: str, actor: str, tenant_id: int | None) -> None:
+def _audit(session: Session, *, event: Event, action: str, actor: str, tenant_id: int | None,
+           comparison: dict | None = None) -> None:
+    payload = {"previous": event.previous, "reason": event.reason}
+    if comparison is not None:
+        payload["comparison"] = comparison
     repo.append_audit(session, tenant_id=tenant_id, actor=actor, action=action, subject=event.version,
-                      payload={"previous": event.previous, "reason": event.reason})
+                      payload=payload)
     session.commit()
 
 
 def promote(session: Session, *, registry: Registry, version: str, by: str, actor: str, reason: str,
-            tenant_id: int | None = None) -> Event:
-    """Check and promote ``version`` (RegistryError says why not, and nothing moves), then audit it."""
+            tenant_id: int | None = None, comparison: dict | None = None) -> Event:
+    """Check and promote ``version`` (RegistryError says why not, and nothing moves), then audit it, with the
+    comparison against the outgoing champion when there is one (service/usecases/compare.py)."""
     event = registry.promote(version, by=by, reason=reason)
     try:
-        _audit(session, event=event, action="model.promoted", actor=actor, tenant_id=tenant_id)
+        _audit(session, event=event, action="model.promoted", actor=actor, tenant_id=tenant_id,
+               comparison=comparison)
     except Exception:
         session.rollback()
         registry.rollback(by=by, reason=f"promotion of {version} undone: its audit event could not be recorded")
