@@ -138,7 +138,7 @@ def test_scoring_a_feature_vector_with_a_table_model(champion_registry: Path, tm
     version = train(from_table(german_credit(), "creditability", positive="bad"), load_config(None),
                     Registry(registry)).version
     api = make_api(f"sqlite:///{tmp_path}/db.sqlite", registry)
-    features = {"duration_in_month": 48, "credit_amount": 12000, "age_in_years": 23,
+    features = {"duration_in_month": 48, "credit_amount": 12000,  # age: protected, not an input by default
                 "purpose": "car (new)", "status_of_existing_checking_account": "... < 0 DM"}
     with api.client:
         r = api.client.post(f"/v1/scores/features?model_version={version}", headers=api.headers("score"),
