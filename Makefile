@@ -35,6 +35,8 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_model_shape.py
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/bench_tables.py
 	$(BIN)/python benchmarks/bench_training.py --sizes 10000 100000 1000000
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_batch.py --sizes 100000 1000000
