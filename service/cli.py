@@ -119,6 +119,9 @@ def train(
     registry: RegistryOpt = None,
     tune_trials: Annotated[int, typer.Option("--tune", min=0, max=500, help="Optuna trials before the final fit")] = 0,
     promote: Annotated[bool, typer.Option(help="Promote the new model to champion")] = False,
+    policy: Annotated[Path | None, typer.Option("--policy", help="--data: the lender policy the new model is compared "
+                                                                 "with the champion under (default: the shipped one)")]
+    = None,
     dask: Annotated[str | None, typer.Option(help="--data: build features and fit LightGBM on Dask: 'local' or a "
                                                   "scheduler address (docs/scale-out.md)")] = None,
 ) -> None:
@@ -130,6 +133,7 @@ def train(
 
     from service.scoring.raw import ContractError
     from service.scoring.registry import Registry, RegistryError, default_registry
+    from service.usecases.compare import CompareError, compare_with_champion, promotion_summary
     from training import dataset, pipeline
     from training.config import load_config
     from training.fit import fit_lightgbm, fit_lightgbm_dask
@@ -144,6 +148,8 @@ def train(
               "--allow-protected go with --table, not --data")
     if dask is not None and data is None:
         _fail("--dask goes with --data (a table's features are already built)")
+    if policy is not None and data is None:
+        _fail("--policy goes with --data: a table model is not decided by a lender policy")
     _setup_logging()
     started = time.perf_counter()
     try:
@@ -171,12 +177,20 @@ def train(
                                         allow_protected=allow_protected)
             result = pipeline.train(ts, cfg, Registry(registry or default_registry()), tune_trials=tune_trials,
                                     step=step, fit=fit)
+            comparison = None
+            if data is not None:  # a catalog model: against the champion under the lender's policy
+                step("comparing with the champion on the out-of-time applications")
+                comparison = compare_with_champion(Registry(registry or default_registry()), result.version, data,
+                                                   _policy_file(policy))
         if promote:
             _champion_change("promote", Registry(registry or default_registry()), version=result.version,
-                             by=None, reason="promoted at training (--promote)")
-    except (ContractError, ValueError, RegistryError) as exc:
+                             by=None, reason="promoted at training (--promote)",
+                             comparison=promotion_summary(comparison) if comparison else None)
+    except (ContractError, ValueError, RegistryError, CompareError) as exc:
         _fail(str(exc))
-    _print_summary(result, time.perf_counter() - started)
+    if comparison is not None:
+        _print_comparison(comparison)
+    _print_summary(result, time.perf_counter() - started)  # last: its final line is the version, for scripts
 
 
 def _print_summary(result, seconds: float) -> None:  # noqa: ANN001

@@ -161,6 +161,23 @@ def test_promoting_without_a_comparison_says_so(rescaled: tuple[Path, str], tmp_
     assert "was not compared with the champion" in flat(result.output)
 
 
+def test_training_compares_the_new_model_with_the_champion(champion_registry: Path, small_dir: Path,
+                                                           tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(champion_registry, registry)
+    champion = Registry(registry).champion()
+    cfg = tmp_path / "seed11.yaml"
+    cfg.write_text("seed: 11\n")
+    result = runner.invoke(cli, ["train", "--data", str(small_dir), "--config", str(cfg), "--registry", str(registry)])
+    assert result.exit_code == 0, result.output
+    version = result.output.strip().splitlines()[-1]
+    assert f"{version} against the champion {champion}" in flat(result.output)
+    stored = json.loads((registry / "comparisons" / f"{version}.json").read_text())
+    assert stored["against"] == champion and stored["candidate"]["version"] == version
+    table = runner.invoke(cli, ["train", "--table", str(tmp_path / "t.csv"), "--target", "y", "--policy", "p.yaml"])
+    assert table.exit_code == 2 and "--policy goes with --data" in flat(table.output)
+
+
 class TestOptimiser:
     def test_the_widest_refer_band_that_keeps_the_straight_through_target(self, champion_oot: tuple,
                                                                          policy: Policy) -> None:
