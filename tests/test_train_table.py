@@ -321,3 +321,10 @@ def test_special_column_names_train_serve_and_explain_under_their_own_names(tmp_
     assert card["inputs"]["features"] == names
     html = (tmp_path / "r" / version / "model_card.html").read_text()
     assert "[overdue, &#34;CNY&#34;]" in html and "城市 {city}: name" in html
+
+
+def test_a_table_model_trained_twice_has_the_same_bytes(german, tmp_path: Path) -> None:
+    ts, result, root = german
+    again = train(from_table(german_credit(), "creditability", positive="bad"), load_config(None), Registry(tmp_path))
+    assert again.version == result.version
+    assert (tmp_path / again.version / "model.txt").read_bytes() == (root / result.version / "model.txt").read_bytes()
