@@ -36,10 +36,10 @@ from service.scoring.registry import Registry
 from service.scoring.score import Calibration, Grades, Scaling, Scorer
 from training import evaluate as ev
 from training.card import render_card
-from training.challenger import BinnedLogisticScorecard
 from training.config import TrainConfig
 from training.dataset import TrainingSet, industry_medians
 from training.fit import Fitter, fit_lightgbm, fit_platt, lgb_params, model_text, tune
+from training.scorecard import FittedScorecard, fit_scorecard
 from training.shapes import (
     INNER_FOLDS,
     Candidate,
@@ -156,7 +156,8 @@ class Fitted:
     valid_margin: np.ndarray
     train_rows: np.ndarray
     challenger_test_pd: np.ndarray
-    challenger: BinnedLogisticScorecard
+    challenger: FittedScorecard  # the optbinning scorecard, on the same rows; registered with --model scorecard
+    challenger_calibration: Calibration  # Platt on its validation margin, as the LightGBM model's
     split: dict
     lgb_cfg: object
     shape: dict  # the candidate shapes, their validation AUC and explanation cost, and the one chosen
@@ -198,11 +199,17 @@ def fit_out_of_time(ts: TrainingSet, cfg: TrainConfig, tune_trials: int, fit: Fi
                           "the validation period (early stopping on it too)")
     valid_margin = _margin(booster, ts.X[split.valid])
     calibration = fit_platt(valid_margin, ts.y[split.valid])
-    challenger = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
-    challenger.fit(ts.X[split.train], ts.y[split.train])
+    challenger = _fit_challenger(ts, cfg, split.train)
+    challenger_calibration = fit_platt(challenger.model.margin(ts.X[split.valid]), ts.y[split.valid])
     return Fitted(booster, calibration, split.test, _margin(booster, ts.X[split.test]), split.valid, valid_margin,
-                  split.train, challenger.predict_proba(ts.X[split.test]), challenger, split.description,
-                  candidates[best].cfg, shape)
+                  split.train, challenger_calibration.pd(challenger.model.margin(ts.X[split.test])), challenger,
+                  challenger_calibration, split.description, candidates[best].cfg, shape)
+
+
+def _fit_challenger(ts: TrainingSet, cfg: TrainConfig, rows: np.ndarray) -> FittedScorecard:
+    """The scorecard on exactly the rows the LightGBM model fits on (withheld-source copies included)."""
+    X, y = augment_with_withheld_sources(ts, rows, cfg.source_masking_rate, cfg.seed)
+    return fit_scorecard(X, y, ts.features, max_bins=cfg.challenger_bins, seed=cfg.seed)
 
 
 def cv_folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -250,23 +257,22 @@ def fit_cross_validated(ts: TrainingSet, cfg: TrainConfig, tune_trials: int,
         rounds.append(choice.cfg.num_boost_round)
         shapes.append(choice.name)
         oof[test] = _margin(_train_rounds(ts, cfg, choice.cfg, rest), ts.X[test])
-        ch = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
-        oof_challenger[test] = ch.fit(ts.X[rest], ts.y[rest]).predict_proba(ts.X[test])
+        oof_challenger[test] = _fit_challenger(ts, cfg, rest).model.margin(ts.X[test])
     everything = np.arange(n)
     final = _choose_in(ts, cfg, tune_trials, everything, cfg.seed)
     booster = _train_rounds(ts, cfg, final.cfg, everything)
     log.info("cross-validation: %d folds, shapes %s, trees %s; final model %s, %d trees on all %d rows", CV_FOLDS,
              shapes, rounds, final.name, final.cfg.num_boost_round, n)
     calibration = fit_platt(oof, ts.y)
-    challenger = BinnedLogisticScorecard(bins=cfg.challenger_bins, categorical=tuple(ts.categorical), seed=cfg.seed)
-    challenger.fit(ts.X, ts.y)
+    challenger = _fit_challenger(ts, cfg, everything)
+    challenger_calibration = fit_platt(oof_challenger, ts.y)  # out-of-fold margins, as the LightGBM model's
     desc = {"method": "stratified_cross_validation", "folds": CV_FOLDS, "rows": n,
             "default_rate": float(ts.y.mean()), "fold_rounds": rounds, "fold_shapes": shapes}
     shape = _shape_report(_method(tune_trials, final.candidates), final.name, final.candidates,
                           f"{INNER_FOLDS}-fold cross-validation inside each of the {CV_FOLDS} outer folds, and on "
                           "every row for the final model", fold_choices=shapes)
-    return Fitted(booster, calibration, everything, oof, everything, oof, everything, oof_challenger, challenger,
-                  desc, final.cfg, shape)
+    return Fitted(booster, calibration, everything, oof, everything, oof, everything,
+                  challenger_calibration.pd(oof_challenger), challenger, challenger_calibration, desc, final.cfg, shape)
 
 
 def evaluate(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer) -> dict:
@@ -313,11 +319,14 @@ def approval_cutoff(ts: TrainingSet, cfg: TrainConfig, pd: np.ndarray) -> dict:
                                                          "share that repaid"}
 
 
-def _reference(ts: TrainingSet, f: Fitted, scorer: Scorer) -> drift.ReferenceSet:
-    """Drift references on the training rows, from exact TreeSHAP as the engine computes them: score, PD,
-    features and (catalogue models) reason-group points, per region and industry and per season."""
+def _reference(ts: TrainingSet, f: Fitted, scorer: Scorer,
+               contributions: Callable[[np.ndarray], np.ndarray] | None = None) -> drift.ReferenceSet:
+    """Drift references on the training rows, from the contributions the engine computes (exact TreeSHAP, or
+    ``contributions``: the scorecard's): score, PD, features and (catalogue models) reason-group points, per
+    region and industry and per season."""
     X = ts.X[f.train_rows]
-    contrib = f.booster.predict(X, pred_contrib=True, num_iteration=f.booster.best_iteration or None)
+    contrib = contributions(X) if contributions is not None else \
+        f.booster.predict(X, pred_contrib=True, num_iteration=f.booster.best_iteration or None)
     margin = contrib.sum(axis=1)
     groups = group_points_matrix(ts.names, X, contrib[:, :-1] * scorer.points_per_margin) \
         if ts.kind == "catalog" else None
@@ -384,10 +393,17 @@ class TrainResult:
     card: dict
 
 
+MODELS = ("lightgbm", "scorecard")  # what a training run registers (--model)
+
+
 def train(ts: TrainingSet, cfg: TrainConfig, registry: Registry, *, tune_trials: int = 0,
-          step: Step = log.info, fit: Fitter = fit_lightgbm) -> TrainResult:
+          step: Step = log.info, fit: Fitter = fit_lightgbm, model: str = "lightgbm") -> TrainResult:
     """``fit`` trains the LightGBM model: ``fit_lightgbm`` in this process, or ``fit_lightgbm_dask`` (bound
-    to a client) data-parallel on a Dask cluster; the rest of the pipeline is the same either way."""
+    to a client) data-parallel on a Dask cluster; the rest of the pipeline is the same either way. Both models
+    are fitted and compared; ``model`` says which one is registered: the LightGBM bundle, or the scorecard's
+    (training/scorecard_bundle.py)."""
+    if model not in MODELS:
+        raise ValueError(f"--model: unknown model {model!r}; one of {', '.join(MODELS)}")
     step("fitting LightGBM and the challenger")
     fitted = fit_out_of_time(ts, cfg, tune_trials, fit) if ts.dates is not None else fit_cross_validated(
         ts, cfg, tune_trials, fit)
@@ -396,6 +412,8 @@ def train(ts: TrainingSet, cfg: TrainConfig, registry: Registry, *, tune_trials:
     step("evaluating")
     report = evaluate(ts, cfg, fitted, scorer)
     report["importance"] = shap_importance(ts, fitted)
+    if model == "scorecard":
+        return _register_scorecard(ts, cfg, fitted, scorer, report, registry, step)
     text = model_text(fitted.booster)
     metadata = build_metadata(ts, cfg, fitted, scorer, report, canary_rows(ts, text))
     step("writing the model card")
@@ -407,6 +425,27 @@ def train(ts: TrainingSet, cfg: TrainConfig, registry: Registry, *, tune_trials:
     log.info("bundle %s %s in %s", version, "registered" if created else "already registered (same content)",
              registry.root)
     return TrainResult(version, created, metadata, card_json)
+
+
+def _register_scorecard(ts: TrainingSet, cfg: TrainConfig, f: Fitted, lightgbm_scorer: Scorer, report: dict,
+                        registry: Registry, step: Step) -> TrainResult:
+    from training.scorecard_bundle import scorecard_files
+
+    step("writing the scorecard bundle")
+    scorer = Scorer(f.challenger_calibration, lightgbm_scorer.scaling, lightgbm_scorer.grades)
+    reference = _reference(ts, f, scorer, f.challenger.model.contributions).to_json()
+    common = common_metadata(ts, cfg)
+    common["libraries"] |= {"optbinning": _version_of("optbinning")}
+    files, metadata, card = scorecard_files(ts, cfg, f, scorer, report, reference, common)
+    version, created = registry.register(files)
+    log.info("scorecard %s %s in %s", version, "registered" if created else "already registered", registry.root)
+    return TrainResult(version, created, metadata, card)
+
+
+def _version_of(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def canary_rows(ts: TrainingSet, text: str) -> Canary:
@@ -421,19 +460,25 @@ def build_metadata(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer,
                    canary: Canary) -> dict:
     drop = {"calibration_by_decile"}
     metrics = {k: {m: v for m, v in report[k].items() if m not in drop} for k in ("oot", "valid", "challenger_oot")}
-    return {"canary": canary.to_json()} | stable_numbers({  # the canary unrounded: JSON keeps every double exactly
-        "kind": ts.kind,
-        "target": ts.target,
-        "feature_code_version": FEATURE_CODE_VERSION,
-        "features": ts.features,
+    return {"canary": canary.to_json()} | stable_numbers(common_metadata(ts, cfg) | {
         "scorer": scorer.to_json(),
         "metrics": metrics,
         "reference": report["reference"],
-        "industry_medians": industry_medians(ts),
         "training": {"trees": f.booster.best_iteration or f.booster.current_iteration(),
                      "leaves": leaves_of(model_text(f.booster)), "shape": f.shape,
                      "lightgbm": f.lgb_cfg.model_dump(), "source_masking_rate": cfg.source_masking_rate,
                      "split": f.split},
+    })
+
+
+def common_metadata(ts: TrainingSet, cfg: TrainConfig) -> dict:
+    """The metadata a LightGBM bundle and a scorecard bundle of the same run share."""
+    return {
+        "kind": ts.kind,
+        "target": ts.target,
+        "feature_code_version": FEATURE_CODE_VERSION,
+        "features": ts.features,
+        "industry_medians": industry_medians(ts),
         "inputs": {"features": list(ts.names), "columns": ts.columns_read or len(ts.names),
                    "protected": [p.to_json() for p in ts.protected], "allow_protected": ts.allow_protected,
                    "excluded": list(ts.excluded)},
@@ -442,4 +487,4 @@ def build_metadata(ts: TrainingSet, cfg: TrainConfig, f: Fitted, scorer: Scorer,
         "data": ts.fingerprint,
         "config": cfg.model_dump(mode="json"),
         "seed": cfg.seed,
-    })
+    }

@@ -35,12 +35,21 @@ from lightgbm.basic import _LIB, _safe_call
 
 from service.scoring.catalog import FEATURE_CODE_VERSION
 from service.scoring.score import Scorer
+from service.scoring.scorecard import ScorecardFormatError, ScorecardModel
 
 MODEL_FILE = "model.txt"
 METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "manifest.json"
 CARD_FILES = ("model_card.html", "model_card.json")
 BUNDLE_FILES = (MODEL_FILE, METADATA_FILE, *CARD_FILES)
+# A scorecard bundle: the scorecard as JSON (what the service scores), its points table and IV report as CSV
+# (what a risk team reads; written from the same fit), metadata and card. Its own bundle, not a file inside a
+# LightGBM bundle: a version is one servable model, promoted, rolled back and compared on its own.
+SCORECARD_FILE = "scorecard.json"
+POINTS_FILE = "points.csv"
+IV_FILE = "iv.csv"
+SCORECARD_BUNDLE_FILES = (SCORECARD_FILE, POINTS_FILE, IV_FILE, METADATA_FILE, *CARD_FILES)
+LAYOUTS = (BUNDLE_FILES, SCORECARD_BUNDLE_FILES)
 CHECK_TIMEOUT = 120.0  # seconds for the child to parse and score; a large model parses in a few seconds
 VERDICT_PREFIX = "smecredit-canary-verdict "
 CANARY_RTOL, CANARY_ATOL = 1e-9, 1e-12  # the same LightGBM on the same text gives the same doubles
@@ -61,6 +70,11 @@ def sha256_file(path: Path) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def model_file_of(files: object) -> str:
+    """The file holding the model itself in a bundle listing ``files``: the scorecard's JSON or LightGBM's text."""
+    return SCORECARD_FILE if SCORECARD_FILE in files else MODEL_FILE
 
 
 def version_of(model_digest: str, metadata_digest: str) -> str:
@@ -101,17 +115,19 @@ def verify_with_digest(folder: Path) -> tuple[dict[str, str], str]:
         digests: dict[str, str] = manifest["files"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"bundle {name}: {MANIFEST_FILE} is unreadable ({exc})") from exc
-    if sorted(digests) != sorted(BUNDLE_FILES):
-        raise BundleError(f"bundle {name}: manifest lists {sorted(digests)}, expected {sorted(BUNDLE_FILES)}")
+    layout = next((files for files in LAYOUTS if sorted(digests) == sorted(files)), None)
+    if layout is None:
+        expected = " or ".join(str(sorted(files)) for files in LAYOUTS)
+        raise BundleError(f"bundle {name}: manifest lists {sorted(digests)}, expected {expected}")
     present = {p.name for p in folder.iterdir()} - {MANIFEST_FILE}
-    if present != set(BUNDLE_FILES):
-        extra, missing = present - set(BUNDLE_FILES), set(BUNDLE_FILES) - present
+    if present != set(layout):
+        extra, missing = present - set(layout), set(layout) - present
         raise BundleError(f"bundle {name}: unexpected files {sorted(extra)}, missing files {sorted(missing)}")
     for file, expected in digests.items():
         actual = sha256_file(folder / file)
         if actual != expected:
             raise BundleError(f"bundle {name}: {file} has SHA-256 {actual[:16]}..., manifest says {expected[:16]}...")
-    expected_version = version_of(digests[MODEL_FILE], digests[METADATA_FILE])
+    expected_version = version_of(digests[model_file_of(digests)], digests[METADATA_FILE])
     if manifest.get("version") != expected_version or name != expected_version:
         raise BundleError(f"bundle {name}: content implies version {expected_version}, "
                           f"manifest says {manifest.get('version')}")
@@ -125,6 +141,8 @@ class Bundle:
     metadata: dict
     scorer: Scorer
     feature_names: tuple[str, ...]  # as the user named them: API keys, contributions, card
+
+    model_type = "lightgbm"
 
     @property
     def kind(self) -> str:
@@ -199,25 +217,54 @@ def _predict(booster: lgb.Booster, X: np.ndarray, predict_type: int, width: int)
     return out
 
 
+@dataclass(frozen=True)
+class ScorecardBundle:
+    """A scorecard bundle, with the interface the engine uses: ``contributions`` (per characteristic, against
+    its best bin, base value last; see service/scoring/scorecard.py) and ``margin`` (their row sum)."""
+
+    version: str
+    scorecard: ScorecardModel
+    metadata: dict
+    scorer: Scorer
+    feature_names: tuple[str, ...]
+    model_type = "scorecard"
+
+    @property
+    def kind(self) -> str:
+        return self.metadata["kind"]
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return self.scorecard.margin(X)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return self.scorecard.contributions(X)
+
+
+AnyBundle = Bundle | ScorecardBundle
+
+
 def internal_names(metadata: dict) -> tuple[str, ...]:
     """The names LightGBM knows the features by (``f000``... for a table model; bundles before them: the name)."""
     return tuple(f.get("internal", f["name"]) for f in metadata["features"])
 
 
-def load_bundle(folder: Path | str, *, check: bool = True) -> Bundle:
+def load_bundle(folder: Path | str, *, check: bool = True) -> AnyBundle:
     """Verify, check servable (in a child process, memoised) and load a bundle. ``check=False`` is for the
     child itself: nothing else may parse a model that has not passed the check."""
     folder = Path(folder)
     digests, manifest_digest = verify_with_digest(folder)
     if check and check_servable(folder) != manifest_digest:
         raise BundleError(f"bundle {folder.name}: changed while it was being checked")
-    model_bytes, metadata_bytes = (folder / MODEL_FILE).read_bytes(), (folder / METADATA_FILE).read_bytes()
-    if sha256_bytes(model_bytes) != digests[MODEL_FILE] or sha256_bytes(metadata_bytes) != digests[METADATA_FILE]:
+    model_file = model_file_of(digests)
+    model_bytes, metadata_bytes = (folder / model_file).read_bytes(), (folder / METADATA_FILE).read_bytes()
+    if sha256_bytes(model_bytes) != digests[model_file] or sha256_bytes(metadata_bytes) != digests[METADATA_FILE]:
         raise BundleError(f"bundle {folder.name}: changed while it was being loaded")  # parse only checked bytes
     metadata = json.loads(metadata_bytes.decode("utf-8"))
     if metadata["kind"] == "catalog" and metadata["feature_code_version"] != FEATURE_CODE_VERSION:
         raise BundleError(f"bundle {folder.name}: trained with feature code {metadata['feature_code_version']}, "
                           f"this service computes {FEATURE_CODE_VERSION}; retrain or run the matching release")
+    if model_file == SCORECARD_FILE:
+        return _scorecard_bundle(folder.name, model_bytes, metadata)
     try:
         booster = lgb.Booster(model_str=model_bytes.decode("utf-8"))
     except lgb.basic.LightGBMError as exc:
@@ -227,6 +274,18 @@ def load_bundle(folder: Path | str, *, check: bool = True) -> Bundle:
     names = tuple(f["name"] for f in metadata["features"])
     return Bundle(version=folder.name, booster=booster, metadata=metadata,
                   scorer=Scorer.from_json(metadata["scorer"]), feature_names=names)
+
+
+def _scorecard_bundle(version: str, model_bytes: bytes, metadata: dict) -> ScorecardBundle:
+    try:
+        scorecard = ScorecardModel.from_json(json.loads(model_bytes.decode("utf-8")))
+    except (ValueError, ScorecardFormatError) as exc:
+        raise BundleError(f"bundle {version}: {SCORECARD_FILE} is not a valid scorecard ({exc})") from exc
+    names = tuple(f["name"] for f in metadata["features"])
+    if scorecard.feature_names != names:
+        raise BundleError(f"bundle {version}: scorecard features do not match metadata features")
+    return ScorecardBundle(version=version, scorecard=scorecard, metadata=metadata,
+                           scorer=Scorer.from_json(metadata["scorer"]), feature_names=names)
 
 
 # --- canary: expected outputs stored at training time, checked in a child process --------------------------
@@ -248,6 +307,12 @@ class Canary:
         return cls(X, booster.predict(X, raw_score=True, num_threads=1),
                    booster.predict(X, pred_contrib=True, num_threads=1))
 
+    @classmethod
+    def of(cls, model: ScorecardModel, rows: np.ndarray) -> Canary:
+        """A scorecard's canary: what the model parsed back from the bundle's JSON computes for ``rows``."""
+        X = np.asarray(rows, dtype=np.float64)
+        return cls(X, model.margin(X), model.contributions(X))
+
     def to_json(self) -> dict:
         """Full-precision floats (JSON keeps every double exactly), so the comparison can be tight."""
         return {"rows": [[None if np.isnan(v) else float(v) for v in row] for row in self.rows],
@@ -260,7 +325,7 @@ class Canary:
         return cls(rows, np.asarray(d["margin"], dtype=np.float64),
                    np.asarray(d["contributions"], dtype=np.float64))
 
-    def mismatch(self, bundle: Bundle) -> str | None:
+    def mismatch(self, bundle: AnyBundle) -> str | None:
         """None when the loaded bundle reproduces the stored outputs; otherwise what differs."""
         n_features = len(bundle.feature_names)
         if self.rows.ndim != 2 or self.rows.shape[1] != n_features or not len(self.rows):
@@ -275,7 +340,7 @@ class Canary:
         return None
 
 
-def canary_mismatch(bundle: Bundle) -> str | None:
+def canary_mismatch(bundle: AnyBundle) -> str | None:
     """The child's test: the stored canary, or for bundles trained before canaries a parse-and-score smoke test
     (all-missing and all-zero rows give finite outputs whose contributions add up to the margin)."""
     stored = bundle.metadata.get("canary")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.scoring.bundle import Bundle
+from service.scoring.bundle import AnyBundle
 from service.scoring.explain import (
     ACTIONS,
     GROUP_NAMES,
@@ -85,9 +85,10 @@ def application_context(raw: RawData, i: int) -> dict:
 
 
 class Engine:
-    """A loaded champion bundle, ready to score; immutable, so a promotion swaps engines, never mutates one."""
+    """A loaded champion bundle, ready to score; immutable, so a promotion swaps engines, never mutates one.
+    LightGBM or scorecard: both give ``contributions`` (base value last, row sum = margin) and ``margin``."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: AnyBundle) -> None:
         if bundle.kind != "catalog":
             raise ValueError(f"bundle {bundle.version} is a '{bundle.kind}' model; applications need a catalog model")
         self.bundle = bundle

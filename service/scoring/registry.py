@@ -1,6 +1,7 @@
 """The model registry: immutable versioned bundles, a champion alias, an append-only event log.
 
-    <root>/<version>/        model.txt, metadata.json, model_card.html, model_card.json, manifest.json
+    <root>/<version>/        model.txt (or a scorecard: scorecard.json, points.csv, iv.csv), metadata.json,
+                             model_card.html, model_card.json, manifest.json
     <root>/champion.json     the alias the service loads (rewritten atomically)
     <root>/events.jsonl      append-only: registrations, promotions and rollbacks, who, when and why
 
@@ -23,10 +24,10 @@ from pathlib import Path
 from service.scoring.bundle import (
     MANIFEST_FILE,
     METADATA_FILE,
-    MODEL_FILE,
     BundleError,
     canonical_json,
     check_servable,
+    model_file_of,
     sha256_file,
     verify,
     version_of,
@@ -77,7 +78,7 @@ class Registry:
             for name, data in files.items():
                 _fsync_write(staging / name, data)
             digests = {name: sha256_file(staging / name) for name in sorted(files)}
-            version = version_of(digests[MODEL_FILE], digests[METADATA_FILE])
+            version = version_of(digests[model_file_of(digests)], digests[METADATA_FILE])
             _fsync_write(staging / MANIFEST_FILE, canonical_json({"version": version, "algorithm": "sha256",
                                                                   "files": digests}))
             checked = staging.rename(tmp / version)  # a bundle's folder is named by its version
