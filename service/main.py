@@ -9,10 +9,11 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import errors
+from service import __version__, errors
 from service.api import applicants, decisions, explanations, health, models, reviews, scores
 from service.api import loans as loans_api
 from service.api import monitoring as monitoring_api
@@ -101,6 +102,32 @@ class ObserveMiddleware:
             access.info("%s %s %d %.1f ms", scope["method"], route, status, seconds * 1e3)
 
 
+# The docs pages load only what the package serves: ReDoc's bundle would fetch its maker's logo from a CDN (a
+# request leaving a bank's network for decoration); this makes the browser refuse it without asking.
+DOCS_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+               "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; connect-src 'self'")
+
+
+class DocsPolicyMiddleware:
+    """A Content-Security-Policy on the API docs pages (they are not APIRoutes, so no dependency can add it)."""
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"content-security-policy", DOCS_POLICY.encode())]
+            await send(message)
+
+        await self.app(scope, receive, with_policy)
+
+
 def served_app() -> FastAPI:
     """The app as ``smecredit serve`` runs it, one per worker process: its heap is frozen once started."""
     return create_app(freeze_heap=True)
@@ -130,9 +157,13 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
         app.state.engine.dispose()  # close pooled connections when the process stops
         read_engine.dispose()
 
-    app = FastAPI(title="smecredit", version="0.1.0", lifespan=lifespan,
-                  summary="SME credit scoring from operating data: decisions, offers and reasons.",
-                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    # Swagger UI and ReDoc from assets inside the installed package (fastapi-offline): a bank's intranet has no
+    # CDN, and the pages rendered blank there. With docs off, neither the pages nor their assets are served.
+    make = FastAPIOffline if docs else FastAPI
+    app = make(title="smecredit", version=__version__, lifespan=lifespan,
+               summary="SME credit scoring from operating data: decisions, offers and reasons.",
+               docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+               openapi_url="/openapi.json" if docs else None)
     app.state.settings = settings
     app.state.engine = write_engine
     migrate(app.state.engine)
@@ -160,5 +191,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.state.callers = CallerCache(settings.key_cache_seconds, settings.redis_url)
     app.add_middleware(EdgeMiddleware, settings=settings, limiter=app.state.rate_limiter,
                        sessions=app.state.read_sessions, callers=app.state.callers)
+    if docs:
+        app.add_middleware(DocsPolicyMiddleware, paths=("/docs", "/redoc"))
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     return app

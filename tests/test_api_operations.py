@@ -107,6 +107,24 @@ def test_a_served_process_freezes_its_heap_once_started(champion_registry: Path,
         gc.unfreeze()
 
 
+def test_docs_are_served_from_the_package_or_not_at_all(champion_registry: Path, tmp_path: Path) -> None:
+    """Swagger UI and ReDoc load their assets from this server only (a CSP forbids the rest); with docs off, no
+    page, no asset and no schema is served (tests/test_browser.py renders them with the network off)."""
+    from service.main import create_app
+
+    on = Settings(database_url=f"sqlite:///{tmp_path}/on.sqlite", registry=champion_registry)
+    with TestClient(create_app(on)) as client:
+        for page in ("/docs", "/redoc"):
+            r = client.get(page)
+            assert r.status_code == 200 and "cdn" not in r.text.lower()
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    off = on.model_copy(update={"docs_enabled": False, "database_url": f"sqlite:///{tmp_path}/off.sqlite"})
+    with TestClient(create_app(off)) as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/static-offline-docs/swagger-ui-bundle.js"):
+            assert client.get(path).status_code == 404, path
+
+
 def test_rate_limit_per_key(champion_registry: Path, tmp_path: Path) -> None:
     api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry, rate_limit_per_minute=3)
     with api.client:

@@ -110,3 +110,37 @@ def test_the_credit_line_page_in_headless_chromium() -> None:
                 page.screenshot(path=str(SCREENSHOTS / f"line-{lang}.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_api_docs_render_with_the_network_off(server) -> None:  # noqa: ANN001
+    """A bank's intranet has no CDN: /docs rendered blank. Every request that leaves loopback is refused here,
+    and both Swagger UI and ReDoc must still show the operations."""
+    from playwright.sync_api import sync_playwright
+
+    base, _ = server
+    refused: list[str] = []
+
+    def loopback_only(route) -> None:  # noqa: ANN001
+        if route.request.url.startswith(base):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.route("**/*", loopback_only)
+            page = context.new_page()
+            page.goto(f"{base}/docs")
+            page.locator(".opblock-summary-path").first.wait_for(timeout=20_000)  # Swagger UI's operation rows
+            paths = page.locator(".opblock-summary-path").all_inner_texts()
+            assert "/v1/scores" in [t.strip() for t in paths]
+            page.screenshot(path=str(SCREENSHOTS / "docs-swagger.png"))
+            page.goto(f"{base}/redoc")
+            page.get_by_text("Score one application", exact=False).first.wait_for(timeout=20_000)
+            page.screenshot(path=str(SCREENSHOTS / "docs-redoc.png"))
+        finally:
+            browser.close()
+    assert refused == [], f"the docs asked for assets off the machine: {refused[:3]}"
