@@ -124,6 +124,9 @@ def train(
     = None,
     dask: Annotated[str | None, typer.Option(help="--data: build features and fit LightGBM on Dask: 'local' or a "
                                                   "scheduler address (docs/scale-out.md)")] = None,
+    model: Annotated[str, typer.Option("--model", help="The model to register: lightgbm, or scorecard (optbinning's "
+                                                       "WoE scorecard, fitted beside LightGBM on the same rows; "
+                                                       "promotable and served like it)")] = "lightgbm",
 ) -> None:
     """Train a governed LightGBM PD model, evaluate it out of time, and register the bundle."""
     import contextlib
@@ -150,6 +153,8 @@ def train(
         _fail("--dask goes with --data (a table's features are already built)")
     if policy is not None and data is None:
         _fail("--policy goes with --data: a table model is not decided by a lender policy")
+    if model not in pipeline.MODELS:
+        _fail(f"--model: unknown model {model!r}; one of {', '.join(pipeline.MODELS)}")
     _setup_logging()
     started = time.perf_counter()
     try:
@@ -176,7 +181,7 @@ def train(
                                         monotone=monotone or (), protected=protected or (),
                                         allow_protected=allow_protected)
             result = pipeline.train(ts, cfg, Registry(registry or default_registry()), tune_trials=tune_trials,
-                                    step=step, fit=fit)
+                                    step=step, fit=fit, model=model)
             comparison = None
             if data is not None:  # a catalog model: against the champion under the lender's policy
                 step("comparing with the champion on the out-of-time applications")
@@ -195,6 +200,9 @@ def train(
 
 def _print_summary(result, seconds: float) -> None:  # noqa: ANN001
     card = result.card
+    if card.get("model_type") == "scorecard":
+        _print_scorecard_summary(result, seconds)
+        return
     table = RichTable(title=f"model {result.version} ({seconds:.0f} s)")
     for col in ("", "LightGBM", "challenger"):
         table.add_column(col, justify="right" if col else "left")
@@ -203,6 +211,20 @@ def _print_summary(result, seconds: float) -> None:  # noqa: ANN001
     console.print(table)
     console.print(f"trees {card['training']['trees']}, {card['training']['leaves']} leaves")
     for s in card["statements"]:  # the card's own statements (training/facts.py): the two never disagree
+        console.print(f"[bold red]![/] {escape(s['text'])}" if s["flag"] else f"- {escape(s['text'])}")
+    console.print(f"bundle {'registered' if result.created else 'already registered'}: {result.version}")
+    print(result.version)
+
+
+def _print_scorecard_summary(result, seconds: float) -> None:  # noqa: ANN001
+    card = result.card
+    table = RichTable(title=f"scorecard {result.version} ({seconds:.0f} s)")
+    for col in ("", "scorecard", "LightGBM"):
+        table.add_column(col, justify="right" if col else "left")
+    for m in ("auc", "gini", "ks", "brier", "log_loss", "calibration_error"):
+        table.add_row(m, f"{card['metrics']['scorecard'][m]:.4f}", f"{card['metrics']['lightgbm'][m]:.4f}")
+    console.print(table)
+    for s in card["statements"]:
         console.print(f"[bold red]![/] {escape(s['text'])}" if s["flag"] else f"- {escape(s['text'])}")
     console.print(f"bundle {'registered' if result.created else 'already registered'}: {result.version}")
     print(result.version)
@@ -491,7 +513,8 @@ def models_export(
     version: Annotated[str, typer.Argument(metavar="VERSION", help="The registered version to export (smecredit "
                                                                   "models list)")],
     fmt: Annotated[str, typer.Option("--format", help="onnx (model.onnx + export.json) or mlflow (an MLflow "
-                                                      "pyfunc model directory)")],
+                                                      "pyfunc model directory) for a LightGBM model; scorecard "
+                                                      "(points.csv + scorecard.xlsx) for a scorecard")],
     out: Annotated[Path, typer.Option(help="Folder to write; must not exist unless --force")],
     force: Annotated[bool, typer.Option(help="Replace an existing --out (only once the new export is complete)")]
     = False,

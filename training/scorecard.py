@@ -60,8 +60,8 @@ def fit_scorecard(X: np.ndarray, y: np.ndarray, features: list[dict], *, max_bin
     def regression() -> LogisticRegression:
         return LogisticRegression(C=C, max_iter=1000, random_state=seed)
 
-    with warnings.catch_warnings():  # optbinning warns about pandas internals it uses
-        warnings.simplefilter("ignore", FutureWarning)
+    with warnings.catch_warnings():  # optbinning warns about pandas features it uses that pandas deprecates
+        warnings.filterwarnings("ignore", module="optbinning")
         # Bin once to choose the characteristics (a feature's bins do not depend on the others), then fit the
         # Scorecard on them: re-binning for every wrong-signed coefficient cost seconds each.
         first = process(keys)

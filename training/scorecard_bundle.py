@@ -3,9 +3,7 @@ and a card that states only what was computed for the scorecard, beside the Ligh
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 
 import numpy as np
@@ -21,7 +19,7 @@ from service.scoring.bundle import (
     stable_numbers,
 )
 from service.scoring.score import Scorer
-from service.scoring.scorecard import POINTS_COLUMNS, ScorecardModel, points_table
+from service.scoring.scorecard import POINTS_COLUMNS, ScorecardModel, csv_text, points_table
 from training import evaluate as ev
 from training.scorecard import MIN_IV
 
@@ -37,15 +35,6 @@ def scorecard_json(model: ScorecardModel) -> bytes:
     """Full-precision doubles (JSON keeps them exactly): the bins and WoE are the model, not a report."""
     return (json.dumps(model.to_json(), sort_keys=True, ensure_ascii=False, indent=1, allow_nan=False) + "\n"
             ).encode("utf-8")
-
-
-def csv_bytes(columns: tuple[str, ...], rows: list[dict], *, bom: bool = False) -> bytes:
-    """RFC 4180 CSV; floats as Python writes them (shortest text that reads back as the same double)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
-    return (("\ufeff" if bom else "") + out.getvalue()).encode("utf-8")
 
 
 def labels_of(features: list[dict]) -> dict[str, tuple[str, str]]:
@@ -116,6 +105,7 @@ def scorecard_files(ts, cfg, f, scorer: Scorer, lightgbm_report: dict, reference
     test_pd = f.challenger_test_pd
     valid_pd = scorer.calibration.pd(model.margin(ts.X[f.valid_rows]))
     drop = {"calibration_by_decile"}
+    scorer = Scorer.from_json(stable_numbers(scorer.to_json()))  # as metadata.json stores it, and the service reads
     table = points_table(model, scorer, labels_of(ts.features))
     metadata = {"canary": canary.to_json()} | stable_numbers(common | {
         "model_type": "scorecard",
@@ -132,8 +122,8 @@ def scorecard_files(ts, cfg, f, scorer: Scorer, lightgbm_report: dict, reference
         "points_preview": [{k: r[k] for k in ("feature", "bin", "count", "woe", "points", "points_lost")}
                            for r in table],
     })
-    files = {SCORECARD_FILE: model_bytes, POINTS_FILE: csv_bytes(POINTS_COLUMNS, table),
-             IV_FILE: csv_bytes(IV_COLUMNS, iv_rows(fitted.iv, fitted.dropped, ts.features)),
+    files = {SCORECARD_FILE: model_bytes, POINTS_FILE: csv_text(POINTS_COLUMNS, table).encode("utf-8"),
+             IV_FILE: csv_text(IV_COLUMNS, iv_rows(fitted.iv, fitted.dropped, ts.features)).encode("utf-8"),
              METADATA_FILE: canonical_json(metadata)}
     version = version_of(sha256_bytes(model_bytes), sha256_bytes(files[METADATA_FILE]))
     card_json, card_html = scorecard_card(version, metadata)

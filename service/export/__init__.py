@@ -3,11 +3,13 @@
     onnx     model.onnx (ONNX-ML trees, then the bundle's calibration, points and grade as ONNX operators:
              outputs margin, pd, score, grade) and export.json (feature order, categories, calibration,
              scaling, grades, the bundle's digests, the precision measured on the bundle's canary rows)
+    scorecard  points.csv (UTF-8 with BOM) and scorecard.xlsx: the bins, WoE, IV and points of a scorecard
+             bundle (service/export/scorecard_export.py; no extra needed)
     mlflow   an MLflow model directory: a pyfunc saved as "models from code" (no pickle) that loads the
              bundle's own files as artifacts, verifies their digests and returns pd, score, grade and the
              TreeSHAP contributions for a DataFrame of features
 
-Both need the optional ``export`` extra (``pip install 'smecredit[export]'``). The bundle is verified and
+ONNX and MLflow need the optional ``export`` extra (``pip install 'smecredit[export]'``). The bundle is verified and
 checked servable before anything is written; the output appears only when complete (written beside it, then
 renamed), and an existing output is replaced only with ``force``.
 """
@@ -31,7 +33,9 @@ EXTRA = "export"
 FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
     "onnx": ("service.export.onnx_export", ("onnx", "onnxmltools", "onnxruntime")),
     "mlflow": ("service.export.mlflow_export", ("mlflow",)),
+    "scorecard": ("service.export.scorecard_export", ("openpyxl",)),  # a main dependency: never missing
 }
+SCORECARD_FORMATS = ("scorecard",)  # formats of a scorecard bundle; the others export LightGBM's trees
 
 
 class ExportError(ValueError):
@@ -73,6 +77,11 @@ def export_model(registry: Registry, version: str, fmt: str, out: Path | str, *,
         bundle = load_bundle(folder)  # digests, feature-code version, servable (child process): as the service
     except (RegistryError, BundleError) as exc:
         raise ExportError("VERSION", str(exc)) from exc
+    if (fmt in SCORECARD_FORMATS) != (bundle.model_type == "scorecard"):
+        rule = (f"{fmt} exports a scorecard bundle (smecredit train --data DIR --model scorecard); {version} is a "
+                "LightGBM model: export it as onnx or mlflow") if fmt in SCORECARD_FORMATS else \
+            (f"{fmt} exports a LightGBM model's trees; {version} is a scorecard: export it with --format scorecard")
+        raise ExportError("--format", rule)
     # MLflow 3 reports usage to its maintainers by default; exporting a lender's model should not call out.
     # Set MLFLOW_DISABLE_TELEMETRY=false to opt in.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

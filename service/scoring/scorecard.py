@@ -15,6 +15,8 @@ Pure numpy: this runs on the scoring path.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass
 
@@ -222,3 +224,12 @@ def points_table(model: ScorecardModel, scorer: Scorer, labels: dict[str, tuple[
                 "event_rate": bin_.events / bin_.count if bin_.count else None, "woe": bin_.woe, "iv": c.iv,
                 "coefficient": c.coefficient, "points": p, "points_lost": p - best})
     return rows
+
+
+def csv_text(columns: tuple[str, ...], rows: list[dict]) -> str:
+    """RFC 4180 CSV; floats as Python writes them (the shortest text that reads back as the same double)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+    return out.getvalue()
