@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -32,12 +33,15 @@ from service.scoring.policy import load_policy
 from service.scoring.raw import RawData
 from service.scoring.registry import Registry, RegistryError
 
+if TYPE_CHECKING:
+    import onnx
+
 matplotlib.use("Agg")
 
 ROWS = 1000
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-EXTRA_MISSING = [name for name in ("onnx", "onnxmltools", "onnxruntime", "mlflow")
+EXTRA_MISSING = [name for name in ("onnx", "onnxruntime", "mlflow")
                  if importlib.util.find_spec(name) is None]
 needs_extra = pytest.mark.skipif(
     bool(EXTRA_MISSING), reason=f"the optional 'export' extra is not installed (missing {', '.join(EXTRA_MISSING)}): "
@@ -167,21 +171,69 @@ def onnx_dir(registry: Registry, version: str, tmp_path_factory: pytest.TempPath
     return export_model(registry, version, "onnx", tmp_path_factory.mktemp("onnx") / "export").out
 
 
+def broken(model: onnx.ModelProto, defect: str) -> onnx.ModelProto:
+    """The export's graph with one kind of defect in its trees."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    trees = next(n for n in model.graph.node if n.op_type == "TreeEnsemble")
+    attrs = {a.name: a for a in trees.attribute}
+    if defect == "float32 comparisons":  # onnxmltools' trees: thresholds and features rounded to float32
+        splits = numpy_helper.to_array(attrs["nodes_splits"].t)
+        attrs["nodes_splits"].t.CopyFrom(numpy_helper.from_array(splits.astype(np.float32).astype(np.float64)))
+        trees.input[0] = "features_f64"
+        model.graph.node.insert(0, onnx.helper.make_node("Cast", ["features"], ["features_f32"],
+                                                         to=onnx.TensorProto.FLOAT))
+        model.graph.node.insert(1, onnx.helper.make_node("Cast", ["features_f32"], ["features_f64"],
+                                                         to=onnx.TensorProto.DOUBLE))
+    elif defect == "NaN the other way":
+        flags = attrs["nodes_missing_value_tracks_true"].ints
+        flipped = [1 - v for v in flags]
+        del flags[:]
+        flags.extend(flipped)
+    elif defect == "leaves off by 1e-9":  # a PD off by about 1e-10, within the old 1e-6 tolerance
+        leaves = numpy_helper.to_array(attrs["leaf_weights"].t)
+        attrs["leaf_weights"].t.CopyFrom(numpy_helper.from_array(leaves + 1e-9))
+    return model
+
+
 @needs_extra
 class TestOnnx:
-    def test_runtime_gives_the_engines_pd(self, onnx_dir: Path, X: np.ndarray, engine_scored: list[Scored]) -> None:
-        from service.export.onnx_export import MODEL_FILE, run, session
+    def test_runtime_gives_the_engines_numbers(self, onnx_dir: Path, X: np.ndarray, engine_scored: list[Scored],
+                                               registry: Registry, version: str) -> None:
+        from service.export.onnx_export import MARGIN_TOLERANCE, MODEL_FILE, PD_TOLERANCE, run, session
 
         got = run(session((onnx_dir / MODEL_FILE).read_bytes()), X)
         want = engine_arrays(engine_scored)
-        assert np.abs(got["pd"] - want["pd"]).max() <= 1e-6
+        assert np.abs(got["pd"] - want["pd"]).max() <= PD_TOLERANCE
         np.testing.assert_array_equal(got["score"], want["score"])
         np.testing.assert_array_equal(got["grade"].astype(str), want["grade"])
-        # float32 trees: the margin is close, not equal (the PD above is what the tolerance is for)
-        assert np.abs(got["margin"] - want["margin"]).max() <= 1e-5
+        # float64 trees: LightGBM's margin up to the order of the additions (the engine sums contributions)
+        assert np.abs(got["margin"] - load_bundle(registry.path(version)).margin(X)).max() <= MARGIN_TOLERANCE
+        assert np.abs(got["margin"] - want["margin"]).max() <= MARGIN_TOLERANCE
+
+    def test_the_trees_are_float64(self, onnx_dir: Path) -> None:
+        import onnx
+        from onnx import TensorProto
+
+        model = onnx.load(onnx_dir / "model.onnx")
+        assert [n.op_type for n in model.graph.node if n.op_type in ("Cast", "TreeEnsemble")] == [
+            "TreeEnsemble", "Cast"]  # the only Cast is the grade's (bool to int64)
+        trees = next(n for n in model.graph.node if n.op_type == "TreeEnsemble")
+        attrs = {a.name: a for a in trees.attribute}
+        assert trees.input == ["features"] and model.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE
+        assert attrs["nodes_splits"].t.data_type == attrs["leaf_weights"].t.data_type == TensorProto.DOUBLE
 
     def test_sidecar_describes_the_graph(self, onnx_dir: Path, registry: Registry, version: str) -> None:
-        from service.export.onnx_export import MODEL_FILE, OnnxExport
+        from service.export.onnx_export import (
+            MARGIN_TOLERANCE,
+            MODEL_FILE,
+            PD_TOLERANCE,
+            OnnxExport,
+            lightgbm_dump,
+            split_rows,
+        )
         from service.scoring.bundle import sha256_file
 
         sidecar = OnnxExport.read(onnx_dir)
@@ -192,8 +244,11 @@ class TestOnnx:
         assert [f["name"] for f in sidecar.input["features"]] == [f["name"] for f in md["features"]]
         assert [f["categories"] for f in sidecar.input["features"]] == [f["categories"] for f in md["features"]]
         assert {k: sidecar.scorer[k] for k in md["scorer"]} == md["scorer"]
-        assert sidecar.precision["rows"] == len(md["canary"]["rows"])
-        assert sidecar.precision["max_abs_pd_difference"] <= 1e-6
+        assert sidecar.precision["canary"]["rows"] == len(md["canary"]["rows"])
+        bundle = load_bundle(registry.path(version))
+        assert sidecar.precision["splits"]["rows"] == len(split_rows(lightgbm_dump(bundle), len(md["features"])))
+        assert sidecar.precision["max_abs_pd_difference"] <= PD_TOLERANCE
+        assert sidecar.precision["max_abs_margin_difference"] <= MARGIN_TOLERANCE
 
     def test_margin_and_sidecar_give_the_pd(self, onnx_dir: Path, X: np.ndarray) -> None:
         """A consumer who reads only the raw margin can apply the calibration from export.json."""
@@ -204,15 +259,45 @@ class TestOnnx:
         pd_ = 1.0 / (1.0 + np.exp(-(calibration["slope"] * got["margin"] + calibration["intercept"])))
         np.testing.assert_allclose(got["pd"], pd_, rtol=1e-12)
 
-    def test_a_graph_outside_the_tolerance_is_not_written(self, registry: Registry, version: str, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_rows_sit_at_and_beside_every_threshold(self, registry: Registry, version: str) -> None:
+        from service.export.onnx_export import lightgbm_dump, split_rows
+
+        bundle = load_bundle(registry.path(version))
+        dump = lightgbm_dump(bundle)
+        rows = split_rows(dump, len(bundle.feature_names))
+        numeric = [n for n in _splits(dump) if n["decision_type"] == "<="]
+        assert numeric and any(n["decision_type"] == "==" for n in _splits(dump))
+        for split in numeric:
+            column = rows[:, split["split_feature"]]
+            t = split["threshold"]
+            for value in (np.nextafter(t, -np.inf), t, np.nextafter(t, np.inf)):
+                assert (column == value).any(), (split, value)
+
+    @pytest.mark.parametrize(("defect", "caught_on"), [
+        ("float32 comparisons", "rows at, 1 ulp either side of and missing at each split"),
+        ("NaN the other way", "its canary rows"),
+        ("leaves off by 1e-9", "its canary rows"),
+    ])
+    def test_a_defective_graph_is_not_written(self, registry: Registry, version: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch, defect: str, caught_on: str) -> None:
         from service.export import onnx_export
 
-        monkeypatch.setattr(onnx_export, "PD_TOLERANCE", 0.0)  # float32 trees never reach 0: the check must fire
-        with pytest.raises(ExportError, match=r"--format: ONNX Runtime's PD differs from the bundle's by .* on its "
-                                              r"canary rows \(tolerance 0\); not exported"):
+        to_onnx = onnx_export.to_onnx
+        monkeypatch.setattr(onnx_export, "to_onnx", lambda bundle: broken(to_onnx(bundle), defect))
+        with pytest.raises(ExportError, match=rf"--format: ONNX Runtime's margin differs from the bundle's by .* on "
+                                              rf"{caught_on} \(\d+ rows; tolerance 1e-12\); not exported"):
             export_model(registry, version, "onnx", tmp_path / "out")
         assert list(tmp_path.iterdir()) == []
+
+
+def _splits(dump: dict) -> list[dict]:
+    found, pending = [], [t["tree_structure"] for t in dump["tree_info"]]
+    while pending:
+        node = pending.pop()
+        if "leaf_value" not in node:
+            found.append(node)
+            pending += [node["left_child"], node["right_child"]]
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -355,22 +440,39 @@ def table_model(model: NotebookModel, small_raw: RawData, tmp_path_factory: pyte
 
 @needs_extra
 class TestTableModel:
-    @pytest.mark.xfail(strict=True, reason=(
-        "known defect: ONNX-ML trees compare in float32; application 235 has si_headcount_change_6m = "
-        "0.2500000000000002 against LightGBM's threshold 0.25000000000000017, both 0.25 in float32, so it takes "
-        "the other branch (PD off by 5.4e-4). Fix: double thresholds (nodes_values_as_tensor, which ONNX Runtime "
-        "accepts with a float64 input)"))
     def test_onnx_gives_the_bundles_pd(self, table_model, tmp_path: Path) -> None:  # noqa: ANN001
-        from service.export.onnx_export import MODEL_FILE, run, session
+        """It found the float32 defect: si_headcount_change_6m = 0.2500000000000002 against LightGBM's threshold
+        0.25000000000000017, both 0.25 in float32, took the other branch in onnxmltools' trees (PD off by 5.4e-4)."""
+        from service.export.onnx_export import MARGIN_TOLERANCE, MODEL_FILE, PD_TOLERANCE, run, session
 
         registry, model, table = table_model
         spec = model.bundle.metadata["features"][model.feature_names.index("channel name")]
         assert "(other)" in spec["categories"], "the rare level must be grouped for this test to mean anything"
         out = export_model(registry, model.version, "onnx", tmp_path / "onnx").out
-        got = run(session((out / MODEL_FILE).read_bytes()), model.matrix(table))
+        X = model.matrix(table)
+        got = run(session((out / MODEL_FILE).read_bytes()), X)
         want = model.score(table)
-        assert np.abs(got["pd"] - want["pd"].to_numpy()).max() <= 1e-6
+        assert np.abs(got["pd"] - want["pd"].to_numpy()).max() <= PD_TOLERANCE
+        assert np.abs(got["margin"] - model.bundle.margin(X)).max() <= MARGIN_TOLERANCE
+        np.testing.assert_array_equal(got["score"], want["score"].to_numpy())
         np.testing.assert_array_equal(got["grade"].astype(str), want["grade"].to_numpy())
+
+    def test_the_float32_defect_is_refused_at_export(self, table_model, tmp_path: Path,  # noqa: ANN001
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        """onnxmltools' float32 comparisons, rebuilt: they send one application the other way (5.4e-4 in PD),
+        and the export check refuses them before anything is written."""
+        from service.export import onnx_export
+
+        registry, model, table = table_model
+        defective = broken(onnx_export.to_onnx(model.bundle), "float32 comparisons")
+        got = onnx_export.run(onnx_export.session(defective.SerializeToString()), model.matrix(table))
+        assert np.abs(got["pd"] - model.score(table)["pd"].to_numpy()).max() > 1e-4, (
+            "float32 comparisons no longer send an application the other way: the test shows nothing")
+        monkeypatch.setattr(onnx_export, "to_onnx", lambda bundle: defective)
+        with pytest.raises(ExportError, match=r"differs from the bundle's by .* on rows at, 1 ulp either side of "
+                                              r"and missing at each split"):
+            export_model(registry, model.version, "onnx", tmp_path / "onnx")
+        assert list(tmp_path.iterdir()) == []
 
     def test_an_unseen_level_scores_as_the_rare_levels(self, table_model) -> None:  # noqa: ANN001
         _, model, table = table_model
