@@ -88,12 +88,16 @@ RegistryOpt = Annotated[Path | None, typer.Option(help="Registry folder (default
 
 
 def _setup_logging(verbose: bool = True) -> None:
-    import logging
+    """The service's logging configuration (service/logs.py): the same lines from the CLI as from the API."""
+    from service import logs
+    from service.config import get_settings
 
-    from rich.logging import RichHandler
-
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    try:
+        settings = get_settings()
+        level, fmt = settings.log_level, settings.log_format_in_effect
+    except ValueError:  # production settings incomplete: commands that need them say so themselves
+        level, fmt = "INFO", "text"
+    logs.configure(level if verbose else "WARNING", fmt)
 
 
 @app.command()
@@ -164,7 +168,7 @@ def train(
             task = progress.add_task("building features", total=None)
 
             def step(message: str) -> None:
-                console.log(message)
+                logging.getLogger("smecredit.train").info(message)
                 progress.update(task, description=message)
 
             client, fit = None, fit_lightgbm
@@ -555,17 +559,21 @@ def serve(
     """Serve the scoring API (settings from SMECREDIT_* environment variables; DATABASE_URL for PostgreSQL)."""
     import uvicorn
 
+    from service import logs
     from service.config import get_settings
 
     try:
-        get_settings()
+        settings = get_settings()
     except ValueError as exc:
         _fail(str(exc))
+    logs.configure(settings.log_level, settings.log_format_in_effect)
     # uvicorn's own access log prints raw paths (tokens, decision ids): ours logs route templates instead.
     # service.edge:EdgeProtocol is uvicorn's httptools protocol plus the head-size limit, the head and body
     # deadlines and the connection and in-flight caps, all from the same settings (each worker reads them).
+    # log_config None: uvicorn's own lines go through the service's configuration (service/logs.py).
     config = {"app": "service.main:served_app", "factory": True, "http": "service.edge:EdgeProtocol", "ws": "none",
-              "server_header": False, "timeout_graceful_shutdown": 30, "log_level": "info", "access_log": False}
+              "server_header": False, "timeout_graceful_shutdown": 30, "log_level": settings.log_level.lower(),
+              "access_log": False, "log_config": None}
     if workers == 1:
         uvicorn.run(host=host, port=port, **config)
         return
@@ -573,7 +581,6 @@ def serve(
     # service/supervisor.py for why uvicorn's shared socket does not.
     from service.supervisor import Supervisor
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     raise typer.Exit(Supervisor(host, port, workers, {**config, "host": host, "port": port}).run())
 
 

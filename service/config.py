@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,12 @@ class Settings(BaseSettings):
     explanation_ttl_hours: int = Field(24 * 30, ge=1)
     docs_enabled: bool = True
     model_check_seconds: float = 1.0  # how often a replica looks for a new champion and changed policy files
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] | None = None  # None: JSON lines in production, text elsewhere
+
+    @property
+    def log_format_in_effect(self) -> str:
+        return self.log_format or ("json" if self.environment == Environment.production else "text")
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:

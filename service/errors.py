@@ -1,4 +1,5 @@
-"""One error shape for every error: {"type", "title", "status", "detail", "errors"}. No stack trace leaves."""
+"""One error shape for every error: {"type", "title", "status", "detail", "errors", "request_id"}. No stack trace
+leaves; the request's ID (also in the X-Request-ID header and every log line) lets an operator find the rest."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.logs import REQUEST_ID
 
 log = logging.getLogger("smecredit.errors")
 
@@ -26,6 +29,7 @@ class ErrorBody(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] = []
+    request_id: str | None = None  # the X-Request-ID of the response: quote it to the operator
 
 
 class DomainError(Exception):
@@ -77,7 +81,8 @@ class Unavailable(DomainError):
 
 def error_response(status: int, type_: str, title: str, detail: str, errors: list[dict] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorBody(type=type_, title=title, status=status, detail=detail, errors=errors or [])
+    body = ErrorBody(type=type_, title=title, status=status, detail=detail, errors=errors or [],
+                     request_id=REQUEST_ID.get())
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 

@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import __version__, errors
+from service import __version__, errors, logs
 from service.api import applicants, decisions, explanations, health, models, reviews, scores
 from service.api import loans as loans_api
 from service.api import monitoring as monitoring_api
@@ -72,9 +72,11 @@ class Metrics:
 
 
 class ObserveMiddleware:
-    """Prometheus counters and latency, and one access-log line per request, as plain ASGI (no per-request
-    task and stream wrapping as with BaseHTTPMiddleware). The route template is logged, never the raw path:
-    paths carry explanation tokens and decision ids."""
+    """The request's ID, Prometheus counters and latency, and one access-log line per request, as plain ASGI (no
+    per-request task and stream wrapping as with BaseHTTPMiddleware). The ID is the caller's X-Request-ID when it
+    is a plain token, or a new one; it is returned in the response and set for every log line and error body
+    written meanwhile (service/logs.py). The route template is logged, never the raw path: paths carry
+    explanation tokens and decision ids."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -85,11 +87,16 @@ class ObserveMiddleware:
             return
         started = time.perf_counter()
         status = 500  # what the client sees if the app fails before starting a response
+        offered = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        rid = logs.request_id(offered.decode("latin-1") if offered is not None else None)
+        header = (b"x-request-id", rid.encode())
+        token = logs.REQUEST_ID.set(rid)
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         try:
@@ -99,7 +106,9 @@ class ObserveMiddleware:
             seconds = time.perf_counter() - started
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(seconds)
-            access.info("%s %s %d %.1f ms", scope["method"], route, status, seconds * 1e3)
+            shown = route if route != "unmatched" else f"unmatched {logs.redacted_path(scope['path'])}"
+            access.info("%s %s %d %.1f ms", scope["method"], shown, status, seconds * 1e3)
+            logs.REQUEST_ID.reset(token)
 
 
 # The docs pages load only what the package serves: ReDoc's bundle would fetch its maker's logo from a CDN (a
@@ -135,9 +144,8 @@ def served_app() -> FastAPI:
 
 def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -> FastAPI:
     settings = settings or get_settings()
-    if not logging.getLogger().handlers:  # a served process (each worker): timestamped lines on stderr
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # its start-up chatter says nothing new
+    if not logging.getLogger().handlers:  # a worker process that nothing configured (tests capture their own)
+        logs.configure(settings.log_level, settings.log_format_in_effect)
     docs = settings.docs_enabled
     write_engine = make_engine(settings.database_url)
     read_engine = make_engine(settings.database_url, immediate=False) \

@@ -40,6 +40,12 @@ def reuse_port_socket(host: str, port: int, backlog: int = 2048) -> socket.socke
 def _worker(host: str, port: int, config_kwargs: dict, started: multiprocessing.synchronize.Event) -> None:
     import uvicorn
 
+    from service import logs
+    from service.config import get_settings
+
+    settings = get_settings()  # a spawned interpreter: the parent's logging configuration did not come along
+    logs.configure(settings.log_level, settings.log_format_in_effect)
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)

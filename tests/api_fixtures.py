@@ -166,8 +166,9 @@ def free_port() -> int:
 def error_of(response) -> dict:  # noqa: ANN001
     """The one error shape, checked, as a dict."""
     body = response.json()
-    assert set(body) == {"type", "title", "status", "detail", "errors"}, body
+    assert set(body) == {"type", "title", "status", "detail", "errors", "request_id"}, body
     assert body["status"] == response.status_code
+    assert body["request_id"] == response.headers["x-request-id"]  # the operator can find the request's lines
     return body
 
 
