@@ -144,11 +144,13 @@ def shape_statements(facts: dict) -> list[Statement]:
 def challenger_statements(facts: dict) -> list[Statement]:
     lgbm, challenger = facts["metrics"]["lightgbm"]["auc"], facts["metrics"]["challenger"]["auc"]
     where = "out of time" if facts["split"]["method"] == "out_of_time" else "out of fold"
+    built = (" The challenger is optbinning's scorecard (monotone WoE bins with a missing bin, logistic "
+             "regression) on the same training rows; smecredit train --model scorecard registers it.")
     if facts["champion_beats_challenger"]:
         return [Statement("challenger", f"LightGBM beats the scorecard challenger {where}: AUC {lgbm:.4f} "
-                                        f"against {challenger:.4f}.")]
+                                        f"against {challenger:.4f}." + built)]
     return [Statement("challenger", f"The scorecard challenger is at least as good {where}: AUC {challenger:.4f} "
-                                    f"against LightGBM's {lgbm:.4f}.", flag=True)]
+                                    f"against LightGBM's {lgbm:.4f}." + built, flag=True)]
 
 
 def calibration_statements(facts: dict) -> list[Statement]:
