@@ -37,7 +37,7 @@ async def _decide(request: Request, caller: Caller, engine: Engine, policies: Po
                                   payloads=[item.model_dump(mode="json") for item in items],
                                   idempotency_key=idempotency_key)
     for i in issued:
-        state.metrics.decisions.labels(i.record.decision).inc()
+        state.metrics.observe_decision(i.record, caller.tenant.name)
     return [score_response(i.record, state.settings, application_id=i.application_id, token=i.token,
                            expires_at=i.expires_at) for i in issued]
 

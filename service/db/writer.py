@@ -90,6 +90,10 @@ class DecisionWriter:
             self._queue.put(job)
         return job.done
 
+    def queued(self) -> int:
+        """Jobs waiting for the next batch (a gauge: a queue that keeps growing means the database lags)."""
+        return self._queue.qsize()
+
     def write(self, work: NewDecisions | NewLink, timeout: float | None = None) -> None:
         """Submit and wait (for callers without an event loop: the CLI, tests)."""
         self.submit(work).result(timeout)
