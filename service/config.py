@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     model_check_seconds: float = 1.0  # how often a replica looks for a new champion and changed policy files
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] | None = None  # None: JSON lines in production, text elsewhere
+    tracing_endpoint: str | None = None  # OTLP/HTTP traces endpoint (extra `tracing`); None: no tracing
 
     @property
     def log_format_in_effect(self) -> str:

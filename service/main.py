@@ -243,4 +243,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     if docs:
         app.add_middleware(DocsPolicyMiddleware, paths=("/docs", "/redoc"))
     app.add_middleware(ObserveMiddleware, metrics=metrics)
+    if settings.tracing_endpoint:
+        from service import tracing
+
+        tracing.install(app, {write_engine, read_engine}, endpoint=settings.tracing_endpoint)
     return app
