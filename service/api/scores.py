@@ -15,6 +15,7 @@ from service.api.shapes import score_response
 from service.deps import Caller, ChampionDep, EngineDep, PoliciesDep, ScorerDep, SettingsDep
 from service.errors import ERROR_RESPONSES, Invalid
 from service.runtime import BundleCache, Policies
+from service.scoring import tabular
 from service.scoring.bundle import BundleError
 from service.scoring.engine import Engine
 from service.scoring.registry import RegistryError
@@ -100,10 +101,13 @@ def score_features(body: schemas.FeatureScoreRequest, caller: ScorerDep, setting
         if value is None:
             continue
         if f["categories"]:
-            if str(value) not in f["categories"]:
+            # One encoder with training (service/scoring/tabular.py): a level too rare at training, or new, scores
+            # as the model's '(other)' level; a model trained before that level existed refuses it instead.
+            code = tabular.encode([value], f["categories"])[0]
+            if np.isnan(code):
                 raise Invalid(f"body.features.{name}: must be one of {', '.join(f['categories'][:20])}",
                               errors=[{"loc": ["body", "features", name], "msg": "unknown category", "type": "enum"}])
-            x[0, j] = f["categories"].index(str(value))
+            x[0, j] = code
         elif isinstance(value, str):
             raise Invalid(f"body.features.{name}: must be a number",
                           errors=[{"loc": ["body", "features", name], "msg": "must be a number", "type": "float"}])
