@@ -1,4 +1,6 @@
-"""Dependencies, defined once as Annotated aliases: settings, database session, caller, engine, policies."""
+"""Dependencies, defined once as Annotated aliases: settings, database sessions and engines, caller, champion
+engine, policies, keyring, metrics, the decision recorder. Handlers take what they need from here and never
+reach into ``request.app.state`` themselves: the app's parts are named in one place."""
 
 from __future__ import annotations
 
@@ -9,21 +11,27 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
+from service.crypto import Keyring
 from service.db import repo
 from service.db.tables import Tenant
 from service.errors import Forbidden, Unauthorized, Unavailable
-from service.runtime import CallerCache, Champion, Policies
+from service.metrics import Metrics
+from service.runtime import CallerCache, Champion, Policies, RateLimiter
 from service.scoring.engine import Engine
+from service.usecases.scoring import Recorder
 
 bearer = HTTPBearer(auto_error=False, description="API key: `Authorization: Bearer sk_...`")
 
 
 # Dependencies that only read the app's state are async: a sync one costs a thread-pool hop per request.
-async def get_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
+    """The running app's settings (service.config.get_settings reads the environment; this is what the app was
+    built with, which a test may have set)."""
     return request.app.state.settings
 
 
@@ -45,9 +53,50 @@ def get_read_session(request: Request) -> Iterator[Session]:
     yield from _open(request.app.state.read_sessions)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def get_session_factory(request: Request) -> sessionmaker[Session]:
+    """For handlers that open their session inside a thread-pool function of their own."""
+    return request.app.state.sessions
+
+
+async def get_read_session_factory(request: Request) -> sessionmaker[Session]:
+    return request.app.state.read_sessions
+
+
+async def get_write_engine(request: Request) -> SqlEngine:
+    return request.app.state.engine
+
+
+async def get_read_engine(request: Request) -> SqlEngine:
+    return request.app.state.read_engine
+
+
+async def get_keyring(request: Request) -> Keyring:
+    return request.app.state.keyring
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+async def get_recorder(request: Request) -> Recorder:
+    return request.app.state.recorder
+
+
+async def get_rate_limiter(request: Request) -> RateLimiter:
+    return request.app.state.rate_limiter
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+ReadSessionsDep = Annotated[sessionmaker[Session], Depends(get_read_session_factory)]
+WriteEngineDep = Annotated[SqlEngine, Depends(get_write_engine)]
+ReadEngineDep = Annotated[SqlEngine, Depends(get_read_engine)]
+KeyringDep = Annotated[Keyring, Depends(get_keyring)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RecorderDep = Annotated[Recorder, Depends(get_recorder)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
 @dataclass(frozen=True)

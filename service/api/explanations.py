@@ -19,6 +19,7 @@ from service.api.routing import EdgeRoute
 from service.db import repo
 from service.db.session import checkpoint_after_purge
 from service.db.tables import Decision
+from service.deps import ReadSessionsDep, SessionsDep, WriteEngineDep
 from service.errors import ERROR_RESPONSES
 from service.scoring.raw import MONTHLY_SOURCES
 from service.web.page import choose_language, render, render_line, render_message
@@ -73,11 +74,11 @@ def _refusal(problem: str, lang: str) -> HTMLResponse:
 
 @router.get("/{token}", operation_id="get_explanation_page", response_class=HTMLResponse,
             responses={404: {"description": "Unknown token"}, 410: {"description": "Expired token"}})
-def get_explanation_page(token: str, request: Request, lang: str | None = None,
+def get_explanation_page(token: str, sessions: ReadSessionsDep, lang: str | None = None,
                          accept_language: Annotated[str | None, Header()] = None) -> HTMLResponse:
     """The explanation card for the applicant: decision, factor chart, reasons, recourse, data used, rights."""
     language = choose_language(lang, accept_language)
-    with request.app.state.read_sessions() as session:
+    with sessions() as session:
         opened = _open(session, token)
         if isinstance(opened, str):
             return _refusal(opened, language)
@@ -91,11 +92,11 @@ def get_explanation_page(token: str, request: Request, lang: str | None = None,
 
 @router.get("/lines/{token}", operation_id="get_line_page", response_class=HTMLResponse,
             responses={404: {"description": "Unknown token"}, 410: {"description": "Expired token"}})
-def get_line_page(token: str, request: Request, lang: str | None = None,
+def get_line_page(token: str, sessions: ReadSessionsDep, lang: str | None = None,
                   accept_language: Annotated[str | None, Header()] = None) -> HTMLResponse:
     """The borrower's page for a credit-line recommendation: what changes, why, and their rights."""
     language = choose_language(lang, accept_language)
-    with request.app.state.read_sessions() as session:
+    with sessions() as session:
         found = repo.get_line_by_token(session, token=token)
     if found is None:
         return _refusal("not_found", language)
@@ -111,7 +112,8 @@ def get_line_page(token: str, request: Request, lang: str | None = None,
                  303: {"description": "Recorded: back to the page, which shows the pending request (no body)",
                        "headers": {"Location": {"description": "The explanation page", "schema": {"type": "string"}}}},
                  404: {"description": "Unknown token"}, 410: {"description": "Expired"}})
-async def request_review_from_page(token: str, request: Request, lang: str | None = None) -> HTMLResponse:
+async def request_review_from_page(token: str, request: Request, sessions: SessionsDep,
+                                   lang: str | None = None) -> HTMLResponse:
     """The applicant asks for a human review; the page then shows that the request is pending."""
     language = choose_language(lang, request.headers.get("accept-language"))
     form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
@@ -119,7 +121,7 @@ async def request_review_from_page(token: str, request: Request, lang: str | Non
     note = note[:2000] if note else None
 
     def record() -> str | None:
-        with request.app.state.sessions() as session:
+        with sessions() as session:
             opened = _open(session, token)
             if isinstance(opened, str):
                 return opened
@@ -135,12 +137,13 @@ async def request_review_from_page(token: str, request: Request, lang: str | Non
 
 @router.post("/{token}/consents/revoke", operation_id="revoke_consent_from_page", response_class=HTMLResponse,
              responses={404: {"description": "Unknown token"}, 410: {"description": "Expired"}})
-async def revoke_consent_from_page(token: str, request: Request, lang: str | None = None) -> HTMLResponse:
+async def revoke_consent_from_page(token: str, request: Request, sessions: SessionsDep, engine: WriteEngineDep,
+                                   lang: str | None = None) -> HTMLResponse:
     """The applicant withdraws consent for every source; their stored raw data is purged at once."""
     language = choose_language(lang, request.headers.get("accept-language"))
 
     def revoke() -> str | None:
-        with request.app.state.sessions() as session:
+        with sessions() as session:
             opened = _open(session, token)
             if isinstance(opened, str):
                 return opened
@@ -148,7 +151,7 @@ async def revoke_consent_from_page(token: str, request: Request, lang: str | Non
             repo.revoke_consent(session, tenant_id=d.tenant_id, applicant_ref=d.applicant_ref,
                                 sources=list(MONTHLY_SOURCES), actor="applicant", reason="withdrawn on the page")
             session.commit()
-        checkpoint_after_purge(request.app.state.engine)
+        checkpoint_after_purge(engine)
         return None
 
     problem = await run_in_threadpool(revoke)

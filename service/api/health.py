@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from service.api.routing import EdgeRoute
+from service.deps import ChampionDep, MetricsDep, RateLimiterDep, ReadEngineDep, SettingsDep
 from service.edge import client_address
 from service.errors import ERROR_RESPONSES, RateLimited, Unauthorized
 
@@ -26,10 +27,9 @@ router = APIRouter(route_class=EdgeRoute, tags=["health"])
 OPERATOR_ERRORS = {code: ERROR_RESPONSES[code] for code in (401, 429)}
 
 
-def operator_access(request: Request) -> bool:
+def operator_access(request: Request, settings: SettingsDep, limiter: RateLimiterDep) -> bool:
     """True when the request may see operator details: no token configured, or the right one sent. No token
     sent: False. A wrong one: 401 (429 beyond the address's failure limit)."""
-    settings = request.app.state.settings
     if settings.metrics_token is None:
         return True
     scheme, _, sent = request.headers.get("authorization", "").partition(" ")
@@ -39,7 +39,7 @@ def operator_access(request: Request) -> bool:
     if scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), expected):
         return True
     limit = settings.auth_failures_per_minute
-    if request.app.state.rate_limiter.hit(f"authfail:{client_address(request.scope)}") > limit:
+    if limiter.hit(f"authfail:{client_address(request.scope)}") > limit:
         raise RateLimited(f"more than {limit} failed authentications in a minute from this address")
     raise Unauthorized("the metrics token is not valid")
 
@@ -55,17 +55,16 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", operation_id="readyz", responses={
     503: {"description": "Not ready (the reasons are given to operators)"}, **OPERATOR_ERRORS})
-def readyz(request: Request, operator: OperatorDep) -> JSONResponse:
+def readyz(operator: OperatorDep, champion: ChampionDep, database: ReadEngineDep) -> JSONResponse:
     """Ready when a champion model is loaded and the database answers; the checks' details for operators only
     (the metrics token, when one is set)."""
     checks: dict[str, str] = {}
-    champion = request.app.state.champion
     champion.refresh()
     serving, refused = champion.loaded, champion.refused  # refused: champion.json names a bundle that failed checks
     checks["model"] = (f"ok: {serving.version}" + (f" (last good champion; {champion.last_error})" if refused else "")
                        if serving else (champion.last_error or "no champion"))
     try:
-        with request.app.state.read_engine.connect() as conn:  # a probe must not queue behind writers
+        with database.connect() as conn:  # a probe must not queue behind writers
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported
@@ -76,8 +75,8 @@ def readyz(request: Request, operator: OperatorDep) -> JSONResponse:
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response, responses=OPERATOR_ERRORS)
-def metrics(request: Request, operator: OperatorDep) -> Response:
+def metrics(operator: OperatorDep, registry: MetricsDep) -> Response:
     """Prometheus metrics (the metrics token, when one is set)."""
     if not operator:
         raise Unauthorized("send the metrics token as 'Authorization: Bearer <token>'")
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from service.api.routing import EdgeRoute
-from service.deps import Caller, EngineDep, ReadSessionDep, require
+from service.deps import (
+    Caller,
+    EngineDep,
+    MetricsDep,
+    ReadSessionDep,
+    require,
+)
 from service.errors import ERROR_RESPONSES, Invalid
 from service.monitoring import drift
 from service.scoring.raw import business_today
@@ -88,7 +94,7 @@ def _invalid(field: str, rule: str) -> Invalid:
 
 @router.get("/drift", operation_id="get_drift", response_model=DriftPage)
 def get_drift(
-    request: Request, caller: AnalystDep, session: ReadSessionDep, engine: EngineDep,
+    metrics: MetricsDep, caller: AnalystDep, session: ReadSessionDep, engine: EngineDep,
     since: Annotated[dt.date, Query(description="First application date of the window, YYYY-MM-DD")],
     until: Annotated[dt.date | None, Query(description="Last application date, inclusive; default today; at most "
                                                        f"{usecase.MAX_WINDOW_DAYS} days after since")] = None,
@@ -107,7 +113,7 @@ def get_drift(
     report = r.report
     items = list(report.items) if report else []
     if report is not None:
-        request.app.state.metrics.observe_drift(caller.tenant.name, report)
+        metrics.observe_drift(caller.tenant.name, report)
     page = items[after: after + limit]
     config = report.config if report else drift.DriftConfig()
     return DriftPage(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field, model_validator
 
 from service.api.loans import LoanId
@@ -13,7 +13,16 @@ from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from service.api.routing import EdgeRoute
 from service.api.schemas import ConsentIn, ExplanationLink, MonthlyDataIn, ReasonOut, Strict, check_monthly
 from service.db.tables import Rescoring, as_utc
-from service.deps import EngineDep, PoliciesDep, ReaderDep, ReadSessionDep, ScorerDep, SessionDep, SettingsDep
+from service.deps import (
+    EngineDep,
+    KeyringDep,
+    PoliciesDep,
+    ReaderDep,
+    ReadSessionDep,
+    ScorerDep,
+    SessionDep,
+    SettingsDep,
+)
 from service.errors import ERROR_RESPONSES, Invalid
 from service.monitoring.warning import trigger_texts
 from service.scoring.raw import business_today
@@ -114,7 +123,7 @@ def rescoring_out(r: Rescoring, link: ExplanationLink | None = None) -> Rescorin
 
 @router.post("/monitoring/rescore", operation_id="rescore_loans", response_model=RescoreOut)
 def rescore(body: RescoreIn, caller: ScorerDep, session: SessionDep, settings: SettingsDep, engine: EngineDep,
-            policies: PoliciesDep, request: Request) -> RescoreOut:
+            policies: PoliciesDep, keyring: KeyringDep) -> RescoreOut:
     """Rescore live loans with the champion and the tenant's policy; warn on a PD up by the policy's factor, a
     grade down, or an operating signal; record each result (all or none), sealed in the audit trail."""
     if len(body.items) > settings.max_batch:
@@ -128,7 +137,7 @@ def rescore(body: RescoreIn, caller: ScorerDep, session: SessionDep, settings: S
                       errors=[{"loc": ["body", "as_of"], "msg": "must not be in the future", "type": "value_error"}])
     items = [NewMonths(loan_id=i.loan_id, consent=i.consent.model_dump(), data=i.data.model_dump(mode="json"))
              for i in body.items]
-    recorded = rescore_loans(session, keyring=request.app.state.keyring, engine=engine,
+    recorded = rescore_loans(session, keyring=keyring, engine=engine,
                              policy=policies.for_tenant(caller.tenant.policy), tenant_id=caller.tenant.id,
                              actor=f"key:{caller.key_id}", items=items, as_of=as_of,
                              link_hours=settings.explanation_ttl_hours)

@@ -5,15 +5,25 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Response
 from lightgbm.basic import LightGBMError
 from pydantic import BaseModel
 
 from service.api import schemas
 from service.api.routing import EdgeRoute
 from service.api.shapes import score_response
-from service.deps import Caller, ChampionDep, EngineDep, PoliciesDep, ScorerDep, SettingsDep
+from service.deps import (
+    Caller,
+    ChampionDep,
+    EngineDep,
+    MetricsDep,
+    PoliciesDep,
+    RecorderDep,
+    ScorerDep,
+    SettingsDep,
+)
 from service.errors import ERROR_RESPONSES, Invalid
+from service.metrics import Metrics
 from service.runtime import BundleCache, Policies
 from service.scoring import tabular
 from service.scoring.bundle import BundleError
@@ -27,19 +37,18 @@ table_bundles = BundleCache()  # table models: verified, checked in a child proc
 router = APIRouter(route_class=EdgeRoute, prefix="/v1/scores", tags=["scores"], responses=ERROR_RESPONSES)
 
 
-async def _decide(request: Request, caller: Caller, engine: Engine, policies: Policies,
+async def _decide(recorder: scoring.Recorder, metrics: Metrics, caller: Caller, engine: Engine, policies: Policies,
                   items: list[schemas.ScoreRequest], idempotency_key: str | None = None) -> list[schemas.ScoreResponse]:
     """Score and record (service/usecases/scoring.py): one application is scored on the event loop (no
     thread-pool hop), a batch in a thread; the request then waits, without a thread, for the group-commit
     writer to make its decisions durable."""
-    state = request.app.state
-    issued = await scoring.decide(state.recorder, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
+    issued = await scoring.decide(recorder, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
                                   tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}",
                                   payloads=[item.model_dump(mode="json") for item in items],
                                   idempotency_key=idempotency_key)
     for i in issued:
-        state.metrics.observe_decision(i.record, caller.tenant.name)
-    return [score_response(i.record, state.settings, application_id=i.application_id, token=i.token,
+        metrics.observe_decision(i.record, caller.tenant.name)
+    return [score_response(i.record, recorder.settings, application_id=i.application_id, token=i.token,
                            expires_at=i.expires_at) for i in issued]
 
 
@@ -50,21 +59,23 @@ def _json(model: BaseModel) -> Response:
 
 
 @router.post("", operation_id="create_score", response_model=schemas.ScoreResponse)
-async def create_score(request: Request, body: schemas.ScoreRequest, caller: ScorerDep, engine: EngineDep,
-                       policies: PoliciesDep, idempotency_key: IdempotencyKey = None) -> Response:
+async def create_score(body: schemas.ScoreRequest, caller: ScorerDep, engine: EngineDep, policies: PoliciesDep,
+                       recorder: RecorderDep, metrics: MetricsDep, idempotency_key: IdempotencyKey = None) -> Response:
     """Score one application: PD, score, grade, decision with offer and reasons; the decision is recorded."""
-    return _json((await _decide(request, caller, engine, policies, [body], idempotency_key))[0])
+    return _json((await _decide(recorder, metrics, caller, engine, policies, [body], idempotency_key))[0])
 
 
 @router.post("/batch", operation_id="create_scores_batch", response_model=schemas.BatchScoreResponse)
-async def create_scores_batch(request: Request, body: schemas.BatchScoreRequest, caller: ScorerDep,
-                              settings: SettingsDep, engine: EngineDep, policies: PoliciesDep) -> Response:
+async def create_scores_batch(body: schemas.BatchScoreRequest, caller: ScorerDep, settings: SettingsDep,
+                              engine: EngineDep, policies: PoliciesDep, recorder: RecorderDep,
+                              metrics: MetricsDep) -> Response:
     """Score up to ``max_batch`` applications in one transaction: all are recorded, or none."""
     if len(body.items) > settings.max_batch:
         raise Invalid(f"body.items: at most {settings.max_batch} applications per batch, got {len(body.items)}",
                       errors=[{"loc": ["body", "items"], "msg": f"at most {settings.max_batch} items",
                                "type": "too_long"}])
-    return _json(schemas.BatchScoreResponse(items=await _decide(request, caller, engine, policies, body.items)))
+    return _json(schemas.BatchScoreResponse(items=await _decide(recorder, metrics, caller, engine, policies,
+                                                                body.items)))
 
 
 @router.post("/features", operation_id="score_features", response_model=schemas.FeatureScoreResponse)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.api.routing import EdgeRoute
-from service.deps import Caller, EngineDep, PoliciesDep, ReadSessionDep, require
+from service.deps import (
+    Caller,
+    EngineDep,
+    KeyringDep,
+    PoliciesDep,
+    ReadSessionDep,
+    require,
+)
 from service.errors import ERROR_RESPONSES, Invalid
 from service.monitoring.stress import Scenario, ScenarioError, StressReport, load_scenario, shipped_scenarios
 from service.usecases.stress import stress_stored
@@ -38,7 +45,7 @@ class StressOut(StressReport):
 
 @router.post("/stress", operation_id="stress_book", response_model=StressOut)
 def stress_book(body: StressIn, caller: AnalystDep, session: ReadSessionDep, engine: EngineDep, policies: PoliciesDep,
-                request: Request) -> StressOut:
+                keyring: KeyringDep) -> StressOut:
     """Apply a macro scenario to the operating data of the tenant's live borrowers, rescore them with the
     champion, and compare with the baseline. Loans whose raw data is gone are counted in ``missing_raw``."""
     if body.spec is not None:
@@ -49,6 +56,6 @@ def stress_book(body: StressIn, caller: AnalystDep, session: ReadSessionDep, eng
         except ScenarioError as exc:
             raise Invalid(f"body.scenario: {exc}", errors=[{"loc": ["body", "scenario"], "type": "value_error",
                                                             "msg": f"one of {shipped_scenarios()}"}]) from None
-    report = stress_stored(session, tenant_id=caller.tenant.id, keyring=request.app.state.keyring, engine=engine,
+    report = stress_stored(session, tenant_id=caller.tenant.id, keyring=keyring, engine=engine,
                            policy=policies.for_tenant(caller.tenant.policy), scenario=scenario)
     return StressOut.model_validate(report.model_dump())
