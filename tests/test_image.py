@@ -531,6 +531,23 @@ class TestEntryPoint:
         assert "service.scoring.engine" not in missing and "service.main" not in missing
 
 
+    @pytest.mark.slow
+    def test_the_train_target_makes_data_and_a_champion(self, image: Image, tmp_path: Path) -> None:
+        """The compose walkthrough's first two steps, in the train target: synth, then train --promote."""
+        train = Image(image.replay, "train")
+        for package, in_serve in (("dask", False), ("training", False), ("service", True)):
+            assert (site_packages(Replay.at(train.root, "/opt/venv")) / package).is_dir(), package
+            assert (site_packages(Replay.at(image.root, "/opt/venv")) / package).is_dir() == in_serve, package
+        env = train.env(SMECREDIT_ENVIRONMENT="local", SMECREDIT_REGISTRY=str(tmp_path / "registry"),
+                        SMECREDIT_DATABASE_URL=f"sqlite:///{tmp_path}/s.db")
+        data = tmp_path / "synth"
+        for args in (("synth", "--entities", "3000", "--months", "36", "--seed", "7", "--out", str(data)),
+                     ("train", "--data", str(data), "--promote")):
+            done = run(train.entry(*args), cwd=train.cwd, env=env)
+            assert done.returncode == 0, f"smecredit {args[0]} in the train target:\n{done.stderr[-3000:]}"
+        assert (tmp_path / "registry" / "champion.json").is_file()
+
+
 class TestTheReplayCanFail:
     """The replay catches what the image would miss: each case breaks one thing and sees the entry point fail."""
 
