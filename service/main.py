@@ -98,6 +98,18 @@ class DocsPolicyMiddleware:
         await self.app(scope, receive, with_policy)
 
 
+def start(app: FastAPI) -> None:
+    """What serving needs before the first request, kept out of ``create_app`` so that building the app (for its
+    OpenAPI document, say) touches no database and loads no model: the schema at its latest revision and the
+    champion loaded. The lifespan runs it; a test or script that uses the database before serving calls it
+    first. Once per app."""
+    if app.state.started:
+        return
+    migrate(app.state.engine)
+    app.state.champion.refresh(force=True)
+    app.state.started = True
+
+
 def served_app() -> FastAPI:
     """The app as ``smecredit serve`` runs it, one per worker process: its heap is frozen once started."""
     return create_app(freeze_heap=True)
@@ -114,6 +126,7 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start(app)
         app.state.callers.start()
         if freeze_heap:
             # The model, the app and the imported modules are about 250,000 objects that live as long as the
@@ -135,12 +148,11 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
                openapi_url="/openapi.json" if docs else None)
     app.state.settings = settings
     app.state.engine = write_engine
-    migrate(app.state.engine)
+    app.state.started = False
     app.state.sessions = session_factory(app.state.engine)
     app.state.read_engine = read_engine
     app.state.read_sessions = session_factory(read_engine)
     app.state.champion = Champion(settings.registry, settings.model_check_seconds)
-    app.state.champion.refresh(force=True)
     app.state.policies = Policies(settings.policies_dir, settings.model_check_seconds)
     app.state.keyring = Keyring.parse(settings.data_keys.get_secret_value())
     app.state.metrics = metrics = Metrics()

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from service.batch.requests import request_for
 from service.config import Environment, Settings
 from service.db import repo
-from service.main import create_app
+from service.main import create_app, start
 from service.scoring.raw import load_folder
 from service.scoring.registry import Registry
 from training.config import load_config
@@ -99,6 +99,7 @@ def make_api(database_url: str, registry: Path, **overrides: object) -> Api:
     settings = Settings(environment=Environment.test, database_url=database_url, registry=registry,
                         model_check_seconds=0.0, **overrides)
     app = create_app(settings)
+    start(app)  # the schema, before the keys are written (the client's lifespan finds it done)
     keys = {}
     with app.state.sessions.begin() as session:
         lender = repo.get_or_create_tenant(session, name="lender-a")

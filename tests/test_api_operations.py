@@ -125,6 +125,20 @@ def test_docs_are_served_from_the_package_or_not_at_all(champion_registry: Path,
             assert client.get(path).status_code == 404, path
 
 
+def test_building_the_app_touches_no_database_and_loads_no_model(champion_registry: Path, tmp_path: Path) -> None:
+    """Dumping the OpenAPI document created a database: construction is now free of side effects, and the
+    lifespan migrates and loads the champion before the first request."""
+    from service.main import create_app
+
+    db = tmp_path / "smecredit.db"
+    app = create_app(Settings(database_url=f"sqlite:///{db}", registry=champion_registry))
+    assert list(tmp_path.iterdir()) == [] and app.state.champion.loaded is None
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        assert app.state.champion.loaded is not None
+    assert db.stat().st_mode & 0o777 == 0o600  # created by the first connection, owner-only as before
+
+
 def test_rate_limit_per_key(champion_registry: Path, tmp_path: Path) -> None:
     api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry, rate_limit_per_minute=3)
     with api.client:

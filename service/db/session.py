@@ -28,11 +28,13 @@ class WriteTurn:
 
     def __init__(self, lock_file: Path | None) -> None:
         self._thread = threading.Lock()
-        self._fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600) if lock_file else None
+        self._file, self._fd = lock_file, None  # opened at the first write: creating an engine writes nothing
 
     def acquire(self) -> None:
         self._thread.acquire()
-        if self._fd is not None:
+        if self._file is not None:
+            if self._fd is None:  # under the thread lock: opened once
+                self._fd = os.open(self._file, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def release(self) -> None:
@@ -47,11 +49,14 @@ def make_engine(url: str, *, immediate: bool = True) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            _private_file(Path(path))
         # hide_parameters: a failing statement's error (and so the log) never carries the values it bound
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
                                hide_parameters=True)
+
+        if path and path != ":memory:":
+            @event.listens_for(engine, "do_connect")
+            def _owner_only(*_: object) -> None:  # before SQLite creates the file, not when the engine is built
+                _private_file(Path(path))
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn, _record) -> None:  # noqa: ANN001
