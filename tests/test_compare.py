@@ -144,6 +144,26 @@ def test_promotion_shows_the_comparison_and_records_it_in_the_audit_chain(
     assert event.payload["comparison"]["warnings"] and event.payload["comparison"]["swap_set"]
 
 
+def test_promotion_through_the_api_records_the_kept_comparison(rescaled: tuple[Path, str], small_dir: Path,
+                                                                tmp_path: Path, policy: Policy) -> None:
+    from tests.api_fixtures import make_api
+
+    root, version = rescaled
+    work = tmp_path / "registry"
+    shutil.copytree(root, work)
+    previous = Registry(work).champion()
+    assert compare_with_champion(Registry(work), version, small_dir, policy) is not None
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", work)
+    with api.client:
+        r = api.client.post(f"/v1/models/{version}/promote", json={"reason": "rescaled"},
+                            headers=api.headers("platform"))
+        assert r.status_code == 200, r.text
+        with api.client.app.state.read_sessions() as session:
+            event = session.scalars(select(AuditEvent).where(AuditEvent.action == "model.promoted")).one()
+    assert event.payload["comparison"]["against"] == previous
+    assert any("score scaling changed" in w for w in event.payload["comparison"]["warnings"])
+
+
 def test_promoting_without_a_comparison_says_so(rescaled: tuple[Path, str], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from service.config import get_settings

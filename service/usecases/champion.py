@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.db import repo
 from service.scoring.registry import Event, Registry
+from service.usecases.compare import promotion_summary, stored_comparison
 
 
 def _audit(session: Session, *, event: Event, action: str, actor: str, tenant_id: int | None,
@@ -27,7 +28,10 @@ def _audit(session: Session, *, event: Event, action: str, actor: str, tenant_id
 def promote(session: Session, *, registry: Registry, version: str, by: str, actor: str, reason: str,
             tenant_id: int | None = None, comparison: dict | None = None) -> Event:
     """Check and promote ``version`` (RegistryError says why not, and nothing moves), then audit it, with the
-    comparison against the outgoing champion when there is one (service/usecases/compare.py)."""
+    comparison against the outgoing champion when there is one (service/usecases/compare.py): the one given, or
+    the one kept in the registry by `models compare` or `train --data`."""
+    if comparison is None and (stored := stored_comparison(registry, version)) is not None:
+        comparison = promotion_summary(stored)
     event = registry.promote(version, by=by, reason=reason)
     try:
         _audit(session, event=event, action="model.promoted", actor=actor, tenant_id=tenant_id,
