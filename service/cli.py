@@ -15,9 +15,42 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="SME credit scoring from operating data.")
+from service import __version__
+
+
+def _no_type_beside_flags() -> None:
+    """Typer's Rich help (0.29) prints a value type beside every option, `<bool>` beside flags (even --help),
+    which take no value; click's plain help prints none there, and neither does ours (tests/test_cli_help.py)."""
+    option = typer.core.TyperOption
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None:  # another Typer: the test says whether it still needs this
+        return
+
+    def display_type_rich(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    option.display_type_rich = display_type_rich
+
+
+_no_type_beside_flags()
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="SME credit scoring from operating data.\n\n"
+                  "Example: smecredit synth --out data/synth && smecredit train --data data/synth --promote")
 console = Console(stderr=True)
 EXAMPLE_REQUEST = Path("openapi/examples/score_request.json")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"smecredit {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the installed version and exit")] = False,
+) -> None:
+    """The options before any command."""
 
 
 def _fail(message: str) -> None:
@@ -38,7 +71,10 @@ def synth(
              "optional; docs/book.md)")] = None,
     shock_file: Annotated[Path | None, typer.Option(help="A YAML list of shocks with the keys of --shock")] = None,
 ) -> None:
-    """Generate realistic synthetic SME data that follows the data contract, with the lender's loan book."""
+    """Generate realistic synthetic SME data that follows the data contract, with the lender's loan book.
+
+    Example: smecredit synth --entities 20000 --months 36 --seed 7 --out data/synth
+    """
     from rich.progress import Progress
 
     from training import synth as synth_mod
@@ -69,7 +105,10 @@ def features(
     out: Annotated[Path, typer.Option(help="Output file (.parquet or .csv)")],
     dask: Annotated[str | None, typer.Option(help="Build on Dask: 'local' or a scheduler address")] = None,
 ) -> None:
-    """Build point-in-time features for every application in a data folder."""
+    """Build point-in-time features for every application in a data folder.
+
+    Example: smecredit features --data data/synth --out data/features.parquet
+    """
     from service.batch.features import featurize_folder
     from service.scoring.raw import ContractError
 
@@ -102,8 +141,10 @@ def _setup_logging(verbose: bool = True) -> None:
 
 @app.command()
 def train(
-    data: Annotated[Path | None, typer.Option(help="Data folder that follows the data contract")] = None,
-    table: Annotated[Path | None, typer.Option(help="Your own feature table (.csv or .parquet) instead")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data folder that follows the data contract (exactly one of "
+                                                   "--data or --table is needed)")] = None,
+    table: Annotated[Path | None, typer.Option(help="Your own feature table (.csv or .parquet), with --target "
+                                                    "(exactly one of --data or --table is needed)")] = None,
     target: Annotated[str | None, typer.Option(help="--table: the 0/1 outcome column")] = None,
     positive: Annotated[str | None, typer.Option(help="--table: the target value meaning 'defaulted'")] = None,
     id_column: Annotated[str | None, typer.Option("--id", help="--table: an identifier column (not a feature)")] = None,
@@ -132,7 +173,14 @@ def train(
                                                        "WoE scorecard, fitted beside LightGBM on the same rows; "
                                                        "promotable and served like it)")] = "lightgbm",
 ) -> None:
-    """Train a governed LightGBM PD model, evaluate it out of time, and register the bundle."""
+    """Train a governed LightGBM PD model, evaluate it out of time, and register the bundle.
+
+    Exactly one of --data (a contract data folder) or --table (your own feature table, with --target) is needed.
+
+    Example: smecredit train --data data/synth --promote
+    Example: smecredit train --table data/features.parquet --target defaulted_12m \\
+                 --id application_id --date application_date
+    """
     import contextlib
     import functools
 
@@ -234,7 +282,8 @@ def _print_scorecard_summary(result, seconds: float) -> None:  # noqa: ANN001
     print(result.version)
 
 
-models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, verify, promote, rollback.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, verify, promote, rollback.\n\n"
+                         "Example: smecredit models list --registry models")
 app.add_typer(models_app, name="models")
 
 
@@ -255,7 +304,10 @@ def _registry(path: Path | None):  # noqa: ANN202
 
 @models_app.command("list")
 def models_list(registry: RegistryOpt = None) -> None:
-    """Registered versions, oldest first, with their out-of-time metrics."""
+    """Registered versions, oldest first, with their out-of-time metrics.
+
+    Example: smecredit models list --registry models
+    """
     reg = _registry(registry)
     champion = reg.champion()
     table = RichTable()
@@ -271,7 +323,10 @@ def models_list(registry: RegistryOpt = None) -> None:
 
 @models_app.command("show")
 def models_show(version: str, registry: RegistryOpt = None) -> None:
-    """Metadata of one version (without the reference distributions), as JSON."""
+    """Metadata of one version (without the reference distributions), as JSON.
+
+    Example: smecredit models show m1a2b3c4d5e6   # a version from smecredit models list
+    """
     import json
 
     from service.scoring.registry import RegistryError
@@ -287,7 +342,10 @@ def models_show(version: str, registry: RegistryOpt = None) -> None:
 @models_app.command("verify")
 def models_verify(version: str, registry: RegistryOpt = None) -> None:
     """Check every SHA-256 digest of a bundle, then that it is servable (LightGBM parses it and reproduces its
-    canary rows, in a child process); exit 1 on any changed byte or any refusal."""
+    canary rows, in a child process); exit 1 on any changed byte or any refusal.
+
+    Example: smecredit models verify m1a2b3c4d5e6
+    """
     from service.scoring.registry import RegistryError
 
     reg = _registry(registry)
@@ -310,7 +368,10 @@ def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (
                    policy: PolicyFileOpt = None, registry: RegistryOpt = None) -> None:
     """Make a version the champion once it passes every check (digests, servable, a catalog model); exit 2
     with the reason otherwise, leaving the champion as it was. The comparison with the outgoing champion (from
-    `models compare`, `train`, or --data) is shown and recorded with the promotion's audit event."""
+    `models compare`, `train`, or --data) is shown and recorded with the promotion's audit event.
+
+    Example: smecredit models promote m1a2b3c4d5e6 --reason "better out-of-time AUC" --data data/synth
+    """
     from service.scoring.registry import RegistryError
     from service.usecases.compare import promotion_summary, stored_comparison
 
@@ -335,7 +396,10 @@ def models_promote(version: str, reason: Annotated[str, typer.Option(help="Why (
 def models_rollback(reason: Annotated[str, typer.Option(help="Why (kept in the history)")],
                     by: Annotated[str | None, typer.Option(help="Who (default: the OS user)")] = None,
                     registry: RegistryOpt = None) -> None:
-    """Make the previous champion champion again."""
+    """Make the previous champion champion again.
+
+    Example: smecredit models rollback --reason "approval rate fell after the promotion"
+    """
     from service.scoring.registry import RegistryError
 
     try:
@@ -416,7 +480,9 @@ def models_compare(version: str, data: DataOpt, policy: PolicyFileOpt = None, re
     _print_comparison(result)
 
 
-policy_app = typer.Typer(no_args_is_help=True, help="Lender policies: cut-offs chosen for targets.")
+policy_app = typer.Typer(no_args_is_help=True, help="Lender policies: cut-offs chosen for targets.\n\n"
+                         "Example: smecredit policy optimise --data data/synth --max-bad-rate 0.02 "
+                         "--out policies/lender-1.1.yaml")
 app.add_typer(policy_app, name="policy")
 
 
@@ -525,7 +591,10 @@ def models_export(
     registry: RegistryOpt = None,
 ) -> None:
     """Write a bundle in a standard format, checked against the bundle before it is kept (docs/notebooks.md);
-    needs the optional extra: pip install 'smecredit[export]'."""
+    needs the optional extra: pip install 'smecredit\\[export]'.
+
+    Example: smecredit models export m1a2b3c4d5e6 --format onnx --out exports/m1a2b3c4d5e6
+    """
     from rich.markup import escape
 
     from service.export import ExportError, export_model
@@ -541,7 +610,10 @@ def models_export(
 
 @models_app.command("history")
 def models_history(registry: RegistryOpt = None) -> None:
-    """The append-only log of registrations, promotions and rollbacks."""
+    """The append-only log of registrations, promotions and rollbacks.
+
+    Example: smecredit models history --registry models
+    """
     table = RichTable()
     for col in ("at", "event", "version", "previous", "by", "reason"):
         table.add_column(col)
@@ -556,7 +628,10 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 1,
 ) -> None:
-    """Serve the scoring API (settings from SMECREDIT_* environment variables; DATABASE_URL for PostgreSQL)."""
+    """Serve the scoring API (settings from SMECREDIT_* environment variables; DATABASE_URL for PostgreSQL).
+
+    Example: smecredit serve --host 127.0.0.1 --port 8000 --workers 2
+    """
     import uvicorn
 
     from service import logs
@@ -584,7 +659,8 @@ def serve(
     raise typer.Exit(Supervisor(host, port, workers, {**config, "host": host, "port": port}).run())
 
 
-keys_app = typer.Typer(no_args_is_help=True, help="API keys per tenant.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys per tenant: create, list, revoke.\n\n"
+                       "Example: smecredit keys list --tenant bank-a")
 app.add_typer(keys_app, name="keys")
 
 
@@ -596,15 +672,14 @@ def keys_create(
     = None,
     label: Annotated[str | None, typer.Option(help="A note to recognise the key by")] = None,
 ) -> None:
-    """Create an API key and print it once; only its hash is stored."""
-    from service.config import get_settings
-    from service.db import repo
-    from service.db.session import make_engine, migrate, session_factory
+    """Create an API key and print it once; only its hash is stored.
 
-    settings = get_settings()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    with session_factory(engine).begin() as session:
+    Example: smecredit keys create --tenant bank-a --scopes score,review --label "loan origination"
+    """
+    from service.db import repo
+
+    _, sessions = _database()
+    with sessions.begin() as session:
         t = repo.get_or_create_tenant(session, name=tenant, policy=policy)
         try:
             key = repo.create_api_key(session, tenant=t, scopes=[s.strip() for s in scopes.split(",") if s.strip()],
@@ -615,10 +690,38 @@ def keys_create(
     print(key)
 
 
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys (default: every tenant's)")] = None,
+) -> None:
+    """Every API key, oldest first, revoked ones included: its prefix, tenant, scopes, label, the day it was
+    created and the day it was revoked (UTC; the audit trail has the times); never the key or its hash.
+
+    Example: smecredit keys list --tenant bank-a
+    """
+    from service.db import repo
+
+    _, sessions = _database()
+    with sessions() as session:
+        found = None if tenant is None else _tenant(session, tenant)
+        keys = repo.list_api_keys(session, tenant=found)
+    table = RichTable(title=f"{len(keys)} API key(s)" + (f" of {tenant}" if tenant else ""))
+    for col in ("prefix", "tenant", "scopes", "label", "created", "revoked"):  # fits 80 columns: scopes, label wrap
+        table.add_column(col, no_wrap=col in ("prefix", "created", "revoked"), overflow="fold")
+    for k in keys:
+        table.add_row(k.prefix, escape(k.tenant), ", ".join(k.scopes), escape(k.label or ""),
+                      f"{k.created_at:%Y-%m-%d}", f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "no")
+    console.print(table)
+
+
 @keys_app.command("revoke")
-def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix: the part after 'sk_'")]) -> None:
+def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix: the part after 'sk_' "
+                                                           "(smecredit keys list)")]) -> None:
     """Revoke an API key: refused at once on every replica when Redis is configured (SMECREDIT_REDIS_URL),
-    otherwise once their cached entry expires (SMECREDIT_KEY_CACHE_SECONDS, 5 s by default)."""
+    otherwise once their cached entry expires (SMECREDIT_KEY_CACHE_SECONDS, 5 s by default).
+
+    Example: smecredit keys revoke 3f9a1c2b7d4e   # a prefix from smecredit keys list
+    """
     from service.config import get_settings
     from service.db import repo
     from service.runtime import announce_revocation
@@ -640,15 +743,14 @@ def demo(
     tenant: Annotated[str, typer.Option(help="Demo tenant name")] = "demo",
     request: Annotated[Path, typer.Option(help="Example request to show")] = EXAMPLE_REQUEST,
 ) -> None:
-    """Create a demo tenant and a fresh all-scopes API key; print them with an example request."""
-    from service.config import get_settings
-    from service.db import repo
-    from service.db.session import make_engine, migrate, session_factory
+    """Create a demo tenant and a fresh all-scopes API key; print them with an example request.
 
-    settings = get_settings()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    with session_factory(engine).begin() as session:
+    Example: smecredit demo --tenant demo --request openapi/examples/score_request.json
+    """
+    from service.db import repo
+
+    _, sessions = _database()
+    with sessions.begin() as session:
         t = repo.get_or_create_tenant(session, name=tenant)
         key = repo.create_api_key(session, tenant=t, scopes=["score", "review", "admin", "platform"],
                                   label="make run")
@@ -667,7 +769,8 @@ API documentation: http://127.0.0.1:8000/docs
 """)
 
 
-audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify the hash chain and the decisions.")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify the hash chain and the decisions.\n\n"
+                        "Example: smecredit audit verify")
 app.add_typer(audit_app, name="audit")
 
 
@@ -682,6 +785,7 @@ def _tenant(session, name: str):  # noqa: ANN001, ANN202
 
 
 def _database():  # noqa: ANN202
+    """The settings and a session factory on a migrated database: every command that touches it starts here."""
     from service.config import get_settings
     from service.db.session import make_engine, migrate, session_factory
 
@@ -697,7 +801,10 @@ def audit_verify(
                                                      "events being deleted")] = None,
 ) -> None:
     """Walk the hash-chained audit trail and cross-check every decision, review, consent, API key and tenant;
-    exit 1 on any edit, insertion, deletion or reordering."""
+    exit 1 on any edit, insertion, deletion or reordering.
+
+    Example: smecredit audit verify --anchor anchor.json   # written by smecredit audit anchor --out anchor.json
+    """
     import json
 
     from service import audit
@@ -726,7 +833,10 @@ def audit_anchor(
     out: Annotated[Path | None, typer.Option(help="Also write the anchor to this file (JSON)")] = None,
 ) -> None:
     """Print the chain's head (event count and newest hash) as JSON: keep it outside the database (a log store,
-    a ticket) and pass it to 'audit verify --anchor' to catch the newest events being deleted."""
+    a ticket) and pass it to 'audit verify --anchor' to catch the newest events being deleted.
+
+    Example: smecredit audit anchor --out anchor.json
+    """
     import json
 
     from service import audit
@@ -740,7 +850,8 @@ def audit_anchor(
     print(text)
 
 
-monitor_app = typer.Typer(no_args_is_help=True, help="After the decision: drift, back-tests, early warning.")
+monitor_app = typer.Typer(no_args_is_help=True, help="After the decision: drift, back-tests, early warning.\n\n"
+                          "Example: smecredit monitor drift --since 2025-01-01 --html drift.html")
 app.add_typer(monitor_app, name="monitor")
 
 
@@ -882,13 +993,17 @@ def _print_line_recommendations(recs: list, top: int) -> None:
     console.print(table)
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Raw data at rest: key rotation and retention.")
+data_app = typer.Typer(no_args_is_help=True, help="Raw data at rest: key rotation and retention.\n\n"
+                       "Example: smecredit data retention --days 180")
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("rotate")
 def data_rotate() -> None:
-    """Re-encrypt stored raw data under the first key of SMECREDIT_DATA_KEYS (then the old key can go)."""
+    """Re-encrypt stored raw data under the first key of SMECREDIT_DATA_KEYS (then the old key can go).
+
+    Example: smecredit data rotate   # once the new key is first in SMECREDIT_DATA_KEYS, the old one after it
+    """
     from service.crypto import Keyring, KeyringError
     from service.db import repo
 
@@ -909,7 +1024,10 @@ def data_rotate() -> None:
 def data_retention(
     days: Annotated[int | None, typer.Option(min=1, help="Keep raw data this many days (default: setting)")] = None,
 ) -> None:
-    """Delete encrypted raw request data older than the retention period. Decision records are never deleted."""
+    """Delete encrypted raw request data older than the retention period. Decision records are never deleted.
+
+    Example: smecredit data retention --days 180
+    """
     import datetime as dt
 
     from service.db import repo
@@ -928,7 +1046,10 @@ def data_retention(
 @app.command()
 def replay(decision_id: str, registry: RegistryOpt = None) -> None:
     """Recompute a past decision from its stored feature snapshot, model bundle and policy; exit 1 if it
-    differs in any way."""
+    differs in any way.
+
+    Example: smecredit replay 9b2f4c1d0e8a4f6b8c3d2e1f0a9b8c7d   # the decision_id of a POST /v1/scores response
+    """
     from service import audit
     from service.db.tables import Decision
     from service.runtime import DEFAULT_POLICY
@@ -968,7 +1089,10 @@ def score(
     policy: Annotated[Path | None, typer.Option(help="Policy YAML (default: the shipped default)")] = None,
     dask: Annotated[str | None, typer.Option(help="Score on Dask: 'local' or a scheduler address")] = None,
 ) -> None:
-    """Score every application of a data folder offline, with the same code as the API."""
+    """Score every application of a data folder offline, with the same code as the API.
+
+    Example: smecredit score --data data/synth --out scores.parquet --registry models
+    """
     from service.batch.features import write_table
     from service.batch.score import score_folder
     from service.runtime import DEFAULT_POLICY
@@ -995,7 +1119,10 @@ def score(
 def openapi(
     write: Annotated[bool, typer.Option(help="Write openapi/openapi.json instead of printing")] = False,
 ) -> None:
-    """The OpenAPI document generated from the app (committed as openapi/openapi.json)."""
+    """The OpenAPI document generated from the app (committed as openapi/openapi.json).
+
+    Example: smecredit openapi --write
+    """
     from service.openapi_doc import openapi_json
 
     text = openapi_json()
@@ -1012,7 +1139,11 @@ def example(
     out: Annotated[Path, typer.Option(help="Where to write the request JSON")],
     application_id: Annotated[str | None, typer.Option(help="Default: the first with every source")] = None,
 ) -> None:
-    """Write a valid POST /v1/scores request built from a data folder."""
+    """Write a valid POST /v1/scores request built from a data folder.
+
+    Example: smecredit example --data data/synth --application-id A00000022-0 \\
+                 --out openapi/examples/score_request.json
+    """
     import json
 
     from service.batch.requests import request_for
@@ -1031,7 +1162,10 @@ def example(
 def docs(
     write: Annotated[bool, typer.Option(help="Rewrite docs/data-contract.md and docs/features.md in place")] = False,
 ) -> None:
-    """Print (or rewrite) the generated parts of the data contract and feature catalogue docs."""
+    """Print (or rewrite) the generated parts of the data contract and feature catalogue docs.
+
+    Example: smecredit docs --write
+    """
     from service.docs import GENERATED, render
 
     for path, (begin, end, make) in GENERATED.items():
@@ -1059,7 +1193,10 @@ def monitor_backtest(
     html: Annotated[Path | None, typer.Option(help="Write the HTML report")] = None,
 ) -> None:
     """Back-test PDs by vintage and grade on a labelled folder: predicted PD vs realised default rate with the
-    Jeffreys test, expected vs realised default rate and AUC per vintage; exit 1 when a grade is flagged."""
+    Jeffreys test, expected vs realised default rate and AUC per vintage; exit 1 when a grade is flagged.
+
+    Example: smecredit monitor backtest --data data/synth --by quarter --html backtest.html
+    """
     import json
 
     from service.runtime import DEFAULT_POLICY
@@ -1121,7 +1258,10 @@ def monitor_performance(
     tenant: Annotated[str | None, typer.Option(help="Tenant name (default: every tenant)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON")] = None,
 ) -> None:
-    """Expected default rate and AUC of recent decisions, from their calibrated PDs (before outcomes mature)."""
+    """Expected default rate and AUC of recent decisions, from their calibrated PDs (before outcomes mature).
+
+    Example: smecredit monitor performance --since 2025-01-01 --tenant demo
+    """
     import datetime as dt
     import json
 
@@ -1177,7 +1317,7 @@ def stress(
     """Apply a macro scenario to the book's live borrowers, rescore them, and report PD, expected loss, grade
     migration, approval and concentration per segment, baseline vs stressed (docs/stress.md).
 
-    Example: smecredit stress --book data/loans.parquet --data data/synth --scenario severe --html stress.html
+    Example: smecredit stress --data data/synth --scenario severe --html stress.html
     """
     from service.monitoring.stress import ScenarioError, load_scenario
     from service.runtime import DEFAULT_POLICY
@@ -1243,7 +1383,11 @@ def monitor_drift(
 ) -> None:
     """Drift of the applications dated in a window (decisions in the database, or a data folder) against the
     model's training references: PSI and a G-test for the score, PD, every feature and reason group, per
-    segment, each month against the same season; flagged subjects first, with what changed and since when."""
+    segment, each month against the same season; flagged subjects first, with what changed and since when.
+
+    Example: smecredit monitor drift --since 2025-01-01 --html drift.html
+    Example: smecredit monitor drift --data data/synth --since 2025-01-01 --segment region
+    """
     import datetime
     import json
 

@@ -139,6 +139,29 @@ def authenticate(session: Session, *, key: str) -> tuple[Tenant, frozenset[str]]
     return (tenant, frozenset(row.scopes.split(","))) if tenant else None
 
 
+@dataclass(frozen=True)
+class KeyListing:
+    """What may be shown of an API key: never the key or its hash."""
+
+    prefix: str
+    tenant: str
+    scopes: tuple[str, ...]
+    label: str | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+def list_api_keys(session: Session, *, tenant: Tenant | None = None) -> list[KeyListing]:
+    """Every key, or one tenant's, oldest first, revoked ones included."""
+    query = (select(ApiKey.prefix, Tenant.name, ApiKey.scopes, ApiKey.label, ApiKey.created_at, ApiKey.revoked_at)
+             .join(Tenant, Tenant.id == ApiKey.tenant_id).order_by(ApiKey.created_at, ApiKey.id))
+    if tenant is not None:
+        query = query.where(ApiKey.tenant_id == tenant.id)
+    return [KeyListing(prefix=prefix, tenant=name, scopes=tuple(scopes.split(",")), label=label,
+                       created_at=as_utc(created), revoked_at=as_utc(revoked))
+            for prefix, name, scopes, label, created, revoked in session.execute(query)]
+
+
 # --- decisions ---------------------------------------------------------------------------------------------
 
 
