@@ -182,15 +182,18 @@ class TestReviews:
         assert r.status_code == 403
 
     def test_referred_decisions_wait_in_the_queue(self, api: Api, small_raw) -> None:  # noqa: ANN001
-        referred = []
+        referred, asking = [], []
         for application_id in small_raw.applications["application_id"][:40]:
             d = api.score(request_for(small_raw, str(application_id))).json()
             if d["decision"] == "refer":
-                referred.append(d["decision_id"])
+                (asking if d["data_requests"] else referred).append(d["decision_id"])
         assert referred, "some of 40 synthetic applicants fall in the refer band"
         pending = api.client.get("/v1/reviews?status=pending", headers=api.headers("review")).json()["items"]
         assert [p["decision_id"] for p in pending] == referred
         assert all(p["requested_by"] == "policy" for p in pending)
+        # Referrals that asked for a source the applicant did not share wait for it (tests/test_data_requests.py).
+        waiting = api.client.get("/v1/reviews?status=awaiting_data", headers=api.headers("review")).json()["items"]
+        assert [w["decision_id"] for w in waiting] == asking
 
 
 class TestModels:

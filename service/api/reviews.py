@@ -18,9 +18,12 @@ router = APIRouter(route_class=EdgeRoute, prefix="/v1/reviews", tags=["reviews"]
 
 
 @router.get("", operation_id="list_reviews", response_model=schemas.ReviewPage)
-def list_reviews(caller: ReviewerDep, session: ReadSessionDep, status: Literal["pending", "decided"] | None = None,
+def list_reviews(caller: ReviewerDep, session: ReadSessionDep,
+                 status: Literal["pending", "awaiting_data", "decided"] | None = None,
                  limit: Limit = 100, cursor: Cursor = None) -> schemas.ReviewPage:
-    """The review queue, oldest first, a page at a time: follow ``next_cursor`` until it is null."""
+    """The review queue, oldest first, a page at a time: follow ``next_cursor`` until it is null. ``pending`` is a
+    person's queue; ``awaiting_data`` holds referrals waiting for a source the applicant did not share (the
+    score response's ``data_requests``), which a reviewer may still decide."""
     after = decode_cursor(cursor, int) or 0
     rows = repo.list_reviews(session, tenant_id=caller.tenant.id, status=status, after=after, limit=limit + 1)
     more = len(rows) > limit

@@ -209,6 +209,9 @@ class ScoreResponse(BaseModel):
     recourse: RecourseOut | None
     rule_hits: list[RuleHitOut]
     sources_used: list[str]
+    data_requests: list[str] = Field(
+        default=[], description="A referral by the score's review band from an applicant who did not share these "
+                                "sources: ask for them and score again before a person reviews it")
     explanation: ExplanationLink | None
     created_at: dt.datetime
 

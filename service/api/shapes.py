@@ -23,6 +23,7 @@ def score_response(d: DecisionRecord, settings: Settings, *, application_id: str
         applicant_ref=d.applicant_ref, model_version=d.model_version, policy_version=d.policy_version, pd=d.pd,
         score=d.score, grade=d.grade, decision=d.decision, offer=d.offer, reasons=d.reasons,
         recourse=d.explanation.recourse, rule_hits=d.explanation.rule_hits, sources_used=d.sources_used,
+        data_requests=d.explanation.data_requests,
         explanation=explanation, created_at=d.created_at)
 
 

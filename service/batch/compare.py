@@ -16,12 +16,12 @@ import numpy as np
 
 from service.monitoring.backtest import auc
 from service.scoring.engine import Engine
-from service.scoring.policy import Policy
+from service.scoring.policy import SCORE_REVIEW_BAND, Policy
 from service.scoring.raw import MONTHLY_SOURCES, RawData
 
 APPROVE, REFER, DECLINE = 0, 1, 2
 DECISIONS = ("approve", "refer", "decline")
-SCORE_RULES = ("SCORE_REVIEW_BAND", "SCORE_BELOW_CUTOFF")  # the hits the cut-offs produce (Policy._score_hits)
+SCORE_RULES = (SCORE_REVIEW_BAND, "SCORE_BELOW_CUTOFF")  # the hits the cut-offs produce (Policy._score_hits)
 APPROVAL_SHIFT_FLAG = 0.02  # an approval-rate move worth a warning at promotion (two points)
 
 

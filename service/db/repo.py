@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.crypto import Keyring, KeyringError, Sealed
 from service.db.tables import (
+    OPEN_REVIEWS,
     ApiKey,
     AuditEvent,
     Base,
@@ -296,7 +297,7 @@ def decide_review(session: Session, *, decision: Decision, reviewer: str, outcom
     """Record a reviewer's decision; it answers every pending request on the decision (the policy's referral and
     the applicant's own), opening a review if the lender reviews unprompted."""
     pending = list(session.scalars(select(Review).where(Review.decision_id == decision.id,
-                                                        Review.status == "pending").order_by(Review.id)
+                                                        Review.status.in_(OPEN_REVIEWS)).order_by(Review.id)
                                    .with_for_update()))
     if not pending:
         pending = [Review(decision_id=decision.id, tenant_id=decision.tenant_id, requested_by="lender")]

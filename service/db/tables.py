@@ -97,6 +97,10 @@ class ExplanationLink(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+AWAITING_DATA = "awaiting_data"  # a policy referral that asked the applicant for a source first
+OPEN_REVIEWS = ("pending", AWAITING_DATA)  # a reviewer's decision answers both
+
+
 class Review(Base):
     """A human review of a decision. The original decision row is never changed."""
 
@@ -104,7 +108,7 @@ class Review(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     decision_id: Mapped[str] = mapped_column(ForeignKey("decisions.id"), index=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | decided
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | awaiting_data | decided
     requested_by: Mapped[str] = mapped_column(String(16))  # policy (refer) | lender | applicant
     request_note: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str | None] = mapped_column(String(128))

@@ -37,6 +37,7 @@ from service.scoring.raw import INDUSTRIES, PURPOSES
 BPS_PER_UNIT = 10_000
 LPR_MULTIPLE_PROTECTED = 4  # courts protect interest up to 4x the one-year loan prime rate
 _SEVERITY = {"approve": 0, "refer": 1, "decline": 2}
+SCORE_REVIEW_BAND = "SCORE_REVIEW_BAND"  # a referral by the score alone: more data may settle it (record.py)
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
@@ -517,7 +518,7 @@ class Policy:
         if score >= c.approve_min_score:
             return []
         if score >= c.refer_min_score:
-            return [RuleHit("SCORE_REVIEW_BAND", "refer",
+            return [RuleHit(SCORE_REVIEW_BAND, "refer",
                             f"Score {score:.0f} is below the automatic-approval score {c.approve_min_score:.0f}; "
                             "a credit officer reviews the application",
                             f"评分{score:.0f}低于自动审批分数线{c.approve_min_score:.0f}，转人工审核")]

@@ -11,10 +11,11 @@ import datetime as dt
 import hashlib
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from service.scoring.engine import Scored
+from service.scoring.policy import SCORE_REVIEW_BAND, PolicyOutcome
 
 COLUMNS = ("id", "tenant_id", "application_ref", "applicant_ref", "input_digest", "idempotency_key",
            "model_version", "policy_version", "pd", "score", "grade", "decision", "offer", "reasons", "explanation",
@@ -47,15 +48,17 @@ class Explanation:
     groups: dict[str, float]  # score points per reason group
     rule_hits: list[dict]  # the policy rules that fired: code, action, text_en, text_zh
     recourse: dict | None  # refer and decline: suggestions, combined score, whether they flip the decision
+    data_requests: list[str] = field(default_factory=list)  # see data_requests(); absent in older records
 
     @classmethod
-    def from_scored(cls, s: Scored, points_per_margin: float) -> Explanation:
+    def from_scored(cls, s: Scored, points_per_margin: float, withheld: list[str]) -> Explanation:
         recourse = None if s.recourse is None else {
             **{k: v for k, v in s.recourse.__dict__.items() if k != "suggestions"},
             "suggestions": [x.__dict__ for x in s.recourse.suggestions]}
         return cls(base_value=s.base_value, margin=s.margin, points_per_margin=points_per_margin,
                    contributions=[float(c) for c in s.contributions], groups=s.groups,
-                   rule_hits=[h.__dict__ for h in s.outcome.rule_hits], recourse=recourse)
+                   rule_hits=[h.__dict__ for h in s.outcome.rule_hits], recourse=recourse,
+                   data_requests=data_requests(s.outcome, withheld))
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -64,7 +67,8 @@ class Explanation:
     def from_json(cls, data: dict) -> Explanation:
         return cls(base_value=data["base_value"], margin=data["margin"], points_per_margin=data["points_per_margin"],
                    contributions=data["contributions"], groups=data["groups"],
-                   rule_hits=data.get("rule_hits", []), recourse=data.get("recourse"))
+                   rule_hits=data.get("rule_hits", []), recourse=data.get("recourse"),
+                   data_requests=data.get("data_requests", []))
 
 
 @dataclass(frozen=True)
@@ -95,13 +99,14 @@ class DecisionRecord:
     @classmethod
     def from_scored(cls, s: Scored, *, id: str, tenant_id: int, application_ref: str, applicant_ref: str,  # noqa: A002
                     input_digest: str, idempotency_key: str | None, model_version: str, feature_names: list[str],
-                    points_per_margin: float, context: dict, created_at: dt.datetime) -> DecisionRecord:
+                    points_per_margin: float, context: dict, created_at: dt.datetime,
+                    withheld: tuple[str, ...] = ()) -> DecisionRecord:  # withheld: the sources not consented
         o = s.outcome
         return cls(id=id, tenant_id=tenant_id, application_ref=application_ref, applicant_ref=applicant_ref,
                    input_digest=input_digest, idempotency_key=idempotency_key, model_version=model_version,
                    policy_version=o.policy_version, pd=s.pd, score=s.score, grade=s.grade, decision=o.decision,
                    offer=None if o.offer is None else o.offer.to_json(), reasons=[r.__dict__ for r in s.reasons],
-                   explanation=Explanation.from_scored(s, points_per_margin),
+                   explanation=Explanation.from_scored(s, points_per_margin, list(withheld)),
                    features={n: _json_float(v) for n, v in zip(feature_names, s.features, strict=True)},
                    context=context, sources_used=list(s.sources_used), created_at=created_at)
 
@@ -117,6 +122,18 @@ class DecisionRecord:
 
     def digest(self) -> str:
         return record_digest(self.row())
+
+
+def data_requests(outcome: PolicyOutcome, withheld: list[str]) -> list[str]:
+    """The sources to ask the applicant for before a person looks at a referral: a referral made only because
+    the score fell in the review band, by an applicant who did not consent to share these sources. With the
+    data, the application is scored again and decided without anyone. A referral by another rule (utility
+    arrears, say) is not something more data settles, and a source the applicant shared but has no records in
+    (a thin file) cannot be asked for: both go to a person."""
+    if outcome.decision != "refer":
+        return []
+    adverse = {h.code for h in outcome.rule_hits if h.action in ("refer", "decline")}
+    return list(withheld) if adverse == {SCORE_REVIEW_BAND} else []
 
 
 def record_digest(row: dict) -> str:

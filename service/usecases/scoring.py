@@ -23,7 +23,7 @@ from service.config import Settings
 from service.crypto import Keyring
 from service.db import repo
 from service.db.repo import sha256_hex
-from service.db.tables import utcnow
+from service.db.tables import AWAITING_DATA, utcnow
 from service.db.writer import DecisionWriter, NewDecisions, NewLink, link_row
 from service.errors import Conflict, Invalid, Unavailable
 from service.pseudonyms import input_digest, keyed, legacy_input_digest, tenant_key
@@ -110,7 +110,7 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
                      "application_date": application["application_date"],
                      "requested_amount": application["requested_amount"], "term_months": application["term_months"],
                      "purpose": application["purpose"]},
-            created_at=now)
+            created_at=now, withheld=tuple(s for s in MONTHLY_SOURCES if s not in allowed))
         token = secrets.token_urlsafe(24)
         sealed = rec.keyring.seal(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), aad=record.id.encode())
         refs = {"tenant_id": tenant_id, "applicant_ref": record.applicant_ref, "decision_id": record.id}
@@ -118,9 +118,11 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
         work.record_digests.append(record.digest())
         work.consents.append([{**refs, "source": source, "granted": granted, "recorded_at": now}
                               for source, granted in sorted(payload["consent"].items())])
+        asks = record.explanation.data_requests  # a referral more data would settle waits for it, not for a person
         work.reviews.append(None if record.decision != "refer" else {
-            "decision_id": record.id, "tenant_id": tenant_id, "status": "pending", "requested_by": "policy",
-            "request_note": "referred by the lender policy", "reviewer": None, "outcome": None, "reason": None,
+            "decision_id": record.id, "tenant_id": tenant_id, "status": AWAITING_DATA if asks else "pending",
+            "requested_by": "policy", "reviewer": None, "outcome": None, "reason": None,
+            "request_note": f"awaiting data: {', '.join(asks)}" if asks else "referred by the lender policy",
             "created_at": now, "decided_at": None})
         work.raw_inputs.append({**refs, "key_id": sealed.key_id, "nonce": sealed.nonce,
                                 "ciphertext": sealed.ciphertext, "created_at": now})
