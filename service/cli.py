@@ -550,7 +550,7 @@ def policy_optimise(
     for note in result["notes"]:
         console.print(f"  {note}")
     if result["referred_without_source"]:
-        console.print("  referrals whose applicant withheld a source (ask for it before a person looks): "
+        console.print("  referrals without some source's data (asking for it may settle them before a person looks): "
                       + ", ".join(f"{s} {n}" for s, n in result["referred_without_source"].items()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

@@ -213,7 +213,7 @@ def optimise(d: Decided, y: np.ndarray, policy: Policy, targets: Targets) -> dic
         refer = float(approve - width)
     chosen = decisions_at(d, approve, refer)
     before = decisions_at(d, current.approve_min_score, current.refer_min_score)
-    # A referral whose applicant withheld a source may be settled by asking for it before asking a person.
+    # A referral without some source's data may be settled by asking for it before asking a person.
     referred = chosen == REFER
     ask_first = {src: int((referred & d.withheld[:, j]).sum()) for j, src in enumerate(MONTHLY_SOURCES)
                  if (referred & d.withheld[:, j]).any()}
