@@ -31,7 +31,7 @@ from service.scoring.registry import Registry, RegistryError
 EXTRA = "export"
 # format -> (module that writes it, the optional packages it needs)
 FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "onnx": ("service.export.onnx_export", ("onnx", "onnxmltools", "onnxruntime")),
+    "onnx": ("service.export.onnx_export", ("onnx", "onnxruntime")),
     "mlflow": ("service.export.mlflow_export", ("mlflow",)),
     "scorecard": ("service.export.scorecard_export", ("openpyxl",)),  # a main dependency: never missing
 }
