@@ -126,7 +126,9 @@ class Registry:
     def versions(self) -> list[str]:
         """Registered versions, oldest first (by registration event)."""
         seen = [e.version for e in self.events() if e.event == "register"]
-        on_disk = {p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} \
+        # A bundle is a folder with a manifest: the registry's own folders (comparisons/) are not versions.
+        on_disk = {p.name for p in self.root.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_FILE).exists()} \
             if self.root.exists() else set()
         return [v for v in dict.fromkeys(seen) if v in on_disk] + sorted(on_disk - set(seen))
 
