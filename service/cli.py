@@ -53,6 +53,15 @@ def main(
     """The options before any command."""
 
 
+def _require_training(command: str) -> None:
+    """The serving install and image leave out the training code and its packages: say so, not a traceback."""
+    try:
+        import training.pipeline  # noqa: F401 - imports the train extra's packages too
+    except ModuleNotFoundError as exc:
+        _fail(f"smecredit {command} needs the training code and the 'train' extra ({exc.name} is missing): "
+              "pip install '.[train]' from a checkout, or build the image's train target (docs/deploy.md)")
+
+
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code=2)
@@ -77,6 +86,7 @@ def synth(
     """
     from rich.progress import Progress
 
+    _require_training("synth")
     from training import synth as synth_mod
 
     try:
@@ -189,6 +199,8 @@ def train(
     from service.scoring.raw import ContractError
     from service.scoring.registry import Registry, RegistryError, default_registry
     from service.usecases.compare import CompareError, compare_with_champion, promotion_summary
+
+    _require_training("train")
     from training import dataset, pipeline
     from training.config import load_config
     from training.fit import fit_lightgbm, fit_lightgbm_dask

@@ -65,11 +65,12 @@ class Settings(BaseSettings):
             problems = []
             if self.database_url.startswith("sqlite"):
                 problems.append("DATABASE_URL must be PostgreSQL, not SQLite")
-            if self.pseudonym_key.get_secret_value() == DEV_SECRET:
-                problems.append("SMECREDIT_PSEUDONYM_KEY must be set to a secret")
+            if self.pseudonym_key.get_secret_value() == DEV_SECRET or len(self.pseudonym_key.get_secret_value()) < 32:
+                problems.append("SMECREDIT_PSEUDONYM_KEY must be set to a secret of 32 characters or more")
             if self.data_keys.get_secret_value() == DEV_DATA_KEYS:
                 problems.append("SMECREDIT_DATA_KEYS must be set to a secret keyring")
-            if "127.0.0.1" in self.public_base_url or "localhost" in self.public_base_url:
+            if not self.public_base_url.startswith("https://") or "127.0.0.1" in self.public_base_url \
+                    or "localhost" in self.public_base_url:
                 problems.append("SMECREDIT_PUBLIC_BASE_URL must be the public https address (links go to applicants)")
             if self.docs_enabled:
                 problems.append("SMECREDIT_DOCS_ENABLED must be false (no public API docs)")

@@ -199,6 +199,22 @@ class TestProductionSettings:
                         "SMECREDIT_PUBLIC_BASE_URL", "SMECREDIT_DOCS_ENABLED"):
             assert problem in text
 
+    @pytest.mark.parametrize(("field", "value", "problem"), [
+        ("pseudonym_key", "", "SMECREDIT_PSEUDONYM_KEY must be set to a secret of 32 characters or more"),
+        ("pseudonym_key", "short-secret", "SMECREDIT_PSEUDONYM_KEY must be set to a secret of 32 characters"),
+        ("public_base_url", "", "SMECREDIT_PUBLIC_BASE_URL must be the public https address"),
+        ("public_base_url", "http://credit.example.cn", "SMECREDIT_PUBLIC_BASE_URL must be the public https"),
+    ])
+    def test_empty_or_weak_production_values_are_refused(self, field: str, value: str, problem: str) -> None:
+        """Only the placeholders were refused: an empty key or a plain-http address passed."""
+        from service.crypto import Keyring
+
+        safe = {"environment": Environment.production, "database_url": "postgresql://db/prod",
+                "pseudonym_key": "x" * 32, "data_keys": f"k1:{Keyring.new_key()}", "docs_enabled": False,
+                "public_base_url": "https://credit.example.cn", "metrics_token": "m" * 32}
+        with pytest.raises(ValueError, match=problem):
+            Settings(**{**safe, field: value})
+
     def test_safe_production_is_accepted(self) -> None:
         from service.crypto import Keyring
 

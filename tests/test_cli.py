@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -59,3 +60,14 @@ def test_bad_arguments(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--out must end in .parquet or .csv" in " ".join(result.output.split())
     result = runner.invoke(app, ["features", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "f.csv")])
     assert result.exit_code == 2 and "data folder does not exist" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", [["synth", "--out", "x"], ["train", "--data", "x"]])
+def test_training_commands_name_the_missing_extra(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving image leaves out training/ and its packages: a clear exit 2, not a ModuleNotFoundError."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "training.pipeline", None)  # as if it could not be imported
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "needs the training code and the 'train' extra" in " ".join(result.output.split())
