@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__, errors, logs
 from service.api import applicants, decisions, explanations, health, models, reviews, scores
+from service.api import consent_page as consent_page_api
+from service.api import consent_requests as consent_api
 from service.api import loans as loans_api
 from service.api import monitoring as monitoring_api
 from service.api import performance as performance_api
@@ -169,6 +171,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.include_router(loans_api.router)
     app.include_router(rescore_api.router)
     app.include_router(monitoring_api.router)
+    app.include_router(consent_api.router)
+    app.include_router(consent_page_api.router)
 
     # Outermost last: metrics and the access log see what the client sees, the edge's refusals included.
     app.state.callers = CallerCache(settings.key_cache_seconds, settings.redis_url)

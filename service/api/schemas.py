@@ -106,22 +106,40 @@ MonthlyDataIn = create_model(
 class ScoreRequest(Strict):
     application: ApplicationIn  # type: ignore[valid-type]
     profile: ProfileIn  # type: ignore[valid-type]
-    consent: ConsentIn
+    consent: ConsentIn | None = Field(None, description="Consent per source as the lender recorded it; required "
+                                      "unless consent_request_id is given")
+    consent_request_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", description="A consent request the applicant answered on their own page "
+        "(POST /v1/consent-requests): their grants are then the consent, and data for a source they did not grant "
+        "is refused. Give this or consent, not both")
     data: MonthlyDataIn  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _coherent(self) -> ScoreRequest:
         if self.application.application_date < self.profile.registration_date:
             raise ValueError("application.application_date must not be before profile.registration_date")
+        if (self.consent is None) == (self.consent_request_id is None):
+            raise ValueError("give exactly one of consent (the lender's record) and consent_request_id (the "
+                             "applicant's own answers)" + ("" if self.consent else "; neither was given"))
         check_monthly(self.consent, self.data)
         return self
 
+    def payload(self) -> dict:
+        """The request as recorded and digested: a request that names no consent request dumps exactly as before
+        the field existed, so its keyed digest (and an idempotent retry across the upgrade) is unchanged."""
+        data = self.model_dump(mode="json")
+        for name in ("consent", "consent_request_id"):
+            if data[name] is None:
+                del data[name]
+        return data
 
-def check_monthly(consent: ConsentIn, data: BaseModel) -> None:
-    """No data for a source without consent; one row per month and source."""
+
+def check_monthly(consent: ConsentIn | None, data: BaseModel) -> None:
+    """No data for a source without consent (``None``: checked against the applicant's grants when scoring); one
+    row per month and source."""
     for source in MONTHLY_SOURCES:
         rows = getattr(data, source)
-        if rows and not getattr(consent, source):
+        if rows and consent is not None and not getattr(consent, source):
             raise ValueError(f"data.{source} was sent without consent (consent.{source} is false); "
                              "do not send data the applicant has not agreed to share")
         seen: set[dt.date] = set()

@@ -38,14 +38,15 @@ router = APIRouter(route_class=EdgeRoute, prefix="/v1/scores", tags=["scores"], 
 
 
 async def _decide(recorder: scoring.Recorder, metrics: Metrics, caller: Caller, engine: Engine, policies: Policies,
-                  items: list[schemas.ScoreRequest], idempotency_key: str | None = None) -> list[schemas.ScoreResponse]:
+                  items: list[schemas.ScoreRequest], idempotency_key: str | None = None,
+                  batch: bool = False) -> list[schemas.ScoreResponse]:
     """Score and record (service/usecases/scoring.py): one application is scored on the event loop (no
     thread-pool hop), a batch in a thread; the request then waits, without a thread, for the group-commit
     writer to make its decisions durable."""
     issued = await scoring.decide(recorder, engine=engine, policy=policies.for_tenant(caller.tenant.policy),
                                   tenant_id=caller.tenant.id, actor=f"key:{caller.key_id}",
-                                  payloads=[item.model_dump(mode="json") for item in items],
-                                  idempotency_key=idempotency_key)
+                                  payloads=[item.payload() for item in items],
+                                  idempotency_key=idempotency_key, batch=batch)
     for i in issued:
         metrics.observe_decision(i.record, caller.tenant.name)
     return [score_response(i.record, recorder.settings, application_id=i.application_id, token=i.token,
@@ -75,7 +76,7 @@ async def create_scores_batch(body: schemas.BatchScoreRequest, caller: ScorerDep
                       errors=[{"loc": ["body", "items"], "msg": f"at most {settings.max_batch} items",
                                "type": "too_long"}])
     return _json(schemas.BatchScoreResponse(items=await _decide(recorder, metrics, caller, engine, policies,
-                                                                body.items)))
+                                                                body.items, batch=True)))
 
 
 @router.post("/features", operation_id="score_features", response_model=schemas.FeatureScoreResponse)

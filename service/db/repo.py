@@ -20,6 +20,8 @@ from service.db.tables import (
     AuditEvent,
     Base,
     Consent,
+    ConsentGrant,
+    ConsentRequest,
     Decision,
     ExplanationLink,
     LineLink,
@@ -61,6 +63,11 @@ SEALED: dict[str, SealedTable] = {t.model.__tablename__: t for t in (
                 frozenset({"decision.created", "review.requested", "review.decided", "consent.revoked", BASELINE})),
     SealedTable(Consent, ("id", "tenant_id", "applicant_ref", "decision_id", "source", "granted", "recorded_at"),
                 frozenset({"decision.created", "consent.revoked", BASELINE})),
+    SealedTable(ConsentRequest, ("id", "tenant_id", "applicant_ref", "token_hash", "sources", "purpose", "language",
+                                 "created_at", "expires_at", "link_expires_at", "answered_at"),
+                frozenset({"consent.requested", "consent.answered"})),
+    SealedTable(ConsentGrant, ("id", "request_id", "source", "granted", "recorded_at"),
+                frozenset({"consent.answered", "consent.revoked"})),
     SealedTable(Loan, ("id", "tenant_id", "decision_id", "loan_ref", "applicant_ref", "product", "limit", "drawn",
                        "outstanding", "term_months", "apr", "status", "days_past_due", "origination_date",
                        "default_month", "as_of_month", "created_at", "updated_at"),
@@ -212,10 +219,11 @@ def rotate_raw_inputs(session: Session, *, keyring: Keyring) -> int:
 
 
 def revoke_consent(session: Session, *, tenant_id: int, applicant_ref: str, sources: list[str], actor: str,
-                   reason: str) -> int:
+                   reason: str, also_seal: list[Base] | tuple[Base, ...] = ()) -> int:
     """Record the withdrawal, purge the applicant's stored raw data (which holds the lender's application id in
     clear) and the notes they wrote with review requests; returns the raw rows purged. Decisions stay: they
-    hold only digests, keyed pseudonyms and the feature snapshot."""
+    hold only digests, keyed pseudonyms and the feature snapshot. ``also_seal``: rows the caller wrote for the
+    same withdrawal (flushed), sealed by the same event (a consent page's grant row)."""
     purged = session.execute(delete(RawInput).where(RawInput.tenant_id == tenant_id,
                                                     RawInput.applicant_ref == applicant_ref)).rowcount
     decisions = select(Decision.id).where(Decision.tenant_id == tenant_id, Decision.applicant_ref == applicant_ref)
@@ -230,7 +238,7 @@ def revoke_consent(session: Session, *, tenant_id: int, applicant_ref: str, sour
     session.flush()
     append_audit(session, tenant_id=tenant_id, actor=actor, action="consent.revoked", subject=applicant_ref,
                  payload={"sources": sources, "reason": reason, "raw_rows_purged": purged,
-                          "notes_purged": len(notes)}, rows=[*withdrawals, *notes])
+                          "notes_purged": len(notes)}, rows=[*withdrawals, *notes, *also_seal])
     return purged
 
 

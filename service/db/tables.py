@@ -224,3 +224,35 @@ class LineLink(Base):
     rescoring_id: Mapped[int] = mapped_column(ForeignKey("rescorings.id"), index=True)
     expires_at: Mapped[dt.datetime]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ConsentRequest(Base):
+    """A lender's request for the applicant's consent per data source, answered on the applicant's own page (a
+    token link: only its SHA-256 is stored). ``expires_at`` is the deadline to answer and to score under it;
+    the page stays open until ``link_expires_at`` (the deadline plus the raw-data retention), so that the
+    applicant can see and withdraw their grants for as long as data shared under them may be held."""
+
+    __tablename__ = "consent_requests"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)  # keyed HMAC (per tenant) of the enterprise
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    sources: Mapped[list]  # the sources asked for, in the contract's order
+    purpose: Mapped[str] = mapped_column(Text)  # the lender's own words, shown to the applicant
+    language: Mapped[str] = mapped_column(String(2))  # zh | en: the page's default
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    link_expires_at: Mapped[dt.datetime]
+    answered_at: Mapped[dt.datetime | None]
+
+
+class ConsentGrant(Base):
+    """Append-only: the applicant's answer per source (granted or declined), then any withdrawal (a later row
+    with ``granted`` false). The newest row of a source is its current state."""
+
+    __tablename__ = "consent_grants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("consent_requests.id"), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -31,6 +31,7 @@ from service.scoring.engine import Engine
 from service.scoring.policy import Policy
 from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant
 from service.scoring.record import DecisionRecord
+from service.usecases import consents
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ class Recorder:
 
 
 async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: int, actor: str,
-                 payloads: list[dict], idempotency_key: str | None = None) -> list[Issued]:
-    """Score and record every payload (a request's JSON, as validated), all or none."""
+                 payloads: list[dict], idempotency_key: str | None = None, batch: bool = False) -> list[Issued]:
+    """Score and record every payload (a request's JSON, as validated), all or none. A payload that names a
+    consent request is scored with the applicant's grants as its consent (``batch``: errors name the item)."""
     missing = sorted(set(engine.bundle.scorer.grades.names) - set(policy.grades))
     if missing:
         raise Unavailable(f"policy {policy.version} does not cover grades {', '.join(missing)} of model "
@@ -69,6 +71,8 @@ async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: in
         replayed = await _replay(rec, key, tenant_id, idempotency_key, digests[0], payloads[0])
         if replayed is not None:
             return [replayed]
+    if any("consent_request_id" in p for p in payloads):  # a read, off the event loop
+        payloads = await to_thread.run_sync(_with_grants, rec, tenant_id, payloads, batch)
     args = (rec, key, engine, policy, tenant_id, actor, payloads, digests, idempotency_key)
     # One application (about a millisecond of CPU) is scored on the event loop, skipping a thread-pool hop; a
     # batch (up to max_batch) goes to a thread, so that the loop keeps answering other requests meanwhile.
@@ -129,6 +133,20 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
         work.links.append(link_row(record.id, sha256_hex(token), expires))
         issued.append(Issued(record, application["application_id"], token, expires))
     return issued, work
+
+
+def _with_grants(rec: Recorder, tenant_id: int, payloads: list[dict], batch: bool) -> list[dict]:
+    """Each payload naming a consent request, with the applicant's current grants as its consent (recorded per
+    decision and in the encrypted raw input like a lender's consent); refused when data was sent for a source
+    they did not grant."""
+    try:
+        with rec.read_sessions() as session:
+            return [p if "consent_request_id" not in p else {**p, "consent": consents.consent_for_scoring(
+                session, settings=rec.settings, tenant_id=tenant_id, request_id=p["consent_request_id"],
+                enterprise_id=p["profile"]["enterprise_id"], sent=[s for s in MONTHLY_SOURCES if p["data"][s]],
+                loc=["body", "items", i] if batch else ["body"])} for i, p in enumerate(payloads)]
+    except OperationalError as exc:
+        raise Unavailable("the database is not reachable; nothing was recorded") from exc
 
 
 async def _replay(rec: Recorder, key: bytes, tenant_id: int, idempotency_key: str, digest: str,
