@@ -194,7 +194,48 @@ class SuggestionOut(BaseModel):
     score_gain: float = Field(description="Score points gained, from re-scoring the model with this change")
 
 
+class ChangeOut(BaseModel):
+    feature: str
+    current: float
+    target: float
+
+
+class RemedyOut(BaseModel):
+    code: str = Field(description="The rule it lifts, or REQUEST_ABOVE_FUNDABLE (more was asked than the policy "
+                                  "funds)")
+    kind: Literal["act", "wait", "amount", "data", "none"] = Field(
+        description="act: a change the applicant makes; wait: time lifts it; amount: ask for this amount; data: "
+                    "share a source first (then scored again); none: nothing lifts it now (the text says why)")
+    text_zh: str
+    text_en: str
+    changes: list[ChangeOut] = Field(description="The features the decision was re-run with")
+    amount: float | None = Field(description="The amount re-decided with (kind amount)")
+    months: int | None = Field(description="Months until it takes effect when time heals it (at the latest)")
+    decision: Literal["approve", "refer", "decline"] | None = Field(
+        description="The engine's decision with this change alone; null when there is nothing to re-run")
+    score: float | None
+    offer: OfferOut | None = Field(description="The offer of the re-run decision (a decline has none)")
+    still: list[str] = Field(description="The adverse rules that would still apply")
+
+
+class RuleRecourseOut(BaseModel):
+    remedies: list[RemedyOut]
+    decides: bool = Field(description="A knock-out, local or limit rule sets the decision: show these first")
+    decision: Literal["approve", "refer", "decline"] | None = Field(
+        description="Every remedy at once, re-decided by the engine and policy")
+    score: float | None
+    offer: OfferOut | None
+    still: list[str]
+    with_suggestions: Literal["approve", "refer", "decline"] | None = Field(
+        description="Every remedy and every model suggestion at once, re-decided")
+    note_zh: str
+    note_en: str
+
+
 class RecourseOut(BaseModel):
+    rules: RuleRecourseOut | None = Field(
+        default=None, description="Remedies for the lender's rules that fired (absent in decisions recorded "
+                                  "before they existed)")
     suggestions: list[SuggestionOut]
     combined_score: float = Field(description="The score with every suggestion applied at once, re-scored")
     flips: bool = Field(description="Whether all suggestions together would turn the decision into an approval")

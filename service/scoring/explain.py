@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.scoring.catalog import BY_NAME, GROUPS, MISSING_DATA
+from service.scoring.catalog import BY_NAME, GROUPS, MISSING_DATA, Feature
 from service.scoring.features import TAX_GRADE_SCORE
 from service.scoring.raw import INDUSTRIES
 
@@ -220,6 +220,12 @@ class Recourse:
     flips: bool  # the combined change would turn the decision into an approval
     note_zh: str
     note_en: str
+    rules: RuleRecourse | None = None  # remedies for the lender's rules that fired (none fired: None)
+
+    def to_json(self) -> dict:
+        return {"rules": None if self.rules is None else self.rules.to_json(),
+                "suggestions": [x.__dict__ for x in self.suggestions], "combined_score": self.combined_score,
+                "flips": self.flips, "note_zh": self.note_zh, "note_en": self.note_en}
 
 
 @functools.cache
@@ -258,3 +264,200 @@ def no_flip_note(flips: bool, gain: float) -> tuple[str, str]:
     return (f"即使完成以上所有改进（评分约提高{gain:.0f}分），按当前模型和政策仍不足以获得批准。",
             f"Even with all of the above (about {gain:.0f} points), the current model and policy would not approve "
             "the application; no realistic change we can compute would turn this decision.")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Recourse for the lender's rules: what lifts each knock-out and limit rule that fired, if anything does. The
+# engine re-decides every remedy with the same model and policy (engine.py), so its decision is never guessed.
+
+REQUEST_ABOVE_FUNDABLE = "REQUEST_ABOVE_FUNDABLE"  # not a rule: the amount asked is more than the policy funds
+SCORE_RULES = ("SCORE_REVIEW_BAND", "SCORE_BELOW_CUTOFF", "PRICE_ABOVE_CAP")  # lifted by the score (suggestions)
+
+
+@dataclass(frozen=True)
+class RuleFix:
+    """How an applicant lifts a knock-out on one feature: ``act`` (change it), ``wait`` (time changes it) or
+    ``none``. Texts take ``{target}`` (the nearest value the rule lets through), ``{threshold}`` (the rule's value)
+    and ``{months}``. ``window``: the feature counts events in a rolling window of this many months, so once none
+    recur it falls to ``target`` within ``window - target`` months, whenever the events were. ``also``: other
+    features the same action sets (arrears paid: nothing owed now)."""
+
+    kind: str
+    text_zh: str
+    text_en: str
+    window: int = 0
+    also: tuple[tuple[str, float], ...] = ()
+
+
+RULE_FIXES: dict[str, RuleFix] = {
+    "biz_age_months": RuleFix(
+        "wait", "企业经营满{threshold}个月后可再次申请（还需{months}个月）",
+        "Apply again once the business has operated for {threshold} months, in {months} months"),
+    "tax_arrears_months_12m": RuleFix(
+        "act", "结清全部欠税并不再欠税：近12个月欠税月数降至{target}个月及以下后（最迟{months}个月）本规则不再适用",
+        "Pay all the tax owed and fall into no new arrears: the rule stops applying once no more than {target} of "
+        "the last 12 months show arrears, at the latest in {months} months",
+        window=12, also=(("tax_arrears_to_sales", 0.0),)),
+    "util_arrears_months_12m": RuleFix(
+        "act", "结清欠缴电费并按时缴费：近12个月欠费月数降至{target}个月及以下后（最迟{months}个月）本规则不再适用",
+        "Pay the unpaid utility bills and pay on time: the rule stops applying once no more than {target} of the last "
+        "12 months show unpaid bills, at the latest in {months} months", window=12),
+    "tax_grade": RuleFix(
+        "none", "纳税信用等级由税务机关每年评定一次，D级在下一次年度评定前不会改变，现在无法通过任何行动解除；"
+                "按期申报、足额缴税会计入下一次评定",
+        "The tax authority rates the tax credit grade once a year: a grade D stays until the next yearly rating, and "
+        "nothing done now lifts it sooner. Filing and paying on time counts towards that rating"),
+    "bureau_worst_dpd_12m": RuleFix(
+        "none", "逾期{threshold}天及以上的记录在发生后12个月内都计入近12个月的记录，现在无法消除；请保持每笔贷款按时还款",
+        "A loan {threshold} or more days past due stays in the last-12-months record for 12 months after it "
+        "happened; nothing done now removes it sooner. Keep every loan current"),
+}
+_NO_FIX = RuleFix("none", "本规则涉及“{label_zh}”，在再次申请前无法改变", "This rule concerns {label_en}, which cannot "
+                  "be changed before applying again")
+_ACT_FIX = RuleFix("act", "将“{label_zh}”调整至{target_text}", "Bring {label_en} to {target_text}")
+_LIMIT_TEXTS = {
+    "REVENUE_UNKNOWN": ("data", "授权使用经营流水或纳税申报（含销售额）数据，以便按经营规模核定额度；提供后将重新评估",
+                        "Share your business payment flows or tax filings (with declared sales) so the limit can be "
+                        "sized to your business; the application is then decided again"),
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    feature: str
+    current: float
+    target: float
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """What lifts one rule, and the decision it leads to: the engine's own, re-decided with the change alone."""
+
+    code: str  # the rule's code, or REQUEST_ABOVE_FUNDABLE
+    kind: str  # act, wait, amount, data (share a source first) or none (no remedy; the text says why)
+    text_zh: str
+    text_en: str
+    changes: tuple[Change, ...] = ()  # the features re-decided with
+    amount: float | None = None  # the amount re-decided with (kind amount)
+    months: int | None = None  # time it takes when time heals (at the latest, for a rolling count)
+    decision: str | None = None  # approve, refer or decline; None when there is nothing to re-decide
+    score: float | None = None
+    offer: dict | None = None  # the re-decided offer (limit, term, APR), as the decision record holds one
+    still: tuple[str, ...] = ()  # the adverse rules that would still apply
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "changes": [c.__dict__ for c in self.changes], "still": list(self.still)}
+
+
+@dataclass(frozen=True)
+class RuleRecourse:
+    """Remedies for the lender's rules, first on the page when one of those rules sets the decision."""
+
+    remedies: tuple[Remedy, ...]
+    decides: bool  # a knock-out, local or limit rule sets the decision (not the score)
+    decision: str | None  # every remedy at once, re-decided; None when no remedy changes anything
+    score: float | None
+    offer: dict | None
+    still: tuple[str, ...]
+    with_suggestions: str | None  # every remedy and every model suggestion at once, re-decided
+    note_zh: str
+    note_en: str
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "remedies": [r.to_json() for r in self.remedies], "still": list(self.still)}
+
+
+def _nearest_allowed(op: str, value: float, integer: bool) -> float | None:
+    """The value nearest the rule's that the rule lets through (``x op value`` is what fires it)."""
+    if op in ("<", ">", "!="):
+        return value
+    if op in ("<=", ">="):
+        up = op == "<="
+        if integer:
+            return value + 1.0 if up else value - 1.0
+        return math.nextafter(value, math.inf if up else -math.inf)
+    return None  # "==": no direction to move in
+
+
+def rule_remedy(code: str, feature: str, op: str, value: float, current: float,
+                features: dict[str, float]) -> Remedy:
+    """The remedy of a knock-out or local rule ``feature op value`` that fired on ``current`` (not yet decided)."""
+    f = BY_NAME[feature]
+    fix = RULE_FIXES.get(feature)
+    target = _nearest_allowed(op, value, f.fmt == "{:.0f}")
+    good = -f.direction  # +1: higher is better
+    moves_well = target is not None and (good == 0 or (target - current) * good > 0)
+    if fix is None:
+        fix = _ACT_FIX if f.actionable and moves_well else _NO_FIX
+    if fix.kind == "none" or not moves_well:
+        fix = fix if fix.kind == "none" else _NO_FIX
+        return Remedy(code, "none", *_fill(fix, f, value, None, None))
+    months = (math.ceil(target - current) if fix.kind == "wait"
+              else max(fix.window - int(target), 0) if fix.window else None)
+    changes = [Change(feature, current, target)]
+    changes += [Change(other, features[other], v) for other, v in fix.also
+                if not math.isnan(features.get(other, math.nan)) and features[other] != v]
+    return Remedy(code, fix.kind, *_fill(fix, f, value, target, months), changes=tuple(changes), months=months)
+
+
+def _fill(fix: RuleFix, f: Feature, threshold: float, target: float | None, months: int | None) -> tuple[str, str]:
+    fields = {"threshold": f.fmt.format(threshold), "target": "" if target is None else f.fmt.format(target),
+              "months": months,
+              "label_zh": f.label_zh, "label_en": f.label_en,
+              "target_text": "" if target is None else display_value(f.name, target)}
+    return fix.text_zh.format(**fields), fix.text_en.format(**fields)
+
+
+def limit_remedy(code: str, grade: str, months_of_revenue: float) -> Remedy | None:
+    """The remedy of a limit rule, or None for the score's own rules and the price cap (the score sets the price;
+    the model's suggestions are their recourse)."""
+    if code == "CAPACITY_BELOW_MIN_LIMIT":
+        if months_of_revenue == 0:
+            return Remedy(code, "none", f"本产品不为{grade}级提供额度，只有提高评分、改善等级才能获得额度（见下方建议）",
+                          f"This product funds no limit at grade {grade}; only a better score, and so a better grade, "
+                          "opens one (see the suggestions)")
+        return Remedy(code, "none", "降低申请金额没有帮助：额度取决于月均经营收入和等级，提高评分（见下方建议）或经营收入可以提高额度",
+                      "Asking for less does not help: the limit follows monthly revenue and the grade; a better score "
+                      "(see the suggestions) or higher revenue raises it")
+    if code in _LIMIT_TEXTS:
+        kind, zh, en = _LIMIT_TEXTS[code]
+        return Remedy(code, kind, zh, en)
+    return None
+
+
+def amount_remedy(requested: float, fundable: float, loan_to_revenue: float, revenue: float) -> Remedy:
+    """Ask for the most the policy funds: loan_to_revenue as the feature builder computes it for that amount."""
+    return Remedy(REQUEST_ABOVE_FUNDABLE, "amount",
+                  f"将申请金额调整为{fundable:,.0f}元：这是本产品目前可为贵企业提供的最高额度（您申请了{requested:,.0f}元）",
+                  f"Ask for CNY {fundable:,.0f}: the most this product funds for your business now (you asked for "
+                  f"CNY {requested:,.0f})",
+                  changes=(Change("loan_to_revenue", loan_to_revenue, fundable / (12.0 * revenue)),), amount=fundable)
+
+
+_OUTCOME_WORDS = {"approve": ("批准", "approve the application"), "refer": ("转人工审核", "refer it to a credit officer"),
+                  "decline": ("不予通过", "decline it")}
+
+
+def rules_note(decision: str | None, with_suggestions: str | None, has_suggestions: bool) -> tuple[str, str]:
+    if decision is None:
+        return ("以上规则暂无可计算的解决办法。", "No step we can compute lifts the rules above.")
+    if decision == "approve":
+        return ("完成以上各项后，按当前模型和政策可获批准。",
+                "With every step above, the current model and policy would approve the application.")
+    if has_suggestions and with_suggestions == "approve":
+        return ("完成以上各项并采纳下方建议后，按当前模型和政策可获批准。",
+                "With every step above and the suggestions below, the current model and policy would approve the "
+                "application.")
+    zh, en = _OUTCOME_WORDS[with_suggestions or decision]
+    extra_zh, extra_en = ("并采纳下方建议", " and the suggestions below") if has_suggestions else ("", "")
+    return (f"即使完成以上各项{extra_zh}，按当前模型和政策仍将{zh}。",
+            f"Even with every step above{extra_en}, the current model and policy would {en}.")
+
+
+def suggestions_note(flips: bool, gain: float, rules: RuleRecourse | None) -> tuple[str, str]:
+    """``no_flip_note``, unless the lender's rules stand in the way and their remedies would open the way."""
+    if not flips and rules is not None and rules.with_suggestions == "approve":
+        return (f"仅完成以上建议（评分约提高{gain:.0f}分）不会改变决定；同时完成上方针对贷款机构规则的各项后，可获批准。",
+                f"Alone, these changes (about {gain:.0f} points) do not change the decision; together with the steps "
+                "for the lender's rules above, the current model and policy would approve the application.")
+    return no_flip_note(flips, gain)

@@ -519,9 +519,10 @@ class Policy:
             return []
         if score >= c.refer_min_score:
             return [RuleHit(SCORE_REVIEW_BAND, "refer",
-                            f"Score {score:.0f} is below the automatic-approval score {c.approve_min_score:.0f}; "
-                            "a credit officer reviews the application",
-                            f"评分{score:.0f}低于自动审批分数线{c.approve_min_score:.0f}，转人工审核")]
+                            f"Score {score:.0f} is in the review band: at least {c.refer_min_score:.0f} but below "
+                            f"the automatic-approval score {c.approve_min_score:.0f}",
+                            f"评分{score:.0f}处于人工审核区间：不低于{c.refer_min_score:.0f}分，"
+                            f"但低于自动审批分数线{c.approve_min_score:.0f}分")]
         return [RuleHit("SCORE_BELOW_CUTOFF", "decline",
                         f"Score {score:.0f} is below the minimum score {c.refer_min_score:.0f}",
                         f"评分{score:.0f}低于最低分数线{c.refer_min_score:.0f}")]
@@ -530,18 +531,43 @@ class Policy:
         spec = self.spec.limit
         if x.monthly_revenue is None or math.isnan(x.monthly_revenue):
             return 0.0, RuleHit("REVENUE_UNKNOWN", "refer",
-                                "Monthly revenue is unknown, so the limit cannot be sized to the business; "
-                                "a credit officer reviews the application",
-                                "无法获取月均经营收入，额度无法按经营规模核定，转人工审核")
+                                "Monthly revenue is unknown (no payment flows or tax filings with sales), so the "
+                                "limit cannot be sized to the business",
+                                "无法获取月均经营收入（无经营流水或含销售额的纳税申报），额度无法按经营规模核定")
         capacity = max(x.monthly_revenue, 0.0) * spec.revenue_months_by_grade[x.grade] * capacity_factor
         limit = _round_down(min(x.requested_amount, capacity, spec.max_limit), spec.round_to)
         if capacity < spec.min_limit:  # refer rather than offer a token amount that covers nothing
-            return limit, RuleHit("CAPACITY_BELOW_MIN_LIMIT", "refer",
-                                  f"Revenue supports a limit of {capacity:,.0f} CNY, below the product minimum of "
-                                  f"{spec.min_limit:,.0f} CNY; a credit officer reviews the funding need",
-                                  f"按经营收入可支持额度{capacity:,.0f}元，低于产品最低额度{spec.min_limit:,.0f}元，"
-                                  "转人工审核资金需求")
+            return limit, self._capacity_hit(x, spec.revenue_months_by_grade[x.grade] * capacity_factor,
+                                             capacity)
         return limit, None
+
+    def _capacity_hit(self, x: PolicyInput, months: float, capacity: float) -> RuleHit:
+        """The real cause of a capacity below the minimum: a grade the product does not fund, or a small revenue."""
+        minimum, revenue = self.spec.limit.min_limit, max(x.monthly_revenue or 0.0, 0.0)
+        if months == 0:
+            return RuleHit("CAPACITY_BELOW_MIN_LIMIT", "refer",
+                           f"Grade {x.grade}: this product funds no limit at this risk level",
+                           f"等级{x.grade}：本产品在此风险等级下不提供额度")
+        return RuleHit("CAPACITY_BELOW_MIN_LIMIT", "refer",
+                       f"At grade {x.grade} this product lends up to {months:g} months of revenue: "
+                       f"{capacity:,.0f} CNY for monthly revenue of {revenue:,.0f} CNY, below the product minimum of "
+                       f"{minimum:,.0f} CNY",
+                       f"等级{x.grade}的可贷额度为{months:g}个月经营收入：按月均收入{revenue:,.0f}元为{capacity:,.0f}元，"
+                       f"低于产品最低额度{minimum:,.0f}元")
+
+    def fundable_limit(self, x: PolicyInput) -> float | None:
+        """The largest amount this policy funds for ``x`` whatever was asked (revenue capacity, local limit
+        factors and the product maximum, rounded down as ``decide`` rounds it); None when revenue is unknown or
+        the capacity is below the product minimum. Recourse asks for this amount; ``decide`` does not call it."""
+        spec = self.spec.limit
+        if x.monthly_revenue is None or math.isnan(x.monthly_revenue):
+            return None
+        factor = math.prod(c.amount for c in self._local_rules
+                           if c.hit.action == "limit_factor" and c.fires(x.features))
+        capacity = max(x.monthly_revenue, 0.0) * spec.revenue_months_by_grade[x.grade] * factor
+        if capacity < spec.min_limit:
+            return None
+        return _round_down(min(capacity, spec.max_limit), spec.round_to)
 
     def _term(self, x: PolicyInput) -> int:
         cycle = self.spec.term.operating_cycle

@@ -49,16 +49,16 @@ class Explanation:
     rule_hits: list[dict]  # the policy rules that fired: code, action, text_en, text_zh
     recourse: dict | None  # refer and decline: suggestions, combined score, whether they flip the decision
     data_requests: list[str] = field(default_factory=list)  # see data_requests(); absent in older records
+    # The score's range and the policy's cut-offs when it was decided (engine.Scale); absent in older records
+    scale: dict | None = None
 
     @classmethod
     def from_scored(cls, s: Scored, points_per_margin: float, withheld: list[str]) -> Explanation:
-        recourse = None if s.recourse is None else {
-            **{k: v for k, v in s.recourse.__dict__.items() if k != "suggestions"},
-            "suggestions": [x.__dict__ for x in s.recourse.suggestions]}
         return cls(base_value=s.base_value, margin=s.margin, points_per_margin=points_per_margin,
                    contributions=[float(c) for c in s.contributions], groups=s.groups,
-                   rule_hits=[h.__dict__ for h in s.outcome.rule_hits], recourse=recourse,
-                   data_requests=data_requests(s.outcome, withheld))
+                   rule_hits=[h.__dict__ for h in s.outcome.rule_hits],
+                   recourse=None if s.recourse is None else s.recourse.to_json(),
+                   data_requests=data_requests(s.outcome, withheld), scale=s.scale.__dict__)
 
     def to_json(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -68,7 +68,7 @@ class Explanation:
         return cls(base_value=data["base_value"], margin=data["margin"], points_per_margin=data["points_per_margin"],
                    contributions=data["contributions"], groups=data["groups"],
                    rule_hits=data.get("rule_hits", []), recourse=data.get("recourse"),
-                   data_requests=data.get("data_requests", []))
+                   data_requests=data.get("data_requests", []), scale=data.get("scale"))
 
 
 @dataclass(frozen=True)
