@@ -63,7 +63,8 @@ def _require_training(command: str) -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    """Print the error (not as rich markup: a data file's values may hold brackets) and exit 2."""
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -124,6 +125,7 @@ def features(
 
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
+    _setup_logging(verbose=False)  # the loader's warnings: a file read as GB18030, say
     started = time.perf_counter()
     try:
         n_rows, n_features = featurize_folder(data, out, log=console.log, dask_address=dask)
@@ -607,15 +609,13 @@ def models_export(
 
     Example: smecredit models export m1a2b3c4d5e6 --format onnx --out exports/m1a2b3c4d5e6
     """
-    from rich.markup import escape
-
     from service.export import ExportError, export_model
 
     _setup_logging(verbose=False)
     try:
         result = export_model(_registry(registry), version, fmt, out, force=force)
     except ExportError as exc:
-        _fail(escape(str(exc)))  # the message names the extra as smecredit[export]: not rich markup
+        _fail(str(exc))  # the message names the extra as smecredit[export]: _fail prints it as it is
     console.print(f"[green]exported[/] {result.version} as {result.format} to {escape(str(result.out))}: "
                   f"{escape(result.summary)}")
 
@@ -1116,6 +1116,7 @@ def score(
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
     reg, version = _model_of(registry, model)
+    _setup_logging(verbose=False)  # the loader's warnings: a file read as GB18030, say
     started = time.perf_counter()
     try:
         table = score_folder(data, reg.path(version), load_policy(policy or DEFAULT_POLICY), dask_address=dask)

@@ -78,8 +78,8 @@ class TestBookContract:
         ({"apr": 1.5}, "apr", "must be <= 1"),
         ({"origination_month": "2024-08-15"}, "origination_month", "must be the first day of a month"),
         ({"loan_id": "L1"}, "loan_id", "duplicate (loan_id)"),
-        ({"enterprise_id": "E9"}, "enterprise_id", "unknown enterprise 'E9'"),
-        ({"application_id": "A9"}, "application_id", "unknown application 'A9'"),
+        ({"enterprise_id": "E9"}, "enterprise_id", "unknown enterprise (not in profile) (found 'E9')"),
+        ({"application_id": "A9"}, "application_id", "unknown application (not in applications.csv) (found 'A9')"),
         ({"origination_month": "2024-06-01"}, "origination_month", "must not be before the application's month"),
     ])
     def test_a_broken_rule_names_file_row_column_and_rule(self, tmp_path: Path, overrides: dict, column: str,
@@ -89,15 +89,17 @@ class TestBookContract:
         with pytest.raises(ContractError) as info:
             load_folder(folder)
         err = info.value
-        assert (err.file, err.row, err.column) == ("loans.csv", 2, column), str(err)
-        assert rule in err.rule, str(err)
+        # an unknown enterprise also makes its application belong to another one: both are said
+        assert err.total == (2 if column == "enterprise_id" else 1), str(err)
+        assert (err.file, err.row, err.column) == ("loans.csv", 3, column), str(err)  # the header is row 1
+        assert rule in str(err), str(err)
 
     def test_an_application_of_another_enterprise(self, tmp_path: Path) -> None:
         from tests.factories import make_application, make_profile
 
         folder = write_folder(tmp_path / "other", profile=[make_profile(), make_profile(enterprise_id="E2")],
                               applications=[make_application()], loans=[make_loan(enterprise_id="E2")])
-        with pytest.raises(ContractError, match="row 1, column 'application_id': the application belongs to another"):
+        with pytest.raises(ContractError, match="row 2, column 'application_id': the application belongs to another"):
             load_folder(folder)
 
 

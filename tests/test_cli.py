@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from service.cli import app
 from service.scoring.catalog import FEATURE_NAMES
 from tests.conftest import to_csv
-from tests.test_contract import edit_csv
+from tests.test_contract import edit_csv, rewrite
 
 runner = CliRunner()
 
@@ -49,6 +49,56 @@ def test_a_bad_file_names_the_problem_and_writes_nothing(tmp_path: Path, tiny_di
     assert "payments.csv, row 4, column 'inflow': must be >= 0" in " ".join(result.output.split())
     assert not out.exists()
     assert list(tmp_path.glob(".f.parquet*")) == []
+
+
+def broken_folder(tiny_dir: Path, folder: Path) -> Path:
+    """Four problems in three files, one value holding brackets; applications.csv saved in GBK."""
+    data = to_csv(tiny_dir, folder)
+    edit_csv(data, "payments", 4, "inflow", "-1")
+    edit_csv(data, "payments", 9, "refunds", "lots")
+    edit_csv(data, "tax", 5, "tax_grade", "[A]")
+    rewrite(data, "applications", "gbk", lambda rows: rows[2].__setitem__(rows[0].index("purpose"), "流动资金"))
+    return data
+
+
+def said(output: str) -> str:
+    return " ".join(output.split())
+
+
+PROBLEMS = said("""
+applications.csv is not UTF-8: read as GB18030
+4 problems in 3 files:
+tax.csv: 1 problem
+  row 5, column 'tax_grade': must be one of A, B, M, C, D (found '[A]')
+payments.csv: 2 problems
+  row 4, column 'inflow': must be >= 0 (found '-1')
+  row 9, column 'refunds': must be a number (found 'lots')
+applications.csv: 1 problem
+  row 3, column 'purpose': must be one of working_capital, inventory, seasonal_inputs, equipment, expansion,
+  refinancing (found '流动资金')
+""")
+
+
+@pytest.mark.parametrize("command", [["features", "--out", "OUT/f.parquet"], ["train", "--registry", "OUT/models"]])
+def test_bad_files_list_every_problem_and_exit_2(tmp_path: Path, tiny_dir: Path, command: list[str]) -> None:
+    data = broken_folder(tiny_dir, tmp_path / "csv")
+    out = tmp_path / "out"
+    result = runner.invoke(app, [command[0], "--data", str(data)] + [a.replace("OUT", str(out)) for a in command[1:]])
+    assert result.exit_code == 2, result.output
+    text = said(result.output)
+    assert PROBLEMS.split(" 4 problems")[0] in text  # the warning naming the encoding
+    assert "4 problems" + PROBLEMS.split(" 4 problems")[1] in text, text
+    assert not out.exists()
+
+
+def test_score_lists_every_problem_and_exits_2(tmp_path: Path, tiny_dir: Path, champion_registry: Path) -> None:
+    data = broken_folder(tiny_dir, tmp_path / "csv")
+    out = tmp_path / "scores.parquet"
+    result = runner.invoke(app, ["score", "--data", str(data), "--out", str(out), "--registry",
+                                 str(champion_registry)])
+    assert result.exit_code == 2, result.output
+    assert "4 problems" + PROBLEMS.split(" 4 problems")[1] in said(result.output), result.output
+    assert not out.exists()
 
 
 def test_bad_arguments(tmp_path: Path) -> None:

@@ -315,7 +315,7 @@ class TestBookInputs:
         bad = {k: v.copy() for k, v in book.items()}
         row = int(np.flatnonzero(np.isin(bad["status"], ["current", "past_due"]))[3])
         bad["enterprise_id"][row] = "E-nobody"
-        with pytest.raises(ContractError, match=rf"loans, row {row + 1}, column 'enterprise_id': unknown enterprise"):
+        with pytest.raises(ContractError, match=rf"loans, row {row + 2}, column 'enterprise_id': unknown enterprise"):
             st.book_loans(small_raw, bad, config)
         dead = {**book, "status": np.full(len(book["status"]), "repaid", dtype=object)}
         with pytest.raises(ContractError, match="no live loan"):

@@ -302,8 +302,8 @@ class TestStreamingLoader:
         assert sorted(np.concatenate(seen).tolist()) == list(range(len(folder.applications["application_id"])))
 
     @pytest.mark.parametrize(("row", "column", "value", "rule"), [
-        (9_000, "declared_sales", -5.0, "must be >= 0"),
-        (15_000, "enterprise_id", "E-NOBODY", "unknown enterprise 'E-NOBODY' (not in profile)"),
+        (9_000, "declared_sales", -5.0, "must be >= 0 (found -5)"),
+        (15_000, "enterprise_id", "E-NOBODY", "unknown enterprise (not in profile) (found 'E-NOBODY')"),
     ])
     def test_errors_name_the_row_of_the_file(self, small_dir: Path, tmp_path: Path, row: int, column: str,
                                              value: object, rule: str) -> None:
@@ -318,7 +318,7 @@ class TestStreamingLoader:
         folder = Path(shutil.copytree(small_dir, tmp_path / "broken"))
         table = pq.read_table(small_dir / "tax.parquet")
         values = table.column(column).to_pylist()
-        values[row - 1] = value
+        values[row - 2] = value  # row as a spreadsheet numbers it: the header is row 1
         table = table.set_column(table.column_names.index(column), column, pa.array(values))
         pq.write_table(table, folder / "tax.parquet", row_group_size=4000)
         with pytest.raises(ContractError) as whole:
@@ -327,6 +327,34 @@ class TestStreamingLoader:
             from_folder(folder)
         assert str(streamed.value) == str(whole.value)
         assert f"tax.parquet, row {row}, column '{column}': {rule}" == str(streamed.value)
+
+    def test_every_row_group_s_problems_are_listed(self, small_dir: Path, tmp_path: Path) -> None:
+        """Problems in three row groups: the streamed reader lists all of them, as reading the file whole does."""
+        import shutil
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from service.scoring.raw import ContractError, load_folder
+
+        folder = Path(shutil.copytree(small_dir, tmp_path / "broken"))
+        table = pq.read_table(small_dir / "tax.parquet")
+        sales = table.column("declared_sales").to_pylist()
+        grades = table.column("tax_grade").to_pylist()
+        for row in (6_000, 9_000, 9_001, 15_000):
+            sales[row - 2] = -1.0
+        grades[12_000 - 2] = "Z"
+        table = table.set_column(table.column_names.index("declared_sales"), "declared_sales", pa.array(sales))
+        table = table.set_column(table.column_names.index("tax_grade"), "tax_grade", pa.array(grades))
+        pq.write_table(table, folder / "tax.parquet", row_group_size=4000)
+        with pytest.raises(ContractError) as whole:
+            load_folder(folder)
+        with pytest.raises(ContractError) as streamed:
+            from_folder(folder)
+        assert str(streamed.value) == str(whole.value)
+        assert [(p.row, p.column) for p in streamed.value.problems] == [
+            (6_000, "declared_sales"), (9_000, "declared_sales"), (9_001, "declared_sales"), (12_000, "tax_grade"),
+            (15_000, "declared_sales")]
 
     def test_a_repeated_month_is_refused(self, small_dir: Path, tmp_path: Path) -> None:
         import shutil

@@ -9,9 +9,10 @@ write it) is then read about once; a file in another order is still read correct
 touches it. CSV files have no row groups: each is read whole, once.
 
 Errors are ``ContractError`` with the same rules and the file's own row numbers; they can surface while pieces
-are read, which is still before training has produced anything. Only what training reads is checked: records of
-enterprises without an application (unless they share a row group with ones read) and the loan book (labels
-come from the applications) are not.
+are read, which is still before training has produced anything. Once something is wrong, every file is checked whole,
+a file at a time, so the error lists every file's problems as loading the folder whole does. Only what training reads is
+checked: records of enterprises without an application (unless they share a row group with ones read) and the
+loan book (labels come from the applications) are not.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ import pyarrow.parquet as pq
 from service.batch.chunks import CHUNK_APPLICATIONS, enterprise_ranges
 from service.scoring.raw import (
     CONTRACT,
+    FIRST_ROW,
     MONTHLY_SOURCES,
     ContractError,
+    Found,
+    Problem,
     RawData,
     Table,
     _link_enterprises,
@@ -38,14 +42,30 @@ from service.scoring.raw import (
     find_file,
     link,
     read_arrow,
+    sheet_row,
     validate_table,
 )
 
 
 def _shifted(exc: ContractError, rows: np.ndarray) -> ContractError:
-    """The same error with its row (1-based, within a slice of the file) turned into the file's row."""
-    row = None if exc.row is None else int(rows[exc.row - 1]) + 1
-    return ContractError(exc.file, exc.rule, row=row, column=exc.column)
+    """The same error with its rows (within a slice of the file) turned into the file's rows."""
+    return ContractError.of([p if p.row is None else Problem(p.file, p.rule, sheet_row(rows[p.row - FIRST_ROW]),
+                                                               p.column, p.value)
+                             for p in exc.problems], exc.totals)
+
+
+def _whole_files(folder: Path, today: dt.date, exc: ContractError) -> ContractError:
+    """Once something is wrong, the problems ``load_folder`` would list: every file checked whole, a file at a time
+    (a pass over the data, on the error path only); the rules across files (``exc``) when every file passed."""
+    errors = []
+    for name in CONTRACT:
+        try:
+            path = find_file(folder, name)
+            if path is not None and name != "loans":  # training does not read the book
+                validate_table(path.name, CONTRACT[name], read_arrow(path), today)
+        except ContractError as found:
+            errors.append(found)
+    return ContractError.combine(errors) if errors else exc
 
 
 class _MonthlyFile:
@@ -126,28 +146,44 @@ class StreamedFolder:
 
     def __init__(self, folder: Path | str, *, today: dt.date | None = None) -> None:
         folder = Path(folder)
-        today = today or business_today()
+        self.today = today or business_today()
         if not folder.is_dir():
             raise ContractError(str(folder), "data folder does not exist")
         self.folder = folder
+        try:
+            self._open(folder, self.today)
+        except ContractError as exc:
+            raise _whole_files(folder, self.today, exc) from None
+
+    def _open(self, folder: Path, today: dt.date) -> None:
         files, tables = {}, {}
+        found = Found()
         for name in ("profile", "applications"):
-            path = find_file(folder, name)
-            if path is None:
-                raise ContractError(f"{name}.parquet", f"required file is missing from {folder} (or {name}.csv)")
-            files[name] = path.name
-            tables[name] = validate_table(path.name, CONTRACT[name], read_arrow(path), today)
+            try:
+                path = find_file(folder, name)
+                if path is None:
+                    found.add(f"{name}.parquet", f"required file is missing from {folder} (or {name}.csv)")
+                    continue
+                files[name] = path.name
+                tables[name] = validate_table(path.name, CONTRACT[name], read_arrow(path), today)
+            except ContractError as exc:
+                found.extend(exc)
+        found.raise_if_any()
         data = link(tables["profile"], tables["applications"], {}, files)
         self.profile, self.applications = data.profile, data.applications
         profile_ids = pa.array(self.profile["enterprise_id"], type=pa.string())
         self.monthly: dict[str, _MonthlyFile] = {}
         for name in MONTHLY_SOURCES:
-            path = find_file(folder, name)
-            if path is None:
-                if CONTRACT[name].optional:
+            try:
+                path = find_file(folder, name)
+                if path is None:
+                    if not CONTRACT[name].optional:
+                        found.add(f"{name}.parquet", f"required file is missing from {folder} (or {name}.csv)")
                     continue
-                raise ContractError(f"{name}.parquet", f"required file is missing from {folder} (or {name}.csv)")
-            self.monthly[name] = _MonthlyFile(path, name, profile_ids, today)
+                self.monthly[name] = _MonthlyFile(path, name, profile_ids, today)
+            except ContractError as exc:
+                found.extend(exc)
+        found.raise_if_any()
 
     def keep_applications(self, mask: np.ndarray) -> None:
         """Only the applications where ``mask`` holds, in their order (training keeps the labelled ones)."""
@@ -167,6 +203,9 @@ class StreamedFolder:
             piece_rows = rows[at]
             apps = {k: v[piece_rows] for k, v in self.applications.items()}
             apps["enterprise_row"] = apps["enterprise_row"] - lo
-            monthly = {name: f.records(lo, hi) for name, f in self.monthly.items()}
+            try:
+                monthly = {name: f.records(lo, hi) for name, f in self.monthly.items()}
+            except ContractError as exc:
+                raise _whole_files(self.folder, self.today, exc) from None
             profile = {k: v[lo:hi] for k, v in self.profile.items()}
             yield piece_rows, RawData(profile=profile, applications=apps, monthly=monthly)

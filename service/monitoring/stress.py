@@ -37,6 +37,7 @@ from service.scoring.raw import (
     Table,
     month_start,
     raw_for_applicant,
+    sheet_row,
 )
 
 SCENARIOS_DIR = Path(__file__).with_name("scenarios")
@@ -244,7 +245,7 @@ def book_loans(data: RawData, book: Table, config: StressConfig, *, file: str = 
         e = ids.get(book["enterprise_id"][r])
         if e is None:
             raise ContractError(file, f"unknown enterprise '{book['enterprise_id'][r]}' (not in the data folder's "
-                                "profile)", row=int(r) + 1, column="enterprise_id")
+                                "profile)", row=sheet_row(r), column="enterprise_id")
         ent[k] = e
     purpose = np.full(len(rows), "working_capital", dtype=object)
     if "application_id" in book:  # the purpose of the application the loan came from, when the folder has it

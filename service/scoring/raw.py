@@ -2,13 +2,17 @@
 
 One declaration (``CONTRACT``) drives file validation here, the online request schema, and
 docs/data-contract.md. Loading is all-or-nothing: every file is read and checked before anything is
-returned, and the first broken rule raises ``ContractError`` naming the file, the row, the column and the rule.
+returned, and one ``ContractError`` lists every broken rule (up to MAX_LISTED a file, with the count), each with
+its file, row (as a spreadsheet numbers it), column, rule and the value found. Rules are checked column by column
+on whole arrays, so listing a million bad cells costs no more than finding the first.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,6 +20,10 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from service.scoring import encoding
+
+log = logging.getLogger("smecredit.contract")
 
 Kind = Literal["id", "text", "category", "date", "month", "int", "float", "bool"]
 
@@ -89,6 +97,9 @@ class Column:
     min: float | None = None
     max: float | None = None
     categories: tuple[str, ...] = ()
+    # Amounts in CNY: the highest median an SME file's positive values plausibly have. A file whose median is
+    # above it was most likely written in fen (分) rather than yuan (元): the loader names that mistake.
+    usual: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,8 @@ class Source:
         return next(c for c in self.columns if c.name == name)
 
 
-def _money(name: str, description: str, required: bool = True) -> Column:
-    return Column(name, "float", description + " (CNY)", required=required, min=0, max=MAX_AMOUNT)
+def _money(name: str, description: str, usual: float, required: bool = True) -> Column:
+    return Column(name, "float", description + " (CNY)", required=required, min=0, max=MAX_AMOUNT, usual=usual)
 
 
 def _count(name: str, description: str, required: bool = True, max: float = MAX_COUNT) -> Column:
@@ -148,12 +159,12 @@ CONTRACT: dict[str, Source] = {
             (
                 _ENTERPRISE,
                 _MONTH,
-                _money("declared_sales", "Sales declared to the tax office"),
-                _money("vat_paid", "VAT paid"),
+                _money("declared_sales", "Sales declared to the tax office", usual=3e6),
+                _money("vat_paid", "VAT paid", usual=5e4),
                 _count("invoices_issued", "Number of VAT invoices issued"),
-                _money("invoice_amount", "Total amount of invoices issued"),
+                _money("invoice_amount", "Total amount of invoices issued", usual=3e6),
                 Column("filed_on_time", "bool", "The month's return was filed by the deadline"),
-                _money("tax_arrears", "Tax owed and overdue at month end"),
+                _money("tax_arrears", "Tax owed and overdue at month end", usual=1e5),
                 Column("tax_grade", "category", "Tax credit grade (纳税信用等级) in force", required=False,
                        categories=TAX_GRADES),
             ),
@@ -166,11 +177,11 @@ CONTRACT: dict[str, Source] = {
             (
                 _ENTERPRISE,
                 _MONTH,
-                _money("inflow", "Money received"),
-                _money("outflow", "Money paid out"),
+                _money("inflow", "Money received", usual=3e6),
+                _money("outflow", "Money paid out", usual=3e6),
                 _count("transactions", "Number of transactions"),
                 _count("counterparties", "Distinct counterparties"),
-                _money("refunds", "Refunds paid to customers"),
+                _money("refunds", "Refunds paid to customers", usual=1e5),
             ),
             key=("enterprise_id", "month"),
             monthly=True,
@@ -182,9 +193,9 @@ CONTRACT: dict[str, Source] = {
                 _ENTERPRISE,
                 _MONTH,
                 Column("electricity_kwh", "float", "Electricity used (kWh)", min=0, max=1e9),
-                _money("electricity_bill", "Electricity bill"),
+                _money("electricity_bill", "Electricity bill", usual=3e4),
                 _count("days_paid_late", "Days the bill was paid after its due date", max=366),
-                _money("utility_arrears", "Unpaid utility bills at month end"),
+                _money("utility_arrears", "Unpaid utility bills at month end", usual=3e4),
             ),
             key=("enterprise_id", "month"),
             monthly=True,
@@ -196,7 +207,7 @@ CONTRACT: dict[str, Source] = {
                 _ENTERPRISE,
                 _MONTH,
                 _count("insured_headcount", "Employees insured", max=100_000),
-                _money("contributions_paid", "Contributions paid"),
+                _money("contributions_paid", "Contributions paid", usual=3e5),
                 Column("missed_payment", "bool", "The month's contribution was not paid"),
             ),
             key=("enterprise_id", "month"),
@@ -224,7 +235,7 @@ CONTRACT: dict[str, Source] = {
                 Column("application_id", "id", "Application reference"),
                 _ENTERPRISE,
                 Column("application_date", "date", "Date the application was made"),
-                Column("requested_amount", "float", "Amount requested (CNY)", min=1000, max=1e8),
+                Column("requested_amount", "float", "Amount requested (CNY)", min=1000, max=1e8, usual=5e6),
                 Column("term_months", "int", "Term requested, months", min=1, max=60),
                 Column("purpose", "category", "Purpose of the loan", categories=PURPOSES),
                 Column("defaulted_12m", "int", "1 if 90+ days past due within 12 months of the application, else 0",
@@ -244,10 +255,11 @@ CONTRACT: dict[str, Source] = {
                 Column("origination_month", "month", "Month the loan was booked (first drawdown)"),
                 Column("product", "category", "Amortising term loan or revolving credit line", categories=PRODUCTS),
                 Column("limit", "float", "Credit limit of a line, principal of a term loan (CNY)", min=1,
-                       max=LOAN_MAX),
-                Column("drawn", "float", "Principal drawn to date, at most the limit (CNY)", min=0, max=LOAN_MAX),
+                       max=LOAN_MAX, usual=5e6),
+                Column("drawn", "float", "Principal drawn to date, at most the limit (CNY)", min=0, max=LOAN_MAX,
+                       usual=5e6),
                 Column("outstanding", "float", "Balance owed at the book date, principal plus unpaid interest; at "
-                       "most drawn x (1 + apr), 0 once repaid (CNY)", min=0, max=LOAN_MAX),
+                       "most drawn x (1 + apr), 0 once repaid (CNY)", min=0, max=LOAN_MAX, usual=5e6),
                 Column("term_months", "int", "Term of the loan, or the line's review period, months", min=1,
                        max=360),
                 Column("apr", "float", "Annual percentage rate, a fraction (0.085 = 8.5%)", min=0, max=1),
@@ -269,17 +281,181 @@ MONTHLY_SOURCES: tuple[str, ...] = tuple(s for s, src in CONTRACT.items() if src
 Table = dict[str, np.ndarray]
 
 
-class ContractError(ValueError):
-    """A file breaks the data contract; names the file, the 1-based data row (if any), the column and the rule."""
+MAX_LISTED = 50  # problems listed per file; the count covers every one
+FIRST_ROW = 2  # the row of a file's first record as a spreadsheet shows it: the header is row 1
 
-    def __init__(self, file: str, rule: str, *, row: int | None = None, column: str | None = None) -> None:
-        self.file, self.rule, self.row, self.column = file, rule, row, column
-        where = [file]
-        if row is not None:
-            where.append(f"row {row}")
-        if column is not None:
-            where.append(f"column '{column}'")
-        super().__init__(", ".join(where) + f": {rule}")
+
+def sheet_row(index: int | np.integer) -> int:
+    """The row a spreadsheet shows for the record at 0-based ``index`` (the header is row 1)."""
+    return int(index) + FIRST_ROW
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: the file, the row as a spreadsheet shows it (the header is row 1, the first record row 2),
+    the column, the rule, and the offending value as written (None for an empty cell or a rule about the file or a
+    whole column)."""
+
+    file: str
+    rule: str
+    row: int | None = None
+    column: str | None = None
+    value: str | None = None
+
+    def where(self) -> str:
+        parts = [f"row {self.row}"] if self.row is not None else []
+        if self.column is not None:
+            parts.append(f"column '{self.column}'")
+        return ", ".join(parts)
+
+    def _said(self) -> str:
+        return self.rule if self.value is None else f"{self.rule} (found {self.value})"
+
+    def line(self) -> str:
+        """The problem without its file name, for a list under the file's name."""
+        where = self.where()
+        return f"{where}: {self._said()}" if where else self._said()
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{self.file}, {where}: {self._said()}" if where else f"{self.file}: {self._said()}"
+
+
+def _file_order(file: str) -> int:
+    stem = Path(file).stem
+    return list(CONTRACT).index(stem) if stem in CONTRACT else len(CONTRACT)
+
+
+class ContractError(ValueError):
+    """One or more files break the data contract. ``problems`` lists them, at most MAX_LISTED a file, in row
+    order; ``totals`` counts every problem of each file. ``file``, ``rule``, ``row``, ``column`` and ``value`` are
+    those of the first problem listed."""
+
+    def __init__(self, file: str, rule: str, *, row: int | None = None, column: str | None = None,
+                 value: str | None = None) -> None:
+        self._set([Problem(file, rule, row, column, value)], {})
+
+    @classmethod
+    def of(cls, problems: list[Problem], totals: dict[str, int] | None = None) -> ContractError:
+        """An error listing ``problems``; ``totals`` per file when more were counted than are given."""
+        err = cls.__new__(cls)
+        err._set(problems, totals or {})
+        return err
+
+    @classmethod
+    def combine(cls, errors: list[ContractError]) -> ContractError:
+        totals: dict[str, int] = {}
+        for e in errors:
+            for f, n in e.totals.items():
+                totals[f] = totals.get(f, 0) + n
+        return cls.of([p for e in errors for p in e.problems], totals)
+
+    def _set(self, problems: list[Problem], totals: dict[str, int]) -> None:
+        if not problems:
+            raise ValueError("a ContractError needs at least one problem")
+        by_file: dict[str, list[Problem]] = {}
+        for p in sorted(problems, key=lambda p: _file_order(p.file)):  # files in the contract's order
+            by_file.setdefault(p.file, []).append(p)
+        listed: list[Problem] = []
+        for ps in by_file.values():
+            ps.sort(key=lambda p: 0 if p.row is None else p.row)  # stable: file and column rules first, then rows
+            listed += ps[:MAX_LISTED]
+        self.problems: tuple[Problem, ...] = tuple(listed)
+        self.totals = {f: max(totals.get(f, 0), len(ps)) for f, ps in by_file.items()}
+        first = self.problems[0]
+        self.file, self.rule, self.row, self.column, self.value = (first.file, first.rule, first.row, first.column,
+                                                                   first.value)
+        super().__init__(self._message())
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals.values())
+
+    def _message(self) -> str:
+        if self.total == 1:
+            return str(self.problems[0])
+        blocks = []
+        for file, total in self.totals.items():
+            shown = [p for p in self.problems if p.file == file]
+            head = f"{file}: {total} problem{'s' if total > 1 else ''}"
+            if len(shown) < total:
+                head += f", the first {len(shown)} listed"
+            blocks.append("\n".join([head] + [f"  {p.line()}" for p in shown]))
+        if len(self.totals) > 1:
+            blocks.insert(0, f"{self.total} problems in {len(self.totals)} files:")
+        return "\n".join(blocks)
+
+    def __reduce__(self) -> tuple:  # a Dask worker's error reaches the coordinator whole
+        return (ContractError.of, (list(self.problems), self.totals))
+
+
+def shown(value: object) -> str | None:
+    """A cell's value as a person would recognise it in the file: text quoted, numbers as written."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:40] + "...")
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(value, dt.date | np.datetime64):
+        return str(value)[:10]
+    return str(value)
+
+
+Cells = pa.ChunkedArray | pa.Array | np.ndarray
+
+
+def _cells(cells: Cells, rows: np.ndarray) -> list[str | None]:
+    if isinstance(cells, np.ndarray):
+        picked = cells[rows]
+        if picked.dtype.kind == "M":
+            return [None if np.isnat(v) else str(v)[:10] for v in picked]
+        return [shown(v) for v in picked.tolist()]
+    return [shown(v) for v in cells.take(pa.array(rows, type=pa.int64())).to_pylist()]
+
+
+class Found:
+    """Problems gathered rule by rule from boolean masks over a file's rows: every problem is counted, and values
+    are read only for the rows that will be listed, so a million bad cells cost a few vectorised passes."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.totals: dict[str, int] = {}
+
+    def add(self, file: str, rule: str, *, row: int | None = None, column: str | None = None,
+            value: str | None = None) -> None:
+        self.problems.append(Problem(file, rule, row, column, value))
+        self.totals[file] = self.totals.get(file, 0) + 1
+
+    def mask(self, file: str, mask: np.ndarray, rule: str | Callable[[int], str], column: str | None,
+             cells: Cells | Callable[[np.ndarray], list[str | None]] | None = None) -> int:
+        """Record a problem for every row where ``mask`` holds; ``rule`` may depend on the row (0-based index),
+        ``cells`` gives the offending values. Returns the number of rows."""
+        hits = np.flatnonzero(mask)
+        if not hits.size:
+            return 0
+        self.totals[file] = self.totals.get(file, 0) + int(hits.size)
+        first = hits[:MAX_LISTED]
+        values = ([None] * first.size if cells is None else cells(first) if callable(cells)
+                  else _cells(cells, first))
+        self.problems += [Problem(file, rule(int(i)) if callable(rule) else rule, sheet_row(i), column, v)
+                          for i, v in zip(first, values, strict=True)]
+        return int(hits.size)
+
+    def extend(self, err: ContractError) -> None:
+        self.problems += err.problems
+        for f, n in err.totals.items():
+            self.totals[f] = self.totals.get(f, 0) + n
+
+    def has(self, file: str) -> bool:
+        return file in self.totals
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ContractError.of(self.problems, self.totals)
 
 
 NO_MONTH = np.iinfo(np.int64).min  # month index of an empty month cell (NaT), e.g. a loan's missing default_month
@@ -331,16 +507,16 @@ class RawData:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Column conversion: arrow column -> numpy array of the contract kind, or the first row that breaks the rule.
-
-
-def _first(mask: np.ndarray) -> int | None:
-    hits = np.flatnonzero(mask)
-    return int(hits[0]) if hits.size else None
+# Column conversion: arrow column -> numpy array of the contract kind, every broken rule recorded in a Found.
 
 
 def _as_strings(col: pa.ChunkedArray) -> np.ndarray:
     return pc.cast(col, pa.string()).to_numpy(zero_copy_only=False)
+
+
+def _trimmed_or_null(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
 
 
 def _parse_numbers(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -348,6 +524,13 @@ def _parse_numbers(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type):
         values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
         return values, np.zeros(len(values), dtype=bool)
+    # Arrow's cast accepts a subset of what float() does, with the same values: when it takes the whole column
+    # no cell is bad; otherwise each cell is parsed in Python to find which (and to accept "1_000" as before).
+    try:
+        values = pc.cast(_trimmed_or_null(col), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        return values, np.zeros(len(values), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     text = _as_strings(col)
     values = np.full(len(text), np.nan)
     bad = np.zeros(len(text), dtype=bool)
@@ -365,6 +548,13 @@ def _parse_dates(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_date(col.type) or pa.types.is_timestamp(col.type):
         values = pc.cast(col, pa.date32()).to_numpy(zero_copy_only=False).astype("datetime64[D]")
         return values, np.zeros(len(values), dtype=bool)
+    # As for numbers: Arrow's strict YYYY-MM-DD first, Python's fromisoformat for the cells it refuses.
+    try:
+        head = pc.utf8_slice_codeunits(_trimmed_or_null(col), 0, 10)
+        values = pc.cast(head, pa.date32()).to_numpy(zero_copy_only=False).astype("datetime64[D]")
+        return values, np.zeros(len(values), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     text = _as_strings(col)
     values = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[D]")
     bad = np.zeros(len(text), dtype=bool)
@@ -378,8 +568,8 @@ def _parse_dates(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return values, bad
 
 
-_TRUE = {"true", "1", "yes", "y", "t", "1.0"}
-_FALSE = {"false", "0", "no", "n", "f", "0.0"}
+_TRUE = ("true", "1", "yes", "y", "t", "1.0")
+_FALSE = ("false", "0", "no", "n", "f", "0.0")
 
 
 def _parse_bools(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -387,64 +577,87 @@ def _parse_bools(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
         bad = ~np.isnan(values) & (values != 0) & (values != 1)
         return values, bad
-    text = _as_strings(col)
-    values = np.full(len(text), np.nan)
-    bad = np.zeros(len(text), dtype=bool)
-    for i, s in enumerate(text):
-        if s is None or s.strip() == "":
-            continue
-        low = s.strip().lower()
-        if low in _TRUE:
-            values[i] = 1.0
-        elif low in _FALSE:
-            values[i] = 0.0
-        else:
-            bad[i] = True
-    return values, bad
+    low = pc.utf8_lower(_trimmed_or_null(col))
+    true = pc.fill_null(pc.is_in(low, value_set=pa.array(_TRUE)), False).to_numpy(zero_copy_only=False)
+    false = pc.fill_null(pc.is_in(low, value_set=pa.array(_FALSE)), False).to_numpy(zero_copy_only=False)
+    present = pc.is_valid(low).to_numpy(zero_copy_only=False)
+    values = np.where(true, 1.0, np.where(false, 0.0, np.nan))
+    return values, present & ~true & ~false
 
 
-def convert_column(file: str, column: Column, col: pa.ChunkedArray, today: dt.date) -> np.ndarray:
-    """Convert one arrow column to numpy per the contract, raising ContractError at the first bad row.
+UNIT_MIN_VALUES = 20  # positive amounts a file needs before its median says anything about the unit
+UNIT_SAMPLE = 100_000  # the median is taken over an evenly spaced sample of this many values at most
+
+
+def unit_mistake(values: np.ndarray, usual: float) -> str | None:
+    """The rule a column of CNY amounts breaks when its median is above the usual (a file in fen, say), or None."""
+    sample = values[:: max(1, values.size // UNIT_SAMPLE)]
+    positive = sample[np.isfinite(sample) & (sample > 0)]
+    if positive.size < UNIT_MIN_VALUES:
+        return None
+    median = float(np.median(positive))
+    if median <= usual:
+        return None
+    if median / 100 <= usual:
+        return (f"the amounts look 100x too large: their median is {median:,.0f} where an SME's is at most about "
+                f"{usual:,.0f} yuan; likely in fen (分), not yuan (元): divide by 100")
+    return (f"the amounts are far larger than an SME's: their median is {median:,.0f} where an SME's is at most "
+            f"about {usual:,.0f} yuan; check the unit (yuan, 元)")
+
+
+def _too_large(column: Column, values: np.ndarray) -> Callable[[int], str]:
+    limit = f"must be <= {column.max:g}"
+    if column.usual is None:
+        return lambda _: limit
+    return lambda i: (limit + "; likely in fen (分), not yuan (元): divide by 100"
+                      if values[i] / 100 <= (column.max or np.inf) else limit)
+
+
+def convert_column(file: str, column: Column, col: pa.ChunkedArray, today: dt.date, found: Found) -> np.ndarray:
+    """Convert one arrow column to numpy per the contract, recording in ``found`` every cell that breaks a rule.
 
     Numbers and booleans come back as float64 (NaN = empty), dates as datetime64[D] (NaT = empty),
     months as int64 month indexes, text as object arrays of str (None = empty).
     """
 
-    def fail(mask: np.ndarray, rule: str) -> None:
-        row = _first(mask)
-        if row is not None:
-            raise ContractError(file, rule, row=row + 1, column=column.name)
+    def flag(mask: np.ndarray, rule: str | Callable[[int], str], cells: Cells | None = col) -> None:
+        found.mask(file, mask, rule, column.name, cells)
 
     if column.kind in ("int", "float"):
         values, bad = _parse_numbers(col)
-        fail(bad, "must be a number")
-        empty = np.isnan(values)
+        flag(bad, "must be a number")
+        empty = np.isnan(values) & ~bad
         if column.required:
-            fail(empty, "must not be empty")
-        fail(np.isinf(values), "must be finite")
+            flag(empty, "must not be empty", None)
+        finite = np.isfinite(values)
+        flag(np.isinf(values), "must be finite")
         if column.kind == "int":
-            fail(~empty & (values != np.round(values)), "must be a whole number")
+            flag(finite & (values != np.round(values)), "must be a whole number")
         if column.min is not None:
-            fail(values < column.min, f"must be >= {column.min:g}")
+            flag(finite & (values < column.min), f"must be >= {column.min:g}")
         if column.max is not None:
-            fail(values > column.max, f"must be <= {column.max:g}")
+            flag(finite & (values > column.max), _too_large(column, values))
+        if column.usual is not None:
+            rule = unit_mistake(values, column.usual)
+            if rule is not None:
+                found.add(file, rule, column=column.name)
         return values
     if column.kind == "bool":
         values, bad = _parse_bools(col)
-        fail(bad, "must be true or false")
+        flag(bad, "must be true or false")
         if column.required:
-            fail(np.isnan(values), "must not be empty")
+            flag(np.isnan(values) & ~bad, "must not be empty", None)
         return values
     if column.kind in ("date", "month"):
         values, bad = _parse_dates(col)
-        fail(bad, "must be an ISO date (YYYY-MM-DD)")
+        flag(bad, "must be an ISO date (YYYY-MM-DD)")
         empty = np.isnat(values)
         if column.required:
-            fail(empty, "must not be empty")
-        fail(~empty & (values > np.datetime64(today)), f"must not be in the future (after {today.isoformat()})")
-        fail(~empty & (values < np.datetime64(EARLIEST_DATE)), f"must not be before {EARLIEST_DATE.isoformat()}")
+            flag(empty & ~bad, "must not be empty", None)
+        flag(~empty & (values > np.datetime64(today)), f"must not be in the future (after {today.isoformat()})")
+        flag(~empty & (values < np.datetime64(EARLIEST_DATE)), f"must not be before {EARLIEST_DATE.isoformat()}")
         if column.kind == "month":
-            fail(~empty & (values != values.astype("datetime64[M]").astype("datetime64[D]")),
+            flag(~empty & (values != values.astype("datetime64[M]").astype("datetime64[D]")),
                  "must be the first day of a month")
             return month_index(values)
         return values
@@ -452,13 +665,30 @@ def convert_column(file: str, column: Column, col: pa.ChunkedArray, today: dt.da
     text = pc.cast(col, pa.string())
     empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(text), ""), True).to_numpy(zero_copy_only=False)
     if column.required:
-        fail(empty, "must not be empty")
+        flag(empty, "must not be empty", None)
     if column.kind == "category":
         known = pc.fill_null(pc.is_in(text, value_set=pa.array(column.categories)), False)
-        fail(~empty & ~known.to_numpy(zero_copy_only=False), "must be one of " + ", ".join(column.categories))
+        flag(~empty & ~known.to_numpy(zero_copy_only=False), _category_rule(column, text))
     values = text.to_numpy(zero_copy_only=False)
     values[empty] = None
     return values
+
+
+_INDUSTRY_NAMES = {name: code for code, names in INDUSTRIES.items() for name in names}
+
+
+def _category_rule(column: Column, text: pa.ChunkedArray) -> Callable[[int], str]:
+    """'must be one of ...', naming the section letter when an industry is written by its name (制造业 is C)."""
+    rule = "must be one of " + ", ".join(column.categories)
+    if column.categories != tuple(INDUSTRIES):
+        return lambda _: rule
+
+    def with_hint(i: int) -> str:
+        value = text[i].as_py()
+        code = _INDUSTRY_NAMES.get(value.strip()) if value else None
+        return rule if code is None else f"{rule}: write the section letter, {code} for {value.strip()}"
+
+    return with_hint
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -472,34 +702,76 @@ def find_file(folder: Path, source: str) -> Path | None:
     return found[0] if found else None
 
 
+class _NotUtf8(Exception):
+    pass
+
+
+def _read_csv_text(path: Path, codec: str) -> pa.Table:
+    """Every column as text, so that a bad cell is reported with its row, not as a parser failure."""
+    import pyarrow.csv as pacsv
+
+    try:
+        # utf-8-sig drops the byte-order mark Excel's "CSV UTF-8" writes (Arrow drops it from the data itself)
+        with path.open(encoding="utf-8-sig" if codec == "utf-8" else codec, newline="") as fh:
+            header = next(csv.reader(fh), [])
+    except UnicodeDecodeError as exc:
+        raise _NotUtf8 from exc
+    opts = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True)
+    try:
+        return pacsv.read_csv(path, read_options=None if codec == "utf-8" else pacsv.ReadOptions(encoding=codec),
+                              convert_options=opts)
+    except pa.ArrowInvalid as exc:
+        if codec == "utf-8" and "UTF8" in str(exc):
+            raise _NotUtf8 from exc
+        raise
+    except UnicodeDecodeError as exc:
+        raise _NotUtf8 from exc
+
+
+def _read_csv(path: Path) -> pa.Table:
+    """A CSV in UTF-8 (with or without a byte-order mark) or, detected, in GBK/GB18030 with a warning."""
+    if encoding.wide_bom(path) is None:
+        try:
+            return _read_csv_text(path, "utf-8")
+        except _NotUtf8:
+            pass
+    try:
+        found = encoding.detect(path)
+        table = _read_csv_text(path, found.encoding)
+    except encoding.UnreadableText as exc:
+        raise ContractError(path.name, f"cannot be read: {exc}") from None
+    except _NotUtf8:
+        raise ContractError(path.name, f"cannot be read: byte 0x{found.byte:02x} on line {found.line} is not UTF-8, "
+                            f"and the file is not {found.detected} throughout; {encoding.SAVE_AS_UTF8}") from None
+    log.warning("%s is not UTF-8: read as %s (charset-normalizer found %s; byte 0x%02x on line %d is the first "
+                "that is not UTF-8); to silence this, %s", path.name, found.encoding.upper(), found.detected,
+                found.byte, found.line, encoding.SAVE_AS_UTF8)
+    return table
+
+
 def read_arrow(path: Path) -> pa.Table:
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             return pq.read_table(path)
-        import pyarrow.csv as pacsv
-
-        # Read every column as text so that a bad cell is reported with its row, not as a parser failure.
-        with path.open(encoding="utf-8", newline="") as fh:
-            header = next(csv.reader(fh), [])
-        opts = pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True)
-        return pacsv.read_csv(path, convert_options=opts)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
+        return _read_csv(path)
+    except (pa.ArrowInvalid, OSError, csv.Error) as exc:
         raise ContractError(path.name, f"cannot be read: {exc}") from exc
 
 
-def validate_table(file: str, source: Source, table: pa.Table, today: dt.date) -> Table:
-    """Check columns, types and per-value rules of one file; return its columns as numpy arrays."""
+def check_table(file: str, source: Source, table: pa.Table, today: dt.date, found: Found) -> Table:
+    """Record in ``found`` every missing, unknown and broken column and cell of one file; the columns it could
+    convert, as numpy arrays."""
     names = set(table.column_names)
     for column in source.columns:
         if column.name not in names and column.required:
-            raise ContractError(file, "required column is missing", column=column.name)
+            found.add(file, "required column is missing", column=column.name)
     known = {c.name for c in source.columns}
-    unknown = [n for n in table.column_names if n not in known]
-    if unknown:
-        raise ContractError(file, f"unknown column (the contract for {source.name} has: {', '.join(sorted(known))})",
-                            column=unknown[0])
+    for name in table.column_names:
+        if name not in known:
+            found.add(file, f"unknown column (the contract for {source.name} has: {', '.join(sorted(known))})",
+                      column=name)
     out: Table = {}
     for column in source.columns:
         if column.name not in names:
@@ -509,77 +781,110 @@ def validate_table(file: str, source: Source, table: pa.Table, today: dt.date) -
             # would cost gigabytes for nothing.
             col = table.column(column.name)
             empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(pc.cast(col, pa.string())), ""), True)
-            row = _first(empty.to_numpy(zero_copy_only=False))
-            if row is not None:
-                raise ContractError(file, "must not be empty", row=row + 1, column=column.name)
+            found.mask(file, empty.to_numpy(zero_copy_only=False), "must not be empty", column.name)
             out[column.name] = col  # type: ignore[assignment]
             continue
-        out[column.name] = convert_column(file, column, table.column(column.name), today)
+        out[column.name] = convert_column(file, column, table.column(column.name), today, found)
     return out
 
 
-def check_unique(file: str, key: tuple[str, ...], codes: np.ndarray) -> None:
-    """Each key value (one integer code per row) appears once; report the row of the first repeat."""
+def validate_table(file: str, source: Source, table: pa.Table, today: dt.date) -> Table:
+    """Check columns, types and per-value rules of one file; return its columns as numpy arrays. Raises one
+    ContractError listing every problem found."""
+    found = Found()
+    out = check_table(file, source, table, today, found)
+    found.raise_if_any()
+    return out
+
+
+def check_unique(file: str, key: tuple[str, ...], codes: np.ndarray, found: Found | None = None,
+                 cells: Callable[[np.ndarray], list[str | None]] | None = None) -> None:
+    """Each key value (one integer code per row) appears once: every repeat after the first is a problem,
+    recorded in ``found`` (or raised when there is none); ``cells`` shows a row's key as written."""
     if codes.size == 0:
         return
     order = np.argsort(codes, kind="stable")
-    repeat = order[1:][codes[order][1:] == codes[order][:-1]]
-    if repeat.size:
-        raise ContractError(file, f"duplicate ({', '.join(key)}): each must appear once", row=int(repeat.min()) + 1,
-                            column=key[-1])
+    repeat = np.zeros(codes.size, dtype=bool)
+    repeat[order[1:][codes[order][1:] == codes[order][:-1]]] = True
+    here = found or Found()
+    here.mask(file, repeat, f"duplicate ({', '.join(key)}): each must appear once", key[-1], cells)
+    if found is None:
+        here.raise_if_any()
 
 
-def _link_enterprises(file: str, ids: np.ndarray | pa.ChunkedArray, profile_ids: pa.Array) -> np.ndarray:
+def _link_enterprises(file: str, ids: np.ndarray | pa.ChunkedArray, profile_ids: pa.Array,
+                      found: Found | None = None) -> np.ndarray | None:
+    """Each record's row in profile; unknown enterprises recorded in ``found`` (None returned) or raised."""
     ids = pc.cast(ids if isinstance(ids, pa.ChunkedArray) else pa.array(ids, type=pa.string()), pa.string())
     rows = pc.index_in(ids, value_set=profile_ids)
-    row = _first(rows.is_null().to_numpy(zero_copy_only=False))
-    if row is not None:
-        raise ContractError(file, f"unknown enterprise '{ids[row].as_py()}' (not in profile)", row=row + 1,
-                            column="enterprise_id")
+    here = found or Found()
+    if here.mask(file, rows.is_null().to_numpy(zero_copy_only=False), "unknown enterprise (not in profile)",
+                 "enterprise_id", ids):
+        if found is None:
+            here.raise_if_any()
+        return None
     return rows.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def check_profile(file: str, profile: Table) -> None:
+def check_profile(file: str, profile: Table, found: Found) -> None:
     expected = np.array([PROVINCE_REGION[p] for p in profile["province"]], dtype=object)
-    row = _first(expected != profile["region"])
-    if row is not None:
-        raise ContractError(file, f"region must be '{expected[row]}' for province '{profile['province'][row]}'",
-                            row=row + 1, column="region")
+    found.mask(file, expected != profile["region"],
+               lambda i: f"region must be '{expected[i]}' for province '{profile['province'][i]}'", "region",
+               profile["region"])
 
 
-def check_applications(file: str, apps: Table, profile: Table) -> None:
+def check_applications(file: str, apps: Table, profile: Table, found: Found) -> None:
     registered = profile["registration_date"][apps["enterprise_row"]]
-    row = _first(apps["application_date"] < registered)
-    if row is not None:
-        raise ContractError(file, "application_date must not be before the enterprise's registration_date",
-                            row=row + 1, column="application_date")
+    found.mask(file, apps["application_date"] < registered,
+               lambda i: f"application_date must not be before the enterprise's registration_date "
+                         f"({str(registered[i])[:10]})", "application_date", apps["application_date"])
+
+
+def _key_cells(profile_ids: pa.Array, table: Table) -> Callable[[np.ndarray], list[str | None]]:
+    """A monthly record's key as written: its enterprise_id and month."""
+    return lambda rows: [f"{shown(profile_ids[int(r)].as_py())}, {str(month_start(int(m)))[:10]}"
+                         for r, m in zip(table["enterprise_row"][rows], table["month"][rows], strict=True)]
 
 
 def link(profile: Table, applications: Table, monthly: dict[str, Table], files: dict[str, str]) -> RawData:
-    """Cross-file rules: every enterprise_id exists in profile; applications follow registration."""
-    check_profile(files["profile"], profile)
-    check_unique(files["profile"], ("enterprise_id",), np.unique(profile["enterprise_id"], return_inverse=True)[1])
+    """Cross-file rules: every enterprise_id exists in profile; applications follow registration. Raises one
+    ContractError listing every problem."""
+    found = Found()
+    check_profile(files["profile"], profile, found)
+    check_unique(files["profile"], ("enterprise_id",), np.unique(profile["enterprise_id"], return_inverse=True)[1],
+                 found, lambda rows: _cells(profile["enterprise_id"], rows))
     check_unique(files["applications"], ("application_id",),
-                 np.unique(applications["application_id"], return_inverse=True)[1])
+                 np.unique(applications["application_id"], return_inverse=True)[1], found,
+                 lambda rows: _cells(applications["application_id"], rows))
     profile_ids = pa.array(profile["enterprise_id"], type=pa.string())
-    applications["enterprise_row"] = _link_enterprises(files["applications"], applications["enterprise_id"],
-                                                       profile_ids)
-    check_applications(files["applications"], applications, profile)
+    rows = _link_enterprises(files["applications"], applications["enterprise_id"], profile_ids, found)
+    if rows is not None:
+        applications["enterprise_row"] = rows
+        check_applications(files["applications"], applications, profile, found)
     for name, t in monthly.items():
-        t["enterprise_row"] = _link_enterprises(files[name], t.pop("enterprise_id"), profile_ids)
-        check_unique(files[name], ("enterprise_id", "month"), t["enterprise_row"] * 100_000 + t["month"])
+        rows = _link_enterprises(files[name], t.pop("enterprise_id"), profile_ids, found)
+        if rows is None:
+            continue
+        t["enterprise_row"] = rows
+        check_unique(files[name], ("enterprise_id", "month"), t["enterprise_row"] * 100_000 + t["month"], found,
+                     _key_cells(profile_ids, t))
+    found.raise_if_any()
     return RawData(profile=profile, applications=applications, monthly=monthly)
 
 
-def check_book(file: str, book: Table) -> None:
+def check_book(file: str, book: Table, found: Found | None = None) -> None:
     """Rules within the loans file: unique loan ids, one book date, months in order, statuses consistent with
     days past due and default month, drawn within the limit, outstanding within drawn plus a year's interest."""
-    check_unique(file, ("loan_id",), np.unique(book["loan_id"], return_inverse=True)[1])
+    here = found or Found()
+    check_unique(file, ("loan_id",), np.unique(book["loan_id"], return_inverse=True)[1], here,
+                 lambda rows: _cells(book["loan_id"], rows))
+
+    def months(column: str) -> Callable[[np.ndarray], list[str | None]]:
+        return lambda rows: [None if m == NO_MONTH else str(month_start(int(m)))[:10] for m in book[column][rows]]
 
     def fail(mask: np.ndarray, column: str, rule: str) -> None:
-        row = _first(mask)
-        if row is not None:
-            raise ContractError(file, rule, row=row + 1, column=column)
+        cells = months(column) if column.endswith("month") else book[column]
+        here.mask(file, mask, rule, column, cells)
 
     as_of = book["as_of_month"]
     if as_of.size:
@@ -602,39 +907,40 @@ def check_book(file: str, book: Table) -> None:
     fail((status == "past_due") & (dpd < 1), "days_past_due", "must be >= 1 when status is past_due")
     fail((status == "repaid") & (dpd != 0), "days_past_due", "must be 0 when status is repaid")
     fail((status == "repaid") & (book["outstanding"] != 0), "outstanding", "must be 0 when status is repaid")
+    if found is None:
+        here.raise_if_any()
 
 
 def link_book(file: str, book: Table, profile_ids: pa.Array, applications: Table | None = None,
               applications_file: str = "applications") -> None:
     """Cross-file rules of the book: enterprises exist in profile; a named application exists, belongs to the
     same enterprise and was made no later than the origination month. Adds ``enterprise_row``."""
-    book["enterprise_row"] = _link_enterprises(file, book["enterprise_id"], profile_ids)
-    if applications is None or "application_id" not in book:
-        return
-    given = np.array([a is not None for a in book["application_id"]], dtype=bool)
-    if not given.any():
-        return
-    app_ids = pa.array(applications["application_id"], type=pa.string())
-    idx = pc.index_in(pa.array(book["application_id"], type=pa.string()), value_set=app_ids)
-    found = ~idx.is_null().to_numpy(zero_copy_only=False)
-    row = _first(given & ~found)
-    if row is not None:
-        raise ContractError(file, f"unknown application '{book['application_id'][row]}' (not in "
-                            f"{applications_file})", row=row + 1, column="application_id")
-    at = idx.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    row = _first(given & (applications["enterprise_id"][at] != book["enterprise_id"]))
-    if row is not None:
-        raise ContractError(file, "the application belongs to another enterprise", row=row + 1,
-                            column="application_id")
-    app_month = month_index(applications["application_date"][at])
-    row = _first(given & (app_month > book["origination_month"]))
-    if row is not None:
-        raise ContractError(file, "origination_month must not be before the application's month", row=row + 1,
-                            column="origination_month")
+    found = Found()
+    rows = _link_enterprises(file, book["enterprise_id"], profile_ids, found)
+    if rows is not None:
+        book["enterprise_row"] = rows
+    if applications is not None and "application_id" in book:
+        given = np.array([a is not None for a in book["application_id"]], dtype=bool)
+        if given.any():
+            app_ids = pa.array(applications["application_id"], type=pa.string())
+            idx = pc.index_in(pa.array(book["application_id"], type=pa.string()), value_set=app_ids)
+            known = given & ~idx.is_null().to_numpy(zero_copy_only=False)
+            found.mask(file, given & ~known, f"unknown application (not in {applications_file})", "application_id",
+                       book["application_id"])
+            at = idx.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            found.mask(file, known & (applications["enterprise_id"][at] != book["enterprise_id"]),
+                       "the application belongs to another enterprise", "application_id", book["application_id"])
+            app_month = month_index(applications["application_date"][at])
+            found.mask(file, known & (app_month > book["origination_month"]),
+                       "origination_month must not be before the application's month", "origination_month",
+                       lambda r: [str(month_start(int(m)))[:10] for m in book["origination_month"][r]])
+    found.raise_if_any()
 
 
 def _read_book(path: Path, today: dt.date) -> Table:
-    book = validate_table(path.name, CONTRACT["loans"], read_arrow(path), today)
+    found = Found()
+    book = check_table(path.name, CONTRACT["loans"], read_arrow(path), today, found)
+    found.raise_if_any()
     if "default_month" not in book:
         book["default_month"] = np.full(len(book["loan_id"]), NO_MONTH, dtype=np.int64)
     if "application_id" not in book:
@@ -673,9 +979,12 @@ def load_book(path_or_folder: Path | str, *, today: dt.date | None = None) -> Ta
 
 
 def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
-    """Read and validate every contract file in ``folder``. Raises ContractError; returns nothing partial.
+    """Read and validate every contract file in ``folder``. Raises one ContractError listing the problems of
+    every file (at most MAX_LISTED a file, with the count); returns nothing partial.
 
-    The loan book (``loans``) is optional; when present it is checked and carried as ``RawData.book``.
+    Each file is checked on its own first; the rules across files (enterprises known to profile, unique keys,
+    ...) are checked once every file has passed. The loan book (``loans``) is optional; when present it is
+    checked and carried as ``RawData.book``.
     """
     folder = Path(folder)
     today = today or business_today()
@@ -683,17 +992,20 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
         raise ContractError(str(folder), "data folder does not exist")
     tables: dict[str, Table] = {}
     files: dict[str, str] = {}
+    found = Found()
     for name, source in CONTRACT.items():
-        path = find_file(folder, name)
-        if path is None:
-            if source.optional:
+        try:
+            path = find_file(folder, name)
+            if path is None:
+                if not source.optional:
+                    found.add(f"{name}.parquet", f"required file is missing from {folder} (or {name}.csv)")
                 continue
-            raise ContractError(f"{name}.parquet", f"required file is missing from {folder} (or {name}.csv)")
-        files[name] = path.name
-        if name == "loans":
-            tables[name] = _read_book(path, today)
-        else:
-            tables[name] = validate_table(path.name, source, read_arrow(path), today)
+            files[name] = path.name
+            tables[name] = _read_book(path, today) if name == "loans" else validate_table(
+                path.name, source, read_arrow(path), today)
+        except ContractError as exc:
+            found.extend(exc)
+    found.raise_if_any()
     monthly = {n: tables[n] for n in MONTHLY_SOURCES if n in tables}
     data = link(tables["profile"], tables["applications"], monthly, files)
     if "loans" in tables:
@@ -715,6 +1027,8 @@ def _rule(c: Column) -> str:
         rules.append(f">= {c.min:g}")
     if c.max is not None:
         rules.append(f"<= {c.max:g}")
+    if c.usual is not None:
+        rules.append(f"a file's median above {c.usual:,.0f} is refused as fen, not yuan")
     if c.kind == "month":
         rules.append("first day of a month")
     if c.kind in ("date", "month"):
