@@ -422,3 +422,29 @@ def test_the_migration_creates_the_tables_the_model_declares(database_url: str) 
         assert [d for d in diff if "consent_requests" in repr(d) or "consent_grants" in repr(d)] == []
     finally:
         engine.dispose()
+
+
+def test_the_page_is_never_traced(champion_registry: Path, tmp_path: Path, example_request: dict) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="the tracing extra is not installed (pip install '.[tracing]')")
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from service import tracing
+
+    api = make_api(f"sqlite:///{tmp_path}/db.sqlite", champion_registry)
+    app = api.client.app
+    exporter = InMemorySpanExporter()
+    provider = tracing.install(app, [app.state.engine, app.state.read_engine], exporter=exporter, batch=False)
+    try:
+        with api.client:
+            created = ask(api, example_request).json()
+            assert api.client.get(page_path(created)).status_code == 200
+            assert answer(api, created, GRANT_SOME).status_code == 303
+            assert withdraw(api, created, "source=tax").status_code == 303
+        provider.force_flush()
+        spans = exporter.get_finished_spans()
+    finally:
+        tracing.uninstall(app)
+        app.state.engine.dispose()
+    assert [s.name for s in spans if s.kind.name == "SERVER"] == ["POST /v1/consent-requests"]
+    everything = repr([(s.name, dict(s.attributes)) for s in spans])
+    assert created["link"]["token"] not in everything and example_request["profile"]["enterprise_id"] not in everything
