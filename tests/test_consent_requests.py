@@ -448,3 +448,19 @@ def test_the_page_is_never_traced(champion_registry: Path, tmp_path: Path, examp
     assert [s.name for s in spans if s.kind.name == "SERVER"] == ["POST /v1/consent-requests"]
     everything = repr([(s.name, dict(s.attributes)) for s in spans])
     assert created["link"]["token"] not in everything and example_request["profile"]["enterprise_id"] not in everything
+
+
+def test_concurrent_answers_record_one(api: Api, example_request: dict) -> None:
+    """Two tabs submitting at once: the request row is locked while answering, so one answer wins and the others
+    get 409; never two sets of grants."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    created = ask(api, example_request).json()
+    variants = [dict.fromkeys(MONTHLY_SOURCES, "grant"), dict.fromkeys(MONTHLY_SOURCES, "decline")] * 3
+    with ThreadPoolExecutor(len(variants)) as pool:
+        codes = sorted(pool.map(lambda choices: answer(api, created, choices).status_code, variants))
+    assert codes == [303] + [409] * (len(variants) - 1)
+    with api.client.app.state.sessions() as session:
+        rows = session.scalars(select(ConsentGrant).where(ConsentGrant.request_id == created["id"])).all()
+        assert len(rows) == len(MONTHLY_SOURCES) and len({r.granted for r in rows}) == 1
+        assert audit.verify(session)[1] == []
