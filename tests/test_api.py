@@ -85,6 +85,21 @@ class TestBadInput:
         assert err["detail"].startswith(loc + ":"), err["detail"]
         assert rule in err["detail"], err["detail"]
 
+    def test_every_field_error_is_listed_at_once(self, api: Api, example_request: dict) -> None:
+        """A client fixes a request in one pass: each bad field in ``errors``, not only the first."""
+        bad = {"application.requested_amount": -5, "application.purpose": "casino", "profile.industry": "Z",
+               "profile.employees": -1, "data.tax.0.month": "2024-03-15", "data.tax.0.vat_paid": None,
+               "data.payments.0.inflow": "lots", "data.utilities.0.days_paid_late": 2.5}
+        r = api.score(body_with(example_request, **bad))
+        assert r.status_code == 422
+        err = error_of(r)
+        assert [".".join(map(str, e["loc"])) for e in err["errors"]] == ["body." + path for path in bad]
+        assert err["detail"].startswith("body.application.requested_amount: ")
+        batch = api.client.post("/v1/scores/batch", json={"items": [body_with(example_request, **bad)] * 2},
+                                headers=api.headers())
+        assert [".".join(map(str, e["loc"])) for e in error_of(batch)["errors"]] == [
+            f"body.items.{i}.{path}" for i in (0, 1) for path in bad]
+
     def test_unknown_fields_are_rejected(self, api: Api, example_request: dict) -> None:
         body = body_with(example_request, **{"profile.owner_name": "Zhang San"})
         err = error_of(api.score(body))
