@@ -464,3 +464,22 @@ def test_concurrent_answers_record_one(api: Api, example_request: dict) -> None:
         rows = session.scalars(select(ConsentGrant).where(ConsentGrant.request_id == created["id"])).all()
         assert len(rows) == len(MONTHLY_SOURCES) and len({r.granted for r in rows}) == 1
         assert audit.verify(session)[1] == []
+
+
+def test_a_withdrawal_made_another_way_counts_on_the_page_and_for_scoring(api: Api, example_request: dict) -> None:
+    """The lender's withdrawal endpoint (or the explanation page's button) after the grant: the consent request
+    shows the source withdrawn, offers no button for it, and a score under it may no longer send it."""
+    created = ask(api, example_request).json()
+    answer(api, created, GRANT_SOME)
+    body = under_request(example_request, created, drop=("social_insurance", "bureau"))
+    assert api.score(body).status_code == 200
+    revoked = api.client.post(f"/v1/applicants/{created['applicant_ref']}/consents/revoke", headers=api.headers(),
+                              json={"sources": ["tax"], "reason": "asked by phone"})
+    assert revoked.status_code == 200, revoked.text
+    assert statuses(api, created) == {"tax": "withdrawn", "payments": "granted", "utilities": "granted",
+                                      "social_insurance": "declined", "bureau": "declined"}
+    page = api.client.get(page_path(created) + "?lang=en").text
+    assert page.count("/withdraw?lang=en") == 2 and 'id="grant-tax"' in page
+    r = api.score(body)
+    assert r.status_code == 422 and error_of(r)["detail"].startswith(
+        f"body.data.tax: the applicant withdrew tax in consent request {created['id']}")

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db import repo
-from service.db.tables import ConsentGrant, ConsentRequest, as_utc, utcnow
+from service.db.tables import Consent, ConsentGrant, ConsentRequest, as_utc, utcnow
 
 GrantStatus = Literal["pending", "granted", "declined", "withdrawn"]
 RequestStatus = Literal["pending", "answered", "expired"]
@@ -82,9 +82,18 @@ def get_request_by_token(session: Session, *, token: str, for_update: bool = Fal
 
 
 def view(session: Session, *, request: ConsentRequest) -> ConsentView:
-    """The request with each asked source's current state, from its append-only grant rows."""
+    """The request with each asked source's current state, from its append-only grant rows and from any
+    withdrawal made another way after the grant (the lender's withdrawal endpoint, the explanation page's
+    button): a grant withdrawn anywhere is withdrawn here too."""
     rows = list(session.scalars(select(ConsentGrant).where(ConsentGrant.request_id == request.id)
                                 .order_by(ConsentGrant.id)))
+    elsewhere: dict[str, dt.datetime] = {}
+    if any(r.granted for r in rows):
+        for source, at in session.execute(
+                select(Consent.source, Consent.recorded_at).where(
+                    Consent.tenant_id == request.tenant_id, Consent.applicant_ref == request.applicant_ref,
+                    Consent.decision_id.is_(None), Consent.granted.is_(False))):
+            elsewhere[source] = max(elsewhere.get(source, as_utc(at)), as_utc(at))
     states = []
     for source in request.sources:
         mine = [r for r in rows if r.source == source]
@@ -94,7 +103,10 @@ def view(session: Session, *, request: ConsentRequest) -> ConsentView:
         newest = mine[-1]
         status: GrantStatus = "granted" if newest.granted else "withdrawn" if any(r.granted for r in mine) \
             else "declined"
-        states.append(SourceState(source, status, as_utc(newest.recorded_at)))
+        at = as_utc(newest.recorded_at)
+        if status == "granted" and source in elsewhere and elsewhere[source] >= at:
+            status, at = "withdrawn", elsewhere[source]
+        states.append(SourceState(source, status, at))
     return ConsentView(request, tuple(states))
 
 
