@@ -483,3 +483,12 @@ def test_a_withdrawal_made_another_way_counts_on_the_page_and_for_scoring(api: A
     r = api.score(body)
     assert r.status_code == 422 and error_of(r)["detail"].startswith(
         f"body.data.tax: the applicant withdrew tax in consent request {created['id']}")
+
+
+def test_the_forms_take_url_encoded_utf8_only(page_api: Api, example_request: dict) -> None:
+    created = ask(page_api, example_request).json()
+    r = page_api.client.post(page_path(created), json={"tax": "grant"})
+    assert r.status_code == 415 and error_of(r)["detail"].startswith("header.Content-Type")
+    r = page_api.client.post(page_path(created), content="tax=gr%00ant", headers=FORM)
+    assert r.status_code == 422 and error_of(r)["errors"][0]["loc"] == ["body", "tax"]
+    assert set(statuses(page_api, created).values()) == {"pending"}
