@@ -238,3 +238,129 @@ def test_an_applicant_can_ask_for_review_of_a_referred_decision(page_api: Api, s
                          json={"outcome": "approve", "reason": "contract verified", "reviewer": "zhao"})
     queue = page_api.client.get("/v1/reviews?status=pending", headers=page_api.headers("review")).json()["items"]
     assert not [q for q in queue if q["decision_id"] == referred["decision_id"]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The page of issue 14: the rules' remedies first when a rule decides, the score on its scale, plain headlines.
+
+
+def application_where(engine: Engine, policy, raw: RawData, want) -> str:  # noqa: ANN001
+    """The id of the first application of ``raw`` whose decision ``want`` accepts (decided here, then over HTTP)."""
+    for i, s in enumerate(engine.score(raw.select(np.arange(800)), policy)):
+        if want(s):
+            return str(raw.applications["application_id"][i])
+    raise AssertionError("no such application among the first 800")
+
+
+def page_of(api: Api, d: dict, lang: str) -> str:
+    r = api.client.get(d["explanation"]["url"].replace(api.settings.public_base_url, "") + f"?lang={lang}")
+    assert r.status_code == 200
+    return r.text
+
+
+def knock_out_with_a_remedy(s) -> bool:  # noqa: ANN001
+    rules = s.recourse and s.recourse.rules
+    return bool(s.outcome.decision == "decline" and rules and rules.decides
+                and any(r.code == "TAX_ARREARS" and r.decision for r in rules.remedies))
+
+
+class TestRemediesOnThePage:
+    def test_a_knock_out_decline_shows_its_remedy_first_with_the_decision_it_leads_to(
+            self, page_api: Api, engine: Engine, policy, small_raw: RawData) -> None:  # noqa: ANN001
+        from markupsafe import escape
+
+        from service.batch.requests import request_for
+        from service.web.page import OUTCOMES
+
+        d = page_api.score(request_for(small_raw, application_where(engine, policy, small_raw,
+                                                                    knock_out_with_a_remedy))).json()
+        rules = d["recourse"]["rules"]
+        assert list(d["recourse"])[0] == "rules" and rules["decides"]  # the API shows them first too
+        [remedy] = [r for r in rules["remedies"] if r["code"] == "TAX_ARREARS"]
+        assert remedy["kind"] == "act" and remedy["changes"][0]["feature"] == "tax_arrears_months_12m"
+        for k, lang in enumerate(("zh", "en")):
+            page = page_of(page_api, d, lang)
+            assert page.index('id="rules"') < page.index('id="chart"') < page.index('id="recourse"')
+            rule_item = page[page.index('data-code="TAX_ARREARS"'):]
+            rule_item = rule_item[:rule_item.index("</li>")]
+            assert escape(remedy[("text_zh", "text_en")[k]]) in rule_item
+            assert OUTCOMES[remedy["decision"]][k] in rule_item
+            assert escape(rules[("note_zh", "note_en")[k]]) in page
+
+    def test_a_score_decline_keeps_the_suggestions_first(self, page_api: Api, engine: Engine, policy,  # noqa: ANN001
+                                                         small_raw: RawData) -> None:
+        from service.batch.requests import request_for
+
+        def by_score_with_an_amount(s) -> bool:  # noqa: ANN001
+            rules = s.recourse and s.recourse.rules
+            return bool(s.outcome.decision == "decline" and rules and not rules.decides and s.recourse.suggestions)
+
+        d = page_api.score(request_for(small_raw, application_where(engine, policy, small_raw,
+                                                                    by_score_with_an_amount))).json()
+        page = page_of(page_api, d, "en")
+        assert page.index('id="chart"') < page.index('id="recourse"') < page.index('id="rules"')
+
+    def test_a_referral_says_a_credit_officer_will_contact_you(self, page_api: Api, engine: Engine, policy,  # noqa: ANN001
+                                                               small_raw: RawData) -> None:
+        from service.batch.requests import request_for
+
+        d = page_api.score(request_for(small_raw, application_where(
+            engine, policy, small_raw, lambda s: s.outcome.decision == "refer"))).json()
+        for lang, headline in (("zh", "转人工审核：信贷人员将与您联系"),
+                               ("en", "Referred: a credit officer will contact you")):
+            page = page_of(page_api, d, lang)
+            assert f'id="decision">{headline}</div>' in page
+            assert "Declined" not in page and "未通过</div>" not in page
+
+    def test_the_score_stands_on_its_scale(self, page_api: Api, engine: Engine, policy,  # noqa: ANN001
+                                           small_raw: RawData) -> None:
+        import re
+
+        from service.batch.requests import request_for
+
+        d = page_api.score(request_for(small_raw, application_where(
+            engine, policy, small_raw, lambda s: s.outcome.decision == "decline"))).json()
+        scaling, cut = engine.bundle.scorer.scaling, policy.spec.cut_offs
+        page = page_of(page_api, d, "en")
+        gauge = page[page.index('<svg id="gauge"'):]
+        gauge = gauge[:gauge.index("</svg>")]
+        texts = re.findall(r"<text[^>]*>([^<]*)</text>", gauge)
+        assert texts == [str(int(d["score"])), f"{scaling.min_score:.0f}", f"{cut.approve_min_score:.0f} approval",
+                         f"{scaling.max_score:.0f}"]
+        (x_approve,) = re.findall(r'<line x1="([\d.]+)"', gauge)
+        (tip,) = re.findall(r'<path d="M[\d.]+ 18 L[\d.]+ 18 L([\d.]+) 26 Z"', gauge)
+        span = scaling.max_score - scaling.min_score
+        assert float(x_approve) == pytest.approx((cut.approve_min_score - scaling.min_score) / span * 300, abs=0.05)
+        assert float(tip) == pytest.approx((d["score"] - scaling.min_score) / span * 300, abs=0.05)
+        assert f"on a scale of {scaling.min_score:.0f} to {scaling.max_score:.0f}" in page
+        assert f"credit officer {cut.refer_min_score:.0f}–{cut.approve_min_score - 1:.0f}" in page
+
+
+def test_an_old_record_without_the_new_fields_still_renders(page_api: Api, engine: Engine, policy,  # noqa: ANN001
+                                                             small_raw: RawData) -> None:
+    """A decision recorded before issue 14: no scale, no remedies, the rule texts of then."""
+    from markupsafe import escape
+
+    from service.batch.requests import request_for
+    from service.db.tables import Decision
+
+    d = page_api.score(request_for(small_raw, application_where(engine, policy, small_raw,
+                                                                knock_out_with_a_remedy))).json()
+    with page_api.client.app.state.sessions.begin() as session:
+        explanation = dict(session.get(Decision, d["decision_id"]).explanation)
+        del explanation["scale"]
+        explanation["recourse"] = {k: v for k, v in explanation["recourse"].items() if k != "rules"}
+        explanation["rule_hits"] = [{**h, "text_en": h["text_en"] + " (as worded then)"}
+                                    for h in explanation["rule_hits"]]
+        session.execute(update(Decision).where(Decision.id == d["decision_id"]).values(explanation=explanation))
+    page = page_of(page_api, d, "en")
+    assert 'id="gauge"' not in page and f"Score <strong>{int(d['score'])}</strong>" in page
+    assert 'id="decision">Declined</div>' in page
+    rules = page[page.index('id="rules"'):page.index("</section>", page.index('id="rules"'))]
+    assert rules.count('class="rule"') == sum(h["action"] in ("decline", "refer") for h in d["rule_hits"])
+    assert "(as worded then)" in rules and 'class="remedy' not in rules
+    assert page.index('id="chart"') < page.index('id="rules"')  # nothing says a rule decides: the old order
+    for s in d["recourse"]["suggestions"]:
+        assert escape(s["text_en"]) in page
+    api = page_api.client.get(f"/v1/decisions/{d['decision_id']}", headers=page_api.headers())
+    assert api.status_code == 200 and api.json()["recourse"]["rules"] is None

@@ -434,30 +434,36 @@ def amount_remedy(requested: float, fundable: float, loan_to_revenue: float, rev
                   changes=(Change("loan_to_revenue", loan_to_revenue, fundable / (12.0 * revenue)),), amount=fundable)
 
 
-_OUTCOME_WORDS = {"approve": ("批准", "approve the application"), "refer": ("转人工审核", "refer it to a credit officer"),
+_OUTCOMES_WORDS = {"approve": ("批准", "approve the application"), "refer": ("转人工审核", "refer it to a credit officer"),
                   "decline": ("不予通过", "decline it")}
 
 
 def rules_note(decision: str | None, with_suggestions: str | None, has_suggestions: bool) -> tuple[str, str]:
+    """What every remedy together leads to (and with the model's suggestions too), as re-decided."""
     if decision is None:
-        return ("以上规则暂无可计算的解决办法。", "No step we can compute lifts the rules above.")
+        return ("以上规则暂无可计算的解决办法。", "No step we can compute lifts these rules.")
     if decision == "approve":
-        return ("完成以上各项后，按当前模型和政策可获批准。",
-                "With every step above, the current model and policy would approve the application.")
+        return ("完成针对贷款机构规则的各项后，按当前模型和政策可获批准。",
+                "With every step for the lender's rules, the current model and policy would approve the application.")
     if has_suggestions and with_suggestions == "approve":
-        return ("完成以上各项并采纳下方建议后，按当前模型和政策可获批准。",
-                "With every step above and the suggestions below, the current model and policy would approve the "
-                "application.")
-    zh, en = _OUTCOME_WORDS[with_suggestions or decision]
-    extra_zh, extra_en = ("并采纳下方建议", " and the suggestions below") if has_suggestions else ("", "")
-    return (f"即使完成以上各项{extra_zh}，按当前模型和政策仍将{zh}。",
-            f"Even with every step above{extra_en}, the current model and policy would {en}.")
+        return ("完成针对贷款机构规则的各项并采纳提高评分的建议后，按当前模型和政策可获批准。",
+                "With every step for the lender's rules and the suggestions to raise the score, the current model "
+                "and policy would approve the application.")
+    zh, en = _OUTCOMES_WORDS[with_suggestions or decision]
+    extra_zh, extra_en = ("并采纳提高评分的建议", " and the suggestions to raise the score") if has_suggestions else ("", "")
+    return (f"即使完成针对贷款机构规则的各项{extra_zh}，按当前模型和政策仍将{zh}。",
+            f"Even with every step for the lender's rules{extra_en}, the current model and policy would {en}.")
 
 
 def suggestions_note(flips: bool, gain: float, rules: RuleRecourse | None) -> tuple[str, str]:
-    """``no_flip_note``, unless the lender's rules stand in the way and their remedies would open the way."""
+    """``no_flip_note``, unless remedies for the lender's rules were re-decided with these suggestions: then it
+    says whether they open the way, and leaves what everything together leads to to the rules' note."""
     if not flips and rules is not None and rules.with_suggestions == "approve":
-        return (f"仅完成以上建议（评分约提高{gain:.0f}分）不会改变决定；同时完成上方针对贷款机构规则的各项后，可获批准。",
+        return (f"仅完成以上建议（评分约提高{gain:.0f}分）不会改变决定；同时完成针对贷款机构规则的各项后，可获批准。",
                 f"Alone, these changes (about {gain:.0f} points) do not change the decision; together with the steps "
-                "for the lender's rules above, the current model and policy would approve the application.")
+                "for the lender's rules, the current model and policy would approve the application.")
+    if not flips and rules is not None and rules.with_suggestions is not None:  # the rules' note says the rest
+        return (f"即使完成以上所有改进（评分约提高{gain:.0f}分），按当前模型和政策仍不足以获得批准。",
+                f"Even with all of the above (about {gain:.0f} points), the current model and policy would not "
+                "approve the application.")
     return no_flip_note(flips, gain)
