@@ -3,8 +3,11 @@ and the CLI summary prints the card's own statements."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +16,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.scoring.registry import Registry
+from training.card import card_html
 from training.config import load_config
 from training.dataset import from_table
 from training.facts import statements
@@ -175,6 +179,73 @@ class TestModelStatements:
         assert said(result, "explanations")[0] == {"topic": "explanations", "flag": False, "text": (
             f"TreeSHAP contributions agree with the shap package to {check['max_abs_difference']:.1e} on "
             f"{check['rows']} rows.")}
+
+
+class TestCardPresentation:
+    """What a reader sees: legends, names for codes, the PSI watch level, Chinese labels drawn."""
+
+    def test_every_chart_has_a_legend_and_the_histogram_names_its_colours(self, tmp_path: Path, plain) -> None:
+        root, result = plain
+        charts = re.findall(r"<svg.*?</svg>", html(root, result), flags=re.S)
+        assert len(charts) == 5
+        for chart in charts:
+            assert 'id="legend_1"' in chart, chart[:300]
+        (scores,) = [c for c in charts if "Score distribution" in c]
+        assert "repaid (left axis)" in scores and "defaulted (right axis)" in scores
+
+    def test_features_above_the_watch_level_are_marked(self, plain) -> None:
+        _, result = plain
+        card = result.card | {"psi": {"score": 0.0123, "features": {"calm": 0.05, "drifting": 0.137,
+                                                                       "shifted": 0.31}}}
+        (s,) = [s for s in statements(card) if s.topic == "stability"]
+        assert s.text == ("Score PSI between training and test 0.0123; features shifted (PSI > 0.25): 'shifted'; "
+                          "features to watch (PSI > 0.1): 'drifting'.") and s.flag
+        page = " ".join(card_html(card, {}).split())
+        assert '<td>calm</td> <td>0.05</td><td></td>' in page
+        assert '<td>drifting</td> <td class="watch">0.137</td><td class="watch">watch</td>' in page
+        assert '<td>shifted</td> <td class="flag">0.31</td><td class="flag">shifted</td>' in page
+        calm = result.card | {"psi": {"score": 0.0123, "features": {"calm": 0.05}}}
+        assert [s.text for s in statements(calm) if s.topic == "stability"] == [
+            "Score PSI between training and test 0.0123; no feature PSI above 0.1."]
+
+    def test_industries_are_named_not_coded(self, plain) -> None:
+        _, result = plain
+        row = {"n": 98, "default_rate": 0.01, "mean_pd": 0.03, "approval_rate": 0.9, "auc": None}
+        card = result.card | {"segments": {"industry": [row | {"group": "C"}, row | {"group": "F"}],
+                                           "region": [row | {"group": "east"}]}}
+        page = card_html(card, {})
+        assert "<td>C Manufacturing (制造业)</td>" in page
+        assert "<td>F Wholesale and retail trade (批发和零售业)</td>" in page
+        assert "<td>east</td>" in page
+
+    def test_chinese_labels_are_drawn_with_a_cjk_font(self) -> None:
+        import matplotlib.pyplot as plt
+
+        from training import card
+
+        if card.cjk_font() is None:
+            pytest.skip("no CJK font installed (Debian: fonts-noto-cjk)")
+
+        def draw() -> list[str]:
+            fig, ax = plt.subplots()
+            ax.barh(["月销售额", "纳税信用等级"], [1.0, 2.0])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                card._svg(fig)
+            return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+        assert draw() == []
+        with matplotlib.rc_context({"font.family": ["DejaVu Sans"]}):  # the control: without the CJK font
+            assert draw()
+
+    def test_no_cjk_font_falls_back_quietly(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import matplotlib.font_manager
+
+        from training import card
+
+        fonts = [f for f in matplotlib.font_manager.fontManager.ttflist if "CJK" not in f.name]
+        monkeypatch.setattr(matplotlib.font_manager.fontManager, "ttflist", fonts)
+        assert card.cjk_font() is None
 
 
 def test_the_cli_summary_prints_the_cards_statements(tmp_path: Path) -> None:

@@ -10,16 +10,34 @@ from __future__ import annotations
 import io
 
 import matplotlib
+import matplotlib.font_manager
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from service.scoring.bundle import stable_numbers  # noqa: E402
-from training.facts import card_facts  # noqa: E402
+from service.scoring.raw import INDUSTRIES  # noqa: E402
+from training.facts import PSI_SHIFTED, PSI_WATCH, card_facts  # noqa: E402
 
 matplotlib.rcParams["svg.hashsalt"] = "smecredit-model-card"
 matplotlib.rcParams["svg.fonttype"] = "none"
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
+             "Microsoft YaHei", "PingFang SC")
+
+
+def cjk_font() -> str | None:
+    """An installed font with Chinese glyphs (fonts-noto-cjk on Debian), or None: labels such as a table's
+    Chinese column names are then laid out with it, instead of matplotlib warning of missing glyphs."""
+    installed = {f.name for f in matplotlib.font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
+_CJK = cjk_font()
+if _CJK is not None:
+    # Named families, not the generic "sans-serif" (matplotlib falls back only along named ones); DejaVu Sans
+    # first, so Latin text is drawn as before.
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", _CJK]
 
 def _svg(fig: plt.Figure) -> str:
     buf = io.StringIO()
@@ -66,18 +84,23 @@ def plots(report: dict, where: str) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(4.2, 4))
     edges = hist["edges"]
     width = edges[1] - edges[0]
-    ax.bar(edges[:-1], hist["good"], width=width, align="edge", alpha=0.6, label="repaid")
+    ax.bar(edges[:-1], hist["good"], width=width, align="edge", alpha=0.6, label="repaid (left axis)")
     ax2 = ax.twinx()
-    ax2.bar(edges[:-1], hist["bad"], width=width, align="edge", alpha=0.6, color="C3", label="defaulted")
+    ax2.bar(edges[:-1], hist["bad"], width=width, align="edge", alpha=0.6, color="C3",
+            label="defaulted (right axis)")
     ax.set(xlabel="score", ylabel="repaid", title=f"Score distribution, {where}")
     ax2.set_ylabel("defaulted")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax2.legend(handles=handles, loc="upper left", fontsize=8)  # on the top axes, so no bar hides it
     out["scores"] = _svg(fig)
 
     imp = list(report["importance"]["mean_abs_contribution"].items())[:20][::-1]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.barh([k.replace("$", r"\$") for k, _ in imp], [v for _, v in imp])  # a column name is not mathtext
+    fig, ax = plt.subplots(figsize=(5.5, 6))
+    ax.barh([k.replace("$", r"\$") for k, _ in imp], [v for _, v in imp],  # a column name is not mathtext
+            label="mean |contribution| over the evaluation rows")
     ax.set(xlabel="mean |TreeSHAP contribution| (log-odds)", title="Global importance (top 20)")
-    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.tick_params(axis="y", labelsize=9)  # still legible once a phone scales the chart down
     out["importance"] = _svg(fig)
     return out
 
@@ -86,8 +109,16 @@ _env = Environment(loader=PackageLoader("training", "templates"), autoescape=sel
                    trim_blocks=True, lstrip_blocks=True)
 
 
+# Segment groups the card names, not only codes: industries are GB/T 4754 section letters in the data.
+GROUP_NAMES = {"industry": {code: f"{code} {en} ({zh})" for code, (zh, en) in INDUSTRIES.items()}}
+
+
+def card_html(card: dict, charts: dict[str, str]) -> str:
+    return _env.get_template("model_card.html.j2").render(card=card, plots=charts, psi_watch=PSI_WATCH,
+                                                          psi_shifted=PSI_SHIFTED, group_names=GROUP_NAMES)
+
+
 def render_card(version: str, metadata: dict, report: dict) -> tuple[dict, str]:
     data = stable_numbers(card_facts(version, metadata, report))
     where = "out of time" if data["split"]["method"] == "out_of_time" else "out of fold"
-    html = _env.get_template("model_card.html.j2").render(card=data, plots=plots(report, where))
-    return data, html
+    return data, card_html(data, plots(report, where))

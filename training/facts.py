@@ -21,6 +21,8 @@ LIMITATIONS = [
     "Trained and tested on the data fingerprinted below; performance elsewhere must be re-validated out of time.",
     "Outcomes of declined applicants are unobserved (selection bias); reject inference is not applied.",
 ]
+PSI_WATCH = 0.1  # a feature's PSI above this is worth watching
+PSI_SHIFTED = 0.25  # above this the feature has shifted
 THIN_FILES = "Thin files (few months or sources) get wider uncertainty; see robustness to withheld sources."
 
 
@@ -165,10 +167,16 @@ def stability_statements(facts: dict) -> list[Statement]:
     psi = facts["psi"]
     if "score" not in psi:
         return [Statement("stability", f"Stability was not measured: {psi['note']}.")]
-    shifted = [k for k, v in psi["features"].items() if v > 0.25]
+    shifted = [k for k, v in psi["features"].items() if v > PSI_SHIFTED]
+    watch = [k for k, v in psi["features"].items() if PSI_WATCH < v <= PSI_SHIFTED]
     text = f"Score PSI between training and test {psi['score']:.4f}"
-    text += f"; features shifted (PSI > 0.25): {_names(shifted)}." if shifted else "; no feature PSI above 0.25."
-    return [Statement("stability", text, flag=psi["score"] > 0.25 or bool(shifted))]
+    if shifted:
+        text += f"; features shifted (PSI > {PSI_SHIFTED:g}): {_names(shifted)}"
+    if watch:
+        text += f"; features to watch (PSI > {PSI_WATCH:g}): {_names(watch)}"
+    if not shifted and not watch:
+        text += f"; no feature PSI above {PSI_WATCH:g}"
+    return [Statement("stability", text + ".", flag=psi["score"] > PSI_SHIFTED or bool(shifted))]
 
 
 def explanation_statements(facts: dict) -> list[Statement]:
