@@ -371,7 +371,7 @@ class TestScoringUnderAConsentRequest:
         both = {**example_request, "consent_request_id": "0" * 32}
         r = api.score(both)
         assert r.status_code == 422 and error_of(r)["detail"] == (
-            "body: Value error, give exactly one of consent (the lender's record) and consent_request_id (the "
+            "body.consent: give exactly one of consent (the lender's record) and consent_request_id (the "
             "applicant's own answers)")
         neither = {k: v for k, v in example_request.items() if k != "consent"}
         assert error_of(api.score(neither))["detail"].endswith("; neither was given")

@@ -11,7 +11,15 @@ from pydantic import BaseModel, Field, model_validator
 from service.api.loans import LoanId
 from service.api.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from service.api.routing import EdgeRoute
-from service.api.schemas import ConsentIn, ExplanationLink, MonthlyDataIn, ReasonOut, Strict, check_monthly
+from service.api.schemas import (
+    ConsentIn,
+    ExplanationLink,
+    MonthlyDataIn,
+    ReasonOut,
+    Strict,
+    monthly_problems,
+    refuse,
+)
 from service.db.tables import Rescoring, as_utc
 from service.deps import (
     EngineDep,
@@ -39,7 +47,7 @@ class RescoreItemIn(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> RescoreItemIn:
-        check_monthly(self.consent, self.data)
+        refuse(type(self).__name__, monthly_problems(self.consent, self.data))
         return self
 
 

@@ -14,9 +14,11 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationError,
     create_model,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from service.scoring.raw import CONTRACT, EARLIEST_DATE, MONTHLY_SOURCES, Column, business_today
 
@@ -116,12 +118,13 @@ class ScoreRequest(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> ScoreRequest:
+        problems = []
         if self.application.application_date < self.profile.registration_date:
-            raise ValueError("application.application_date must not be before profile.registration_date")
+            problems.append((("application", "application_date"), "must not be before profile.registration_date"))
         if (self.consent is None) == (self.consent_request_id is None):
-            raise ValueError("give exactly one of consent (the lender's record) and consent_request_id (the "
-                             "applicant's own answers)" + ("" if self.consent else "; neither was given"))
-        check_monthly(self.consent, self.data)
+            problems.append((("consent",), "give exactly one of consent (the lender's record) and consent_request_id "
+                             "(the applicant's own answers)" + ("" if self.consent else "; neither was given")))
+        refuse(type(self).__name__, problems + monthly_problems(self.consent, self.data))
         return self
 
     def payload(self) -> dict:
@@ -134,19 +137,33 @@ class ScoreRequest(Strict):
         return data
 
 
-def check_monthly(consent: ConsentIn | None, data: BaseModel) -> None:
+Problem = tuple[tuple[str | int, ...], str]  # where in the model, and the rule broken
+
+
+def monthly_problems(consent: ConsentIn | None, data: BaseModel) -> list[Problem]:
     """No data for a source without consent (``None``: checked against the applicant's grants when scoring); one
     row per month and source."""
+    problems: list[Problem] = []
     for source in MONTHLY_SOURCES:
         rows = getattr(data, source)
         if rows and consent is not None and not getattr(consent, source):
-            raise ValueError(f"data.{source} was sent without consent (consent.{source} is false); "
-                             "do not send data the applicant has not agreed to share")
+            problems.append((("data", source), f"sent without consent (consent.{source} is false): do not send data "
+                                               "the applicant has not agreed to share"))
         seen: set[dt.date] = set()
         for i, row in enumerate(rows):
             if row.month in seen:
-                raise ValueError(f"data.{source}[{i}].month: duplicate month {row.month.isoformat()}")
+                problems.append((("data", source, i, "month"), f"duplicate month {row.month.isoformat()}"))
             seen.add(row.month)
+    return problems
+
+
+def refuse(model: str, problems: list[Problem]) -> None:
+    """Every rule across fields that a request breaks, each at its own place (not only the first): a 422 lists
+    them all, as it lists the fields' own errors."""
+    if problems:
+        raise ValidationError.from_exception_data(model, [
+            InitErrorDetails(type=PydanticCustomError("coherence", msg), loc=loc, input=None)
+            for loc, msg in problems])
 
 
 class BatchScoreRequest(Strict):
