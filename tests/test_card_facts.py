@@ -193,6 +193,17 @@ class TestCardPresentation:
         (scores,) = [c for c in charts if "Score distribution" in c]
         assert "repaid (left axis)" in scores and "defaulted (right axis)" in scores
 
+    def test_the_calibration_formula_reads_as_arithmetic(self, plain) -> None:  # noqa: ANN001
+        """It read 'x margin + -0.5957'."""
+        from training.card import card_html
+
+        _, result = plain
+        for intercept, shown in ((-0.59571, "&times; margin &minus; 0.5957."), (0.125, "&times; margin + 0.125.")):
+            scorer = {**result.card["scorer"],
+                      "calibration": {**result.card["scorer"]["calibration"], "intercept": intercept}}
+            text = card_html(result.card | {"scorer": scorer}, {})
+            assert shown in text and "+ -" not in text
+
     def test_features_above_the_watch_level_are_marked(self, plain) -> None:
         _, result = plain
         card = result.card | {"psi": {"score": 0.0123, "features": {"calm": 0.05, "drifting": 0.137,
