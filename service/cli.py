@@ -80,6 +80,9 @@ def synth(
              "payment_delay=+10,contributions=-0.5,late_filing=0.3 (region, industry and all but one change "
              "optional; docs/book.md)")] = None,
     shock_file: Annotated[Path | None, typer.Option(help="A YAML list of shocks with the keys of --shock")] = None,
+    links: Annotated[bool, typer.Option(help="Also write the link files (links, guarantees, counterparties) and the "
+                                             "planted fraud rings' ground truth; the other files are the same "
+                                             "either way")] = True,
 ) -> None:
     """Generate realistic synthetic SME data that follows the data contract, with the lender's loan book.
 
@@ -95,7 +98,7 @@ def synth(
         if shock_file is not None:
             shocks += synth_mod.load_shock_file(shock_file)
         cfg = synth_mod.SynthConfig(entities=entities, months=months, seed=seed, end_month=end_month,
-                                    shocks=shocks)
+                                    shocks=shocks, links=links)
     except ValueError as exc:
         _fail(str(exc).replace("end_month", "--end-month"))
     started = time.perf_counter()

@@ -21,8 +21,9 @@ def test_synth_then_features(tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth", "--entities", "500", "--months", "24", "--seed", "5", "--out", str(data)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in data.iterdir()) == sorted(
-        f"{s}.parquet" for s in ("profile", "tax", "payments", "utilities", "social_insurance", "bureau",
-                                 "applications", "loans"))
+        [f"{s}.parquet" for s in ("profile", "tax", "payments", "utilities", "social_insurance", "bureau",
+                                  "applications", "loans", "links", "guarantees", "counterparties")]
+        + ["ground_truth_rings.parquet"])
     result = runner.invoke(app, ["features", "--data", str(data), "--out", str(out)])
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)

@@ -66,7 +66,7 @@ def expect_error(folder: Path, file: str, rule: str, row: int | None = None, col
 
 
 def table_of(data, name: str) -> dict:  # noqa: ANN001
-    whole = {"profile": data.profile, "applications": data.applications, "loans": data.book}
+    whole = {"profile": data.profile, "applications": data.applications, "loans": data.book, **(data.links or {})}
     return whole[name] if name in whole else data.monthly[name]
 
 
@@ -306,9 +306,11 @@ class TestEncodings:
         # Identifiers of digits with leading zeros: the header name hidden behind the mark must still be read as
         # text, or "0000003" becomes the number 3 and no other file's records find their enterprise.
         def digits(rows: list[list[str]]) -> None:
-            col = rows[0].index("enterprise_id")
-            for r in rows[1:]:
-                r[col] = r[col].replace("E", "0")
+            for name in ("enterprise_id", "guarantor_id", "borrower_id", "counterparty_id"):
+                if name in rows[0]:
+                    col = rows[0].index(name)
+                    for r in rows[1:]:
+                        r[col] = r[col].replace("E", "0")
 
         for source in CONTRACT:
             rewrite(csv_dir, source, "utf-8-sig" if source == "profile" else "utf-8", digits)
@@ -405,7 +407,8 @@ class TestUnitMistakes:
     def test_the_usual_medians_hold_for_yuan_and_catch_fen(self, small_raw: RawData) -> None:
         """On the synthetic book (a domain model of small firms), every amount column passes in yuan and is
         caught in fen."""
-        tables = {"applications": small_raw.applications, "loans": small_raw.book, **small_raw.monthly}
+        tables = {"applications": small_raw.applications, "loans": small_raw.book, **small_raw.monthly,
+                  **(small_raw.links or {})}
         checked = []
         for source in CONTRACT.values():
             for c in source.columns:

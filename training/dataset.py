@@ -23,7 +23,7 @@ from service.scoring import tabular
 from service.scoring.bundle import sha256_file
 from service.scoring.catalog import CATALOG, FEATURE_NAMES, PROTECTED_FIELDS
 from service.scoring.features import build_features
-from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, find_file
+from service.scoring.raw import CONTRACT, LINK_SOURCES, MONTHLY_SOURCES, RawData, find_file
 from training.evaluate import age_band
 from training.protected import fairness_groups as protected_groups
 from training.protected import protected_reason
@@ -143,8 +143,10 @@ def withheld_features(folder: Path, files: dict[str, tuple[int, int]], wanted: d
 
 
 def _training_files(folder: Path) -> list[Path]:
-    # The book is not training data (labels come from applications): it does not change the model's fingerprint.
-    return [p for name in CONTRACT if name != "loans" and (p := find_file(folder, name)) is not None]
+    # The book is not training data (labels come from applications), and no feature reads the link files yet:
+    # neither changes the model's fingerprint.
+    return [p for name in CONTRACT if name != "loans" and name not in LINK_SOURCES
+            and (p := find_file(folder, name)) is not None]
 
 
 def _file_stamps(folder: Path) -> dict[str, tuple[int, int]]:

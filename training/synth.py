@@ -29,7 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.scoring.raw import CONTRACT, PROVINCE_REGION, REGIONS, business_today, month_index, month_start
+from service.scoring.raw import (
+    CONTRACT,
+    LINK_SOURCES,
+    PROVINCE_REGION,
+    REGIONS,
+    business_today,
+    month_index,
+    month_start,
+)
 
 CHUNK = 25_000  # enterprises per chunk: ~0.5 GB of working arrays at 36 months
 
@@ -261,6 +269,7 @@ class SynthConfig:
     end_month: str = "2025-10"  # the last month with data; outcomes then run 12 months past it
     chunk: int = CHUNK
     shocks: tuple[Shock, ...] = ()
+    links: bool = True  # also write the link files and the rings' ground truth (their own stream: see _links)
 
     def __post_init__(self) -> None:
         if self.entities < 1:
@@ -587,6 +596,11 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
         np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index, 1])), cfg, health=health, start=start,
         ent_of_app=ent_of_app, app_t=app_t, app_ids=app_ids, enterprise_ids=ids[ent_of_app], requested=requested,
         term=term, purpose=purpose, defaulted=defaulted)
+    if cfg.links:
+        out.update(_links(
+            np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index, LINK_STREAM])), cfg,
+            first_id=first_id, ids=ids, reg_date=reg_date, province=province, company=company,
+            invoiced=monthly["tax"][0], alive=alive[:, d], start=start))
     return out
 
 
@@ -700,7 +714,7 @@ def write(cfg: SynthConfig, out: Path | str, progress: Callable[[int], None] | N
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     writers: dict[str, pq.ParquetWriter] = {}
-    rows = dict.fromkeys(CONTRACT, 0)
+    rows = dict.fromkeys((n for n in CONTRACT if cfg.links or n not in LINK_SOURCES), 0)
     try:
         for k, first in enumerate(range(0, cfg.entities, cfg.chunk)):
             n = min(cfg.chunk, cfg.entities - first)
@@ -708,13 +722,13 @@ def write(cfg: SynthConfig, out: Path | str, progress: Callable[[int], None] | N
                 if name not in writers:
                     writers[name] = pq.ParquetWriter(tmp / f"{name}.parquet", table.schema, compression="zstd")
                 writers[name].write_table(table)
-                rows[name] += table.num_rows
+                rows[name] = rows.get(name, 0) + table.num_rows
             if progress:
                 progress(n)
         for w in writers.values():
             w.close()
         for p in out.glob("*.parquet") if out.exists() else ():
-            if p.stem in CONTRACT:
+            if p.stem in CONTRACT or p.name == GROUND_TRUTH_FILE:  # a run without links leaves none behind
                 p.unlink()
         out.mkdir(exist_ok=True)
         for p in tmp.iterdir():
@@ -724,3 +738,228 @@ def write(cfg: SynthConfig, out: Path | str, progress: Callable[[int], None] | N
             w.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Links between enterprises (issue 15): owners, contact points, accounts, guarantees, main counterparties, and
+# planted fraud rings with their ground truth. Drawn from their own stream, after and apart from every other
+# draw, so the other files are byte for byte what they are without links. Outcomes do not depend on links (no
+# contagion yet): a ring member or a guarantor's default changes nobody else's.
+
+LINK_STREAM = 3  # SeedSequence([seed, chunk, LINK_STREAM]); 1 is the book's stream, 2 the shocks' side stream
+GROUND_TRUTH_FILE = "ground_truth_rings.parquet"  # for evaluation only: the contract does not load it
+RING_WINDOW_DAYS = 45  # a ring's members register within this many days of each other
+RING_SIZES = (3, 6)  # members of a ring, inclusive
+FIRMS_PER_RING = 700
+FAMILY_SHARE = 0.08  # firms in a family or group sharing an owner
+CIRCLE_SHARE = 0.015  # firms in a guarantee circle (互保/联保)
+HUB_SHARE = 0.03  # firms registered at a shared business-centre address (集中注册地): innocent sharing
+HUBS_PER_PROVINCE = 5
+
+_LINK_SCHEMAS = {
+    "links": pa.schema([("enterprise_id", pa.string()), ("kind", pa.string()), ("ref", pa.string()),
+                        ("since", pa.date32())]),
+    "guarantees": pa.schema([("guarantor_id", pa.string()), ("borrower_id", pa.string()), ("amount", pa.float64()),
+                             ("start", pa.date32()), ("end", pa.date32())]),
+    "counterparties": pa.schema([("enterprise_id", pa.string()), ("month", pa.date32()),
+                                 ("counterparty_id", pa.string()), ("role", pa.string()), ("share", pa.float64())]),
+    "ground_truth_rings": pa.schema([("enterprise_id", pa.string()), ("ring_id", pa.string())]),
+}
+
+
+def _ref(seed: int, what: str) -> str:
+    """An opaque pseudonymous reference: the same ``what`` gives the same ref, and its form says nothing about
+    whether it is shared (a ring's phone looks like any other)."""
+    import hashlib
+
+    return hashlib.blake2b(f"{seed}:{what}".encode(), digest_size=6).hexdigest().upper()
+
+
+def _rings(rng: np.random.Generator, reg_date: np.ndarray, province: np.ndarray, young: np.ndarray,
+           wanted: int) -> list[np.ndarray]:
+    """Groups of young firms of one province registered within RING_WINDOW_DAYS of each other."""
+    order = young[np.lexsort((reg_date[young], province[young]))]
+    taken = np.zeros(len(reg_date), dtype=bool)
+    rings: list[np.ndarray] = []
+    for p in rng.permutation(len(order)):
+        if len(rings) >= wanted:
+            break
+        members = order[p: p + int(rng.integers(RING_SIZES[0], RING_SIZES[1] + 1))]
+        if (len(members) < RING_SIZES[0] or taken[members].any() or (province[members] != province[members[0]]).any()
+                or reg_date[members[-1]] - reg_date[members[0]] > np.timedelta64(RING_WINDOW_DAYS, "D")):
+            continue
+        taken[members] = True
+        rings.append(members)
+    return rings
+
+
+def _groups(rng: np.random.Generator, firms: np.ndarray, province: np.ndarray, sizes: tuple[int, int]) -> list:
+    """``firms`` cut into groups of ``sizes`` (inclusive), each within one province."""
+    firms = firms[np.lexsort((rng.random(len(firms)), province[firms]))]
+    groups, i = [], 0
+    while i < len(firms):
+        size = int(rng.integers(sizes[0], sizes[1] + 1))
+        group = firms[i: i + size]
+        group = group[province[group] == province[group[0]]]
+        if len(group) >= 2:
+            groups.append(group)
+        i += max(len(group), 1)
+    return groups
+
+
+def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np.ndarray, reg_date: np.ndarray,
+           province: np.ndarray, company: np.ndarray, invoiced: np.ndarray, alive: np.ndarray,
+           start: int) -> dict[str, pa.Table]:
+    """The link files and the rings' ground truth for one chunk (``invoiced``: the firm-months with tax rows,
+    ``alive``: those after registration, both over the data months)."""
+    n, seed = len(ids), cfg.seed
+    gid = first_id + np.arange(n)
+    reg_m = month_index(reg_date)
+    last_day = month_start(start + cfg.months - 1) + np.timedelta64(27, "D")
+
+    def day_between(lo: np.ndarray, size: int | None = None) -> np.ndarray:
+        """A day from ``lo`` to the end of the data, uniformly."""
+        span = np.maximum((last_day - lo).astype(np.int64), 0)
+        return lo + (rng.random(size if size is not None else len(lo)) * (span + 1)).astype(np.int64).astype(
+            "timedelta64[D]")
+
+    # --- fraud rings: young firms of one province, registered within weeks of each other -----------------
+    young = np.flatnonzero(reg_m >= start + cfg.months - 36)
+    rings = _rings(rng, reg_date, province, young, n // FIRMS_PER_RING + (n >= 150))
+    ring_of = np.full(n, -1)
+    for k, members in enumerate(rings):
+        ring_of[members] = k
+    honest = np.flatnonzero(ring_of < 0)
+
+    # --- families and groups sharing an owner; business-centre addresses ---------------------------------
+    families = _groups(rng, honest[rng.random(len(honest)) < FAMILY_SHARE], province, (2, 4))
+    owner_key = np.array([f"person {g}" for g in gid], dtype=object)
+    address_key = np.array([f"address {g}" for g in gid], dtype=object)
+    for group in families:
+        owner_key[group] = owner_key[group[0]]
+        if rng.random() < 0.4:  # the group's firms sit at one address
+            address_key[group] = address_key[group[0]]
+    hub = honest[rng.random(len(honest)) < HUB_SHARE]
+    address_key[hub] = [f"hub {p} {k}" for p, k in
+                        zip(province[hub], rng.integers(0, HUBS_PER_PROVINCE, len(hub)), strict=True)]
+    manager = company & (rng.random(n) < 0.3)  # a hired legal representative, not the owner
+    rep_key = np.where(manager, [f"manager {g}" for g in gid], owner_key)
+    phone_key = np.array([f"phone {g}" for g in gid], dtype=object)
+    account_key = np.array([f"account {g}" for g in gid], dtype=object)
+    has_phone = rng.random(n) < 0.97
+    second_account = company & (rng.random(n) < 0.25)
+    moved = rng.random(n) < 0.10  # a later address (the earlier row stays: links are point in time)
+    new_phone = rng.random(n) < 0.05
+    for members in rings:  # nominee owners, but one phone, address and receiving account
+        head = gid[members[0]]
+        phone_key[members] = f"ring phone {head}"
+        address_key[members] = f"ring address {head}"
+        account_key[members] = f"ring account {head}"
+        has_phone[members], second_account[members], moved[members], new_phone[members] = True, False, False, False
+    soon = reg_date + rng.integers(0, 15, n).astype("timedelta64[D]")
+    soon = np.minimum(soon, np.maximum(last_day, reg_date))
+
+    rows: list[tuple[np.ndarray, str, np.ndarray, np.ndarray]] = [
+        (np.arange(n), "owner", owner_key, reg_date),
+        (np.arange(n), "legal_rep", rep_key, reg_date),
+        (np.arange(n), "address", address_key, reg_date),
+        (np.flatnonzero(has_phone), "phone", phone_key[has_phone], soon[has_phone]),
+        (np.arange(n), "account", account_key, soon),
+        (np.flatnonzero(second_account), "account", np.array([f"account2 {g}" for g in gid[second_account]],
+                                                            dtype=object), day_between(reg_date[second_account])),
+        (np.flatnonzero(moved), "address", np.array([f"address2 {g}" for g in gid[moved]], dtype=object),
+         day_between(reg_date[moved])),
+        (np.flatnonzero(new_phone), "phone", np.array([f"phone2 {g}" for g in gid[new_phone]], dtype=object),
+         day_between(reg_date[new_phone])),
+    ]
+    firm = np.concatenate([r[0] for r in rows])
+    links = pa.table({
+        "enterprise_id": ids[firm],
+        "kind": np.concatenate([np.full(len(r[0]), r[1], dtype=object) for r in rows]),
+        "ref": np.array([_ref(seed, k) for r in rows for k in r[2]], dtype=object),
+        "since": np.concatenate([r[3] for r in rows]).astype("datetime64[D]"),
+    }, schema=_LINK_SCHEMAS["links"])
+    links = links.take(pa.array(np.argsort(firm, kind="stable")))
+
+    # --- guarantees: within families, circles, one-offs, and inside some rings ----------------------------
+    pairs: list[tuple[int, int]] = []
+    for group in families:
+        if rng.random() < 0.5:
+            pairs += [(int(group[0]), int(b)) for b in group[1:]]
+    rest = np.setdiff1d(honest, np.concatenate(families) if families else np.array([], dtype=np.int64))
+    for circle in _groups(rng, rest[rng.random(len(rest)) < CIRCLE_SHARE], province, (2, 4)):
+        pairs += [(int(a), int(b)) for a, b in zip(circle, np.roll(circle, -1), strict=True)]
+    for members in rings:
+        if rng.random() < 0.5:
+            pairs += [(int(a), int(b)) for a, b in zip(members, np.roll(members, -1), strict=True)]
+    givers = honest[rng.random(len(honest)) < 0.01]
+    others = honest[rng.integers(0, len(honest), len(givers))] if len(honest) else givers
+    pairs += [(int(a), int(b)) for a, b in zip(givers, others, strict=True) if a != b]
+    g_from = np.array([a for a, _ in pairs], dtype=np.int64)
+    g_to = np.array([b for _, b in pairs], dtype=np.int64)
+    g_start = day_between(np.maximum(reg_date[g_from], reg_date[g_to]))
+    g_end = g_start + rng.integers(180, 1096, len(pairs)).astype("timedelta64[D]")
+    ended = (rng.random(len(pairs)) < 0.35) & (g_end <= last_day)
+    keep = np.arange(0)
+    if pairs:  # a pair drawn twice with the same start would repeat the file's key
+        _, first = np.unique(np.stack([g_from, g_to, g_start.astype(np.int64)], axis=1), axis=0, return_index=True)
+        keep = np.sort(first)
+    guarantees = pa.table({
+        "guarantor_id": ids[g_from[keep]], "borrower_id": ids[g_to[keep]],
+        "amount": np.clip(np.round(rng.lognormal(np.log(8e5), 0.8, len(pairs)), -4), 5e4, 3e7)[keep],
+        "start": g_start[keep],
+        "end": pa.array(g_end[keep], type=pa.date32(), mask=~ended[keep]),
+    }, schema=_LINK_SCHEMAS["guarantees"])
+
+    # --- main customers and suppliers from invoices; circular invoicing inside rings ----------------------
+    rel_firm, rel_cp, rel_role, rel_share, rel_from, rel_ring = [], [], [], [], [], []
+    reporting = honest[invoiced[honest].any(axis=1) & (rng.random(len(honest)) < np.where(company[honest], 0.35,
+                                                                                          0.15))]
+    for f in reporting:
+        for role in ("customer", "supplier"):
+            k = int(rng.integers(1, 4))
+            shares = rng.dirichlet(np.ones(k)) * rng.uniform(0.3, 0.8)
+            partners = honest[rng.integers(0, len(honest), k)]
+            in_data = (rng.random(k) < 0.3) & (partners != f)
+            for j in range(k):
+                cp = ids[partners[j]] if in_data[j] else "X" + _ref(seed, f"counterparty {gid[f]} {role} {j}")
+                if cp in rel_cp[len(rel_cp) - j:]:
+                    continue  # the same partner drawn twice
+                since = max(reg_m[f], reg_m[partners[j]] if in_data[j] else reg_m[f]) + int(rng.integers(0, 12))
+                rel_firm.append(f)
+                rel_cp.append(cp)
+                rel_role.append(role)
+                rel_share.append(shares[j])
+                rel_from.append(since)
+                rel_ring.append(False)
+    for members in rings:
+        for a, b in zip(members, np.roll(members, -1), strict=True):  # a sells to b: a's customer, b's supplier
+            since = max(reg_m[a], reg_m[b])
+            for f, cp, role in ((a, b, "customer"), (b, a, "supplier")):
+                rel_firm.append(f)
+                rel_cp.append(ids[cp])
+                rel_role.append(role)
+                rel_share.append(rng.uniform(0.35, 0.6))
+                rel_from.append(since)
+                rel_ring.append(True)
+    r_firm = np.array(rel_firm, dtype=np.int64)
+    cal = start + np.arange(cfg.months)
+    seen = np.where(np.array(rel_ring, dtype=bool)[:, None], alive[r_firm], invoiced[r_firm]).reshape(
+        len(r_firm), cfg.months)
+    on = seen & (cal[None, :] >= np.array(rel_from, dtype=np.int64)[:, None])
+    r, t = np.nonzero(on)
+    order = np.lexsort((t, r_firm[r]))
+    r, t = r[order], t[order]
+    share = np.round(np.minimum(np.array(rel_share)[r] * rng.uniform(0.85, 1.15, len(r)), 1.0), 4)
+    counterparties = pa.table({
+        "enterprise_id": ids[r_firm[r]], "month": month_start(cal[t]),
+        "counterparty_id": np.array(rel_cp, dtype=object)[r] if len(r) else np.array([], dtype=object),
+        "role": np.array(rel_role, dtype=object)[r] if len(r) else np.array([], dtype=object), "share": share,
+    }, schema=_LINK_SCHEMAS["counterparties"])
+
+    truth = [(ids[m], f"R{gid[members[0]]:08d}") for members in rings for m in members]
+    return {
+        "links": links, "guarantees": guarantees, "counterparties": counterparties,
+        "ground_truth_rings": pa.table({"enterprise_id": [e for e, _ in truth], "ring_id": [g for _, g in truth]},
+                                       schema=_LINK_SCHEMAS["ground_truth_rings"]),
+    }

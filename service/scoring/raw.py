@@ -71,6 +71,8 @@ GENDERS = ("female", "male")
 PRODUCTS = ("term_loan", "revolving_line")
 LOAN_STATUSES = ("current", "past_due", "defaulted", "repaid")
 LOAN_MAX = 1e9  # CNY: one SME loan; a larger figure is a unit mistake
+LINK_KINDS = ("owner", "legal_rep", "address", "phone", "account")
+COUNTERPARTY_ROLES = ("customer", "supplier")
 
 BUSINESS_TZ = "Asia/Shanghai"  # dates in the data and requests are Chinese calendar dates
 EARLIEST_DATE = dt.date(1950, 1, 1)
@@ -274,8 +276,62 @@ CONTRACT: dict[str, Source] = {
             key=("loan_id",),
             optional=True,
         ),
+        Source(
+            "links",
+            "Who and what an enterprise is linked to: owners, legal representatives, registered address, contact "
+            "phone, receiving accounts, each a pseudonymous reference; the same ref in two enterprises links them. "
+            "One row per link and the date it was recorded from (point in time: a change is a new row); the "
+            "whole file is optional.",
+            (
+                _ENTERPRISE,
+                Column("kind", "category", "What the ref is: an owner or legal representative (a person), the "
+                       "registered address, the contact phone or a receiving account", categories=LINK_KINDS),
+                Column("ref", "id", "Pseudonymous reference of the person, address, phone or account (never a "
+                       "name, ID number, address text, phone or account number)"),
+                Column("since", "date", "Date from which the link holds; not before the enterprise's "
+                       "registration_date"),
+            ),
+            key=("enterprise_id", "kind", "ref", "since"),
+            optional=True,
+        ),
+        Source(
+            "guarantees",
+            "Guarantees between enterprises: one row per guarantee a firm gave for another's borrowing; the whole "
+            "file is optional.",
+            (
+                Column("guarantor_id", "id", "The enterprise giving the guarantee; must be in profile"),
+                Column("borrower_id", "id", "The enterprise whose borrowing is guaranteed; must be in profile and "
+                       "differ from the guarantor"),
+                Column("amount", "float", "Amount guaranteed (CNY)", min=1, max=LOAN_MAX, usual=5e6),
+                Column("start", "date", "Date the guarantee took effect; not before either enterprise's "
+                       "registration_date"),
+                Column("end", "date", "Date the guarantee ended (released or expired); empty while it is in force; "
+                       "not before start", required=False),
+            ),
+            key=("guarantor_id", "borrower_id", "start"),
+            optional=True,
+        ),
+        Source(
+            "counterparties",
+            "Main customers and suppliers from VAT invoices, per month: one row per counterparty and role, with "
+            "its share of the month's sales (customer) or purchases (supplier); the whole file is optional.",
+            (
+                _ENTERPRISE,
+                _MONTH,
+                Column("counterparty_id", "id", "The counterparty: its enterprise_id when it is in profile, else a "
+                       "pseudonymous reference; never the enterprise itself"),
+                Column("role", "category", "customer (buys from the enterprise) or supplier (sells to it)",
+                       categories=COUNTERPARTY_ROLES),
+                Column("share", "float", "Share of the month's sales (customer) or purchases (supplier); the "
+                       "shares of one enterprise, month and role add up to at most 1", min=0, max=1),
+            ),
+            key=("enterprise_id", "month", "counterparty_id", "role"),
+            optional=True,
+        ),
     )
 }
+# Links between enterprises (issue 15): optional files carried as ``RawData.links``; no feature reads them yet.
+LINK_SOURCES: tuple[str, ...] = ("links", "guarantees", "counterparties")
 MONTHLY_SOURCES: tuple[str, ...] = tuple(s for s, src in CONTRACT.items() if src.monthly)
 
 Table = dict[str, np.ndarray]
@@ -480,6 +536,10 @@ class RawData:
     applications: Table
     monthly: dict[str, Table]
     book: Table | None = None  # the loan book (loans file), rows linked by ``enterprise_row``; None when absent
+    # The link files present (links, guarantees, counterparties), by source name; None when the folder has none.
+    # Rows carry ``enterprise_row`` (guarantees: ``guarantor_row`` and ``borrower_row``; counterparties also
+    # ``counterparty_row``, -1 when the counterparty is not in profile).
+    links: dict[str, Table] | None = None
 
     @property
     def n_enterprises(self) -> int:
@@ -502,8 +562,27 @@ class RawData:
             mask = renumber[self.book["enterprise_row"]] >= 0
             book = {k: v[mask] for k, v in self.book.items()}
             book["enterprise_row"] = renumber[book["enterprise_row"]]
+        links = None if self.links is None else {
+            name: _select_links(t, renumber) for name, t in self.links.items()}
         return RawData(profile={k: v[keep] for k, v in self.profile.items()}, applications=apps, monthly=monthly,
-                       book=book)
+                       book=book, links=links)
+
+
+_ROW_COLUMNS = ("enterprise_row", "guarantor_row", "borrower_row")
+
+
+def _select_links(table: Table, renumber: np.ndarray) -> Table:
+    """A link table's rows among the kept enterprises (every enterprise a row names must be kept), renumbered; a
+    counterparty that is not kept stays as its id, its ``counterparty_row`` -1."""
+    rows = [c for c in _ROW_COLUMNS if c in table]
+    mask = np.logical_and.reduce([renumber[table[c]] >= 0 for c in rows])
+    out = {k: v[mask] for k, v in table.items()}
+    for c in rows:
+        out[c] = renumber[out[c]]
+    if "counterparty_row" in out:
+        known = out["counterparty_row"] >= 0
+        out["counterparty_row"] = np.where(known, renumber[np.where(known, out["counterparty_row"], 0)], -1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -813,13 +892,13 @@ def check_unique(file: str, key: tuple[str, ...], codes: np.ndarray, found: Foun
 
 
 def _link_enterprises(file: str, ids: np.ndarray | pa.ChunkedArray, profile_ids: pa.Array,
-                      found: Found | None = None) -> np.ndarray | None:
+                      found: Found | None = None, column: str = "enterprise_id") -> np.ndarray | None:
     """Each record's row in profile; unknown enterprises recorded in ``found`` (None returned) or raised."""
     ids = pc.cast(ids if isinstance(ids, pa.ChunkedArray) else pa.array(ids, type=pa.string()), pa.string())
     rows = pc.index_in(ids, value_set=profile_ids)
     here = found or Found()
     if here.mask(file, rows.is_null().to_numpy(zero_copy_only=False), "unknown enterprise (not in profile)",
-                 "enterprise_id", ids):
+                 column, ids):
         if found is None:
             here.raise_if_any()
         return None
@@ -937,6 +1016,83 @@ def link_book(file: str, book: Table, profile_ids: pa.Array, applications: Table
     found.raise_if_any()
 
 
+def _key_codes(table: Table, key: tuple[str, ...]) -> np.ndarray:
+    """One integer per row, equal exactly when the rows' key values are equal."""
+    parts = [np.unique(table[c], return_inverse=True)[1].reshape(-1) for c in key]
+    return np.unique(np.stack(parts, axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _key_shown(table: Table, key: tuple[str, ...]) -> Callable[[np.ndarray], list[str | None]]:
+    def cells(rows: np.ndarray) -> list[str | None]:
+        columns = [_cells(table[c], rows) if table[c].dtype.kind != "i" else
+                   [str(month_start(int(m)))[:10] for m in table[c][rows]] for c in key]
+        return [", ".join(str(v) for v in values) for values in zip(*columns, strict=True)]
+    return cells
+
+
+def check_links_file(file: str, source: Source, table: Table, found: Found) -> None:
+    """Rules within one link file (links, guarantees, counterparties): unique keys; a guarantee between two
+    different enterprises that does not end before it starts; a counterparty other than the enterprise itself,
+    and one enterprise's shares of a month and role adding up to at most 1."""
+    n = len(table[source.key[0]])
+    if n:
+        check_unique(file, source.key, _key_codes(table, source.key), found, _key_shown(table, source.key))
+    if source.name == "guarantees":
+        found.mask(file, table["guarantor_id"] == table["borrower_id"], "must differ from guarantor_id",
+                   "borrower_id", table["borrower_id"])
+        ended = ~np.isnat(table["end"])
+        found.mask(file, ended & (table["end"] < table["start"]),
+                   lambda i: f"must not be before start ({str(table['start'][i])[:10]})", "end", table["end"])
+    elif source.name == "counterparties":
+        found.mask(file, table["counterparty_id"] == table["enterprise_id"],
+                   "must not be the enterprise itself", "counterparty_id", table["counterparty_id"])
+        if n:
+            group = _key_codes(table, ("enterprise_id", "month", "role"))
+            total = np.bincount(group, weights=table["share"])
+            found.mask(file, total[group] > 1 + 1e-9,
+                       lambda i: f"the shares of {table['role'][i]}s of this enterprise and month add up to "
+                                 f"{total[group[i]]:.4g}; they must add up to at most 1", "share", table["share"])
+
+
+def link_links(files: dict[str, str], tables: dict[str, Table], profile: Table, found: Found) -> None:
+    """Rules across files for the link files: every enterprise in profile, nothing dated before its enterprise's
+    registration. Adds ``enterprise_row`` (guarantees: ``guarantor_row``, ``borrower_row``; counterparties also
+    ``counterparty_row``, -1 when the counterparty is not in profile)."""
+    profile_ids = pa.array(profile["enterprise_id"], type=pa.string())
+    registered = profile["registration_date"]
+    for name in LINK_SOURCES:
+        if name not in tables:
+            continue
+        file, t = files[name], tables[name]
+        if name == "guarantees":
+            for role in ("guarantor", "borrower"):
+                rows = _link_enterprises(file, t[f"{role}_id"], profile_ids, found, f"{role}_id")
+                if rows is None:
+                    continue
+                t[f"{role}_row"] = rows
+                found.mask(file, t["start"] < registered[rows],
+                           lambda i, rows=rows, role=role: f"must not be before the {role}'s registration_date "
+                                                           f"({str(registered[rows[i]])[:10]})", "start", t["start"])
+            continue
+        rows = _link_enterprises(file, t["enterprise_id"], profile_ids, found)
+        if rows is None:
+            continue
+        t["enterprise_row"] = rows
+        since = registered[rows]
+        if name == "links":
+            found.mask(file, t["since"] < since,
+                       lambda i, since=since: f"must not be before the enterprise's registration_date "
+                                              f"({str(since[i])[:10]})", "since", t["since"])
+        else:
+            months = t["month"]
+            found.mask(file, months < month_index(since),
+                       lambda i, since=since: f"must not be before the month of the enterprise's registration_date "
+                                              f"({str(since[i])[:10]})", "month",
+                       lambda r, months=months: [str(month_start(int(m)))[:10] for m in months[r]])
+            at = pc.index_in(pa.array(t["counterparty_id"], type=pa.string()), value_set=profile_ids)
+            t["counterparty_row"] = at.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def _read_book(path: Path, today: dt.date) -> Table:
     found = Found()
     book = check_table(path.name, CONTRACT["loans"], read_arrow(path), today, found)
@@ -984,7 +1140,8 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
 
     Each file is checked on its own first; the rules across files (enterprises known to profile, unique keys,
     ...) are checked once every file has passed. The loan book (``loans``) is optional; when present it is
-    checked and carried as ``RawData.book``.
+    checked and carried as ``RawData.book``. So are the link files (``links``, ``guarantees``,
+    ``counterparties``), carried as ``RawData.links``.
     """
     folder = Path(folder)
     today = today or business_today()
@@ -1003,15 +1160,27 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
             files[name] = path.name
             tables[name] = _read_book(path, today) if name == "loans" else validate_table(
                 path.name, source, read_arrow(path), today)
+            if name in LINK_SOURCES:
+                within = Found()
+                check_links_file(path.name, source, tables[name], within)
+                within.raise_if_any()
         except ContractError as exc:
             found.extend(exc)
     found.raise_if_any()
     monthly = {n: tables[n] for n in MONTHLY_SOURCES if n in tables}
     data = link(tables["profile"], tables["applications"], monthly, files)
+    across = Found()
     if "loans" in tables:
-        link_book(files["loans"], tables["loans"], pa.array(data.profile["enterprise_id"], type=pa.string()),
-                  data.applications, files["applications"])
+        try:
+            link_book(files["loans"], tables["loans"], pa.array(data.profile["enterprise_id"], type=pa.string()),
+                      data.applications, files["applications"])
+        except ContractError as exc:
+            across.extend(exc)
         data.book = tables["loans"]
+    link_links(files, tables, data.profile, across)
+    across.raise_if_any()
+    present = {n: tables[n] for n in LINK_SOURCES if n in tables}
+    data.links = present or None
     return data
 
 

@@ -1,0 +1,363 @@
+"""Links between enterprises (issue 15, part 1): the optional link files in the contract, and the generator's
+links with planted fraud rings and their ground truth."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from service.scoring.raw import LINK_SOURCES, ContractError, RawData, load_folder
+from tests.conftest import to_csv
+from training.synth import GROUND_TRUTH_FILE, RING_SIZES, RING_WINDOW_DAYS, SynthConfig, write
+
+LINK_FILES = [f"{name}.parquet" for name in LINK_SOURCES]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def linked_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("links") / "linked"
+    write(SynthConfig(entities=3000, months=36, seed=11), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def linked(linked_dir: Path) -> RawData:
+    return load_folder(linked_dir)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small folder without link files, to which tests add hand-written ones."""
+    out = tmp_path_factory.mktemp("links") / "base"
+    write(SynthConfig(entities=60, months=24, seed=5, links=False), out)
+    return out
+
+
+def with_files(base: Path, dest: Path, files: dict[str, list[list[object]]]) -> Path:
+    shutil.copytree(base, dest)
+    for name, rows in files.items():
+        with (dest / f"{name}.csv").open("w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(rows)
+    return dest
+
+
+def problems(folder: Path) -> list[str]:
+    with pytest.raises(ContractError) as err:
+        load_folder(folder)
+    return [str(p) for p in err.value.problems]
+
+
+class TestOptionalFiles:
+    def test_a_folder_without_them_loads_as_before(self, base_dir: Path) -> None:
+        assert not any((base_dir / f).exists() for f in LINK_FILES)
+        data = load_folder(base_dir)
+        assert data.links is None
+        assert data.book is not None and data.n_enterprises == 60
+
+    def test_with_them_they_load_and_the_rest_is_unchanged(self, linked_dir: Path, linked: RawData,
+                                                           tmp_path: Path) -> None:
+        assert linked.links is not None and set(linked.links) == set(LINK_SOURCES)
+        without = tmp_path / "without"
+        shutil.copytree(linked_dir, without)
+        for f in LINK_FILES:
+            (without / f).unlink()
+        plain = load_folder(without)
+        assert plain.links is None
+        for name, table in plain.monthly.items():
+            for column, values in table.items():
+                np.testing.assert_array_equal(values, linked.monthly[name][column])
+        ids = linked.profile["enterprise_id"]
+        for name in ("links", "counterparties"):
+            t = linked.links[name]
+            assert (ids[t["enterprise_row"]] == t["enterprise_id"]).all()
+        g = linked.links["guarantees"]
+        assert (ids[g["guarantor_row"]] == g["guarantor_id"]).all()
+        assert (ids[g["borrower_row"]] == g["borrower_id"]).all()
+        c = linked.links["counterparties"]
+        in_data = c["counterparty_row"] >= 0
+        assert in_data.any() and (~in_data).any()
+        assert (ids[c["counterparty_row"][in_data]] == c["counterparty_id"][in_data]).all()
+        assert all(not str(x).startswith("E") for x in c["counterparty_id"][~in_data])
+
+    def test_csv_files_load_the_same(self, tmp_path: Path) -> None:
+        small = tmp_path / "small"
+        write(SynthConfig(entities=300, months=24, seed=2), small)
+        parquet = load_folder(small)
+        from_csv = load_folder(to_csv(small, tmp_path / "csv"))
+        for name in LINK_SOURCES:
+            for column, values in parquet.links[name].items():
+                np.testing.assert_array_equal(from_csv.links[name][column], values, err_msg=f"{name}.{column}")
+
+    def test_select_keeps_the_links_of_the_kept_enterprises(self, linked: RawData) -> None:
+        rows = np.arange(0, len(linked.applications["application_id"]), 3)
+        part = linked.select(rows)
+        kept = set(part.profile["enterprise_id"])
+        ids = part.profile["enterprise_id"]
+        for name in ("links", "counterparties"):
+            t, full = part.links[name], linked.links[name]
+            assert (ids[t["enterprise_row"]] == t["enterprise_id"]).all()
+            assert len(t["enterprise_id"]) == sum(e in kept for e in full["enterprise_id"])
+        g, full = part.links["guarantees"], linked.links["guarantees"]
+        assert (ids[g["guarantor_row"]] == g["guarantor_id"]).all()
+        assert (ids[g["borrower_row"]] == g["borrower_id"]).all()
+        assert len(g["amount"]) == sum(a in kept and b in kept for a, b in
+                                       zip(full["guarantor_id"], full["borrower_id"], strict=True))
+        c = part.links["counterparties"]
+        known = c["counterparty_row"] >= 0
+        assert (ids[c["counterparty_row"][known]] == c["counterparty_id"][known]).all()
+        assert all(x not in kept for x in c["counterparty_id"][~known])
+
+
+class TestRules:
+    """Every broken rule is listed, each with its file, row, column and value."""
+
+    def test_rules_within_the_files(self, base_dir: Path, tmp_path: Path) -> None:
+        folder = with_files(base_dir, tmp_path / "within", {
+            "links": [["enterprise_id", "kind", "ref", "since"],
+                      ["E00000001", "owner", "P1", "2024-01-05"],
+                      ["E00000001", "email", "P2", "2024-01-05"],
+                      ["E00000002", "phone", "", "2024-01-05"],
+                      ["E00000003", "phone", "T1", "05/01/2024"],
+                      ["E00000001", "owner", "P1", "2024-01-05"]],
+            "guarantees": [["guarantor_id", "borrower_id", "amount", "start", "end"],
+                           ["E00000001", "E00000002", "500000", "2024-05-01", ""],
+                           ["E00000003", "E00000003", "500000", "2024-05-01", ""],
+                           ["E00000001", "E00000004", "500000", "2024-05-01", "2024-04-01"],
+                           ["E00000001", "E00000005", "-3", "2024-05-01", ""]],
+            "counterparties": [["enterprise_id", "month", "counterparty_id", "role", "share"],
+                               ["E00000001", "2024-05-01", "X1", "customer", "0.7"],
+                               ["E00000001", "2024-05-01", "E00000002", "customer", "0.5"],
+                               ["E00000001", "2024-05-01", "E00000002", "supplier", "0.5"],
+                               ["E00000002", "2024-05-01", "E00000002", "supplier", "0.1"],
+                               ["E00000003", "2024-05-01", "X2", "buyer", "1.5"],
+                               ["E00000004", "2024-05-15", "X3", "customer", "0.2"]],
+        })
+        assert problems(folder) == [
+            "links.csv, row 3, column 'kind': must be one of owner, legal_rep, address, phone, account (found 'email')",
+            "links.csv, row 4, column 'ref': must not be empty",
+            "links.csv, row 5, column 'since': must be an ISO date (YYYY-MM-DD) (found '05/01/2024')",
+            "guarantees.csv, row 5, column 'amount': must be >= 1 (found '-3')",
+            "counterparties.csv, row 6, column 'role': must be one of customer, supplier (found 'buyer')",
+            "counterparties.csv, row 6, column 'share': must be <= 1 (found '1.5')",
+            "counterparties.csv, row 7, column 'month': must be the first day of a month (found '2024-05-15')",
+        ]
+        # Once each file's columns are right, the rules across its rows.
+        folder = with_files(base_dir, tmp_path / "rows", {
+            "links": [["enterprise_id", "kind", "ref", "since"],
+                      ["E00000001", "owner", "P1", "2024-01-05"],
+                      ["E00000001", "owner", "P1", "2024-01-05"]],
+            "guarantees": [["guarantor_id", "borrower_id", "amount", "start", "end"],
+                           ["E00000003", "E00000003", "500000", "2024-05-01", ""],
+                           ["E00000001", "E00000004", "500000", "2024-05-01", "2024-04-01"]],
+            "counterparties": [["enterprise_id", "month", "counterparty_id", "role", "share"],
+                               ["E00000001", "2024-05-01", "X1", "customer", "0.7"],
+                               ["E00000001", "2024-05-01", "E00000002", "customer", "0.5"],
+                               ["E00000001", "2024-05-01", "E00000002", "supplier", "0.5"],
+                               ["E00000002", "2024-05-01", "E00000002", "supplier", "0.1"],
+                               ["E00000001", "2024-05-01", "X1", "customer", "0.1"]],
+        })
+        assert problems(folder) == [
+            "links.csv, row 3, column 'since': duplicate (enterprise_id, kind, ref, since): each must appear once "
+            "(found 'E00000001', 'owner', 'P1', 2024-01-05)",
+            "guarantees.csv, row 2, column 'borrower_id': must differ from guarantor_id (found 'E00000003')",
+            "guarantees.csv, row 3, column 'end': must not be before start (2024-05-01) (found 2024-04-01)",
+            "counterparties.csv, row 2, column 'share': the shares of customers of this enterprise and month add up "
+            "to 1.3; they must add up to at most 1 (found 0.7)",
+            "counterparties.csv, row 3, column 'share': the shares of customers of this enterprise and month add up "
+            "to 1.3; they must add up to at most 1 (found 0.5)",
+            "counterparties.csv, row 5, column 'counterparty_id': must not be the enterprise itself "
+            "(found 'E00000002')",
+            "counterparties.csv, row 6, column 'role': duplicate (enterprise_id, month, counterparty_id, role): each "
+            "must appear once (found 'E00000001', 2024-05-01, 'X1', 'customer')",
+            "counterparties.csv, row 6, column 'share': the shares of customers of this enterprise and month add up "
+            "to 1.3; they must add up to at most 1 (found 0.1)",
+        ]
+
+    def test_rules_across_files(self, base_dir: Path, tmp_path: Path) -> None:
+        profile = pq.read_table(base_dir / "profile.parquet").to_pydict()
+        registered = dict(zip(profile["enterprise_id"], profile["registration_date"], strict=True))
+        day = registered["E00000001"]
+        before = (day - dt.timedelta(days=1)).isoformat()
+        month_before = (day.replace(day=1) - dt.timedelta(days=1)).replace(day=1).isoformat()
+        later = max(registered.values()).isoformat()
+        elder = min(registered, key=registered.get)  # registered before everyone: its guarantee breaks no date
+        folder = with_files(base_dir, tmp_path / "across", {
+            "links": [["enterprise_id", "kind", "ref", "since"],
+                      ["E00000001", "owner", "P1", later],
+                      ["E09999999", "owner", "P1", later],
+                      ["E00000001", "phone", "T1", before]],
+            "guarantees": [["guarantor_id", "borrower_id", "amount", "start", "end"],
+                           ["E09999999", "E00000002", "500000", later, ""],
+                           ["E00000002", "E08888888", "500000", later, ""]],
+            "counterparties": [["enterprise_id", "month", "counterparty_id", "role", "share"],
+                               ["E07777777", "2024-05-01", "X1", "customer", "0.7"],
+                               ["E00000001", month_before, "X1", "customer", "0.7"]],
+        })
+        assert problems(folder) == [
+            "links.csv, row 3, column 'enterprise_id': unknown enterprise (not in profile) (found 'E09999999')",
+            "guarantees.csv, row 2, column 'guarantor_id': unknown enterprise (not in profile) (found 'E09999999')",
+            "guarantees.csv, row 3, column 'borrower_id': unknown enterprise (not in profile) (found 'E08888888')",
+            "counterparties.csv, row 2, column 'enterprise_id': unknown enterprise (not in profile) "
+            "(found 'E07777777')",
+        ]
+        folder = with_files(base_dir, tmp_path / "dates", {
+            "links": [["enterprise_id", "kind", "ref", "since"],
+                      ["E00000001", "owner", "P1", later],
+                      ["E00000001", "phone", "T1", before]],
+            "guarantees": [["guarantor_id", "borrower_id", "amount", "start", "end"],
+                           [elder, "E00000001", "500000", before, ""]],
+            "counterparties": [["enterprise_id", "month", "counterparty_id", "role", "share"],
+                               ["E00000001", month_before, "X1", "customer", "0.7"]],
+        })
+        assert registered[elder] <= dt.date.fromisoformat(before)
+        assert problems(folder) == [
+            f"links.csv, row 3, column 'since': must not be before the enterprise's registration_date ({day}) "
+            f"(found {before})",
+            f"guarantees.csv, row 2, column 'start': must not be before the borrower's registration_date ({day}) "
+            f"(found {before})",
+            f"counterparties.csv, row 2, column 'month': must not be before the month of the enterprise's "
+            f"registration_date ({day}) (found {month_before})",
+        ]
+
+    def test_every_problem_of_every_file_in_one_error(self, base_dir: Path, tmp_path: Path) -> None:
+        folder = with_files(base_dir, tmp_path / "both", {
+            "counterparties": [["enterprise_id", "month", "counterparty_id", "role", "share"],
+                               ["E00000001", "2024-05-01", "X1", "customer", "2"]],
+        })
+        (folder / "payments.parquet").unlink()
+        assert problems(folder) == [
+            f"payments.parquet: required file is missing from {folder} (or payments.csv)",
+            "counterparties.csv, row 2, column 'share': must be <= 1 (found '2')",
+        ]
+
+
+class TestGenerator:
+    def test_same_seed_same_bytes(self, linked_dir: Path, tmp_path: Path) -> None:
+        again = tmp_path / "again"
+        write(SynthConfig(entities=3000, months=36, seed=11), again)
+        assert digests(again) == digests(linked_dir)
+        assert {*LINK_FILES, GROUND_TRUTH_FILE} <= set(digests(again))
+        other = tmp_path / "other"
+        write(SynthConfig(entities=3000, months=36, seed=12), other)
+        assert digests(other)["links.parquet"] != digests(linked_dir)["links.parquet"]
+
+    def test_the_other_files_are_the_same_without_links(self, linked_dir: Path, tmp_path: Path) -> None:
+        plain = tmp_path / "plain"
+        write(SynthConfig(entities=3000, months=36, seed=11, links=False), plain)
+        without, linked = digests(plain), digests(linked_dir)
+        assert set(linked) - set(without) == {*LINK_FILES, GROUND_TRUTH_FILE}
+        assert without == {name: linked[name] for name in without}
+
+    def test_chunks_stream_the_link_files(self, tmp_path: Path) -> None:
+        rows = write(SynthConfig(entities=1200, months=24, seed=1, chunk=500), tmp_path / "chunked")
+        assert pq.ParquetFile(tmp_path / "chunked" / "links.parquet").num_row_groups == 3
+        data = load_folder(tmp_path / "chunked")
+        assert {n: len(next(iter(t.values()))) for n, t in data.links.items()} == {n: rows[n] for n in LINK_SOURCES}
+
+    def test_most_firms_are_linked_to_nobody(self, linked: RawData) -> None:
+        links = linked.links["links"]
+        refs, inverse = np.unique(links["ref"], return_inverse=True)
+        firms_per_ref = np.array([len(s) for s in _sets(inverse, links["enterprise_row"], len(refs))])
+        shared = np.zeros(linked.n_enterprises, dtype=bool)
+        shared[links["enterprise_row"][firms_per_ref[inverse] > 1]] = True
+        assert 0.05 < shared.mean() < 0.25, shared.mean()
+        owners = links["kind"] == "owner"
+        _, per_owner = np.unique(links["ref"][owners], return_counts=True)
+        assert (per_owner >= 2).sum() >= 30  # families and groups sharing an owner
+
+    def test_supply_chains_and_guarantee_circles(self, linked: RawData) -> None:
+        c = linked.links["counterparties"]
+        reporting = np.unique(c["enterprise_row"])
+        assert 0.1 < len(reporting) / linked.n_enterprises < 0.5
+        assert set(c["role"]) == {"customer", "supplier"}
+        month_role = np.unique(np.stack([c["enterprise_row"], c["month"], c["role"] == "customer"], axis=1), axis=0,
+                               return_inverse=True)[1].reshape(-1)
+        assert np.bincount(month_role, c["share"]).max() <= 1.0
+        g = linked.links["guarantees"]
+        edges = set(zip(g["guarantor_row"].tolist(), g["borrower_row"].tolist(), strict=True))
+        assert len(_cycles(edges)) >= 5
+
+    def test_rings_are_planted_as_stated(self, linked_dir: Path, linked: RawData) -> None:
+        truth = pq.read_table(linked_dir / GROUND_TRUTH_FILE).to_pydict()
+        assert set(truth) == {"enterprise_id", "ring_id"}
+        ids = list(linked.profile["enterprise_id"])
+        row = {e: i for i, e in enumerate(ids)}
+        rings: dict[str, list[int]] = {}
+        for e, r in zip(truth["enterprise_id"], truth["ring_id"], strict=True):
+            rings.setdefault(r, []).append(row[e])
+        assert len(rings) >= 4 and len(truth["enterprise_id"]) == len(set(truth["enterprise_id"]))
+        links, c = linked.links["links"], linked.links["counterparties"]
+        last_month = linked.monthly["tax"]["month"].max()
+        for ring_id, members in rings.items():
+            assert RING_SIZES[0] <= len(members) <= RING_SIZES[1], ring_id
+            reg = linked.profile["registration_date"][members]
+            assert reg.max() - reg.min() <= np.timedelta64(RING_WINDOW_DAYS, "D"), ring_id
+            assert reg.min() >= np.datetime64(str(_month(last_month - 35))), ring_id  # young firms
+            assert len(set(linked.profile["province"][members])) == 1, ring_id
+            for kind in ("phone", "address", "account"):
+                of_kind = links["kind"] == kind
+                refs = [set(links["ref"][of_kind & (links["enterprise_row"] == m)]) for m in members]
+                common = set.intersection(*refs)
+                assert len(common) == 1, (ring_id, kind)
+                holders = set(links["enterprise_row"][of_kind & np.isin(links["ref"], list(common))].tolist())
+                assert holders == set(members), (ring_id, kind)  # shared with each other, and no one else
+            # circular invoicing: following each member's main in-ring customer visits the whole ring
+            customer = {}
+            for m in members:
+                mine = (c["enterprise_row"] == m) & (c["role"] == "customer") & np.isin(c["counterparty_row"], members)
+                assert mine.any(), ring_id
+                customer[m] = int(c["counterparty_row"][mine][0])
+                supplied = ((c["enterprise_row"] == customer[m]) & (c["role"] == "supplier")
+                            & (c["counterparty_row"] == m))
+                assert supplied.any(), ring_id  # the customer books the same invoices as a purchase
+            seen, at = [], members[0]
+            while at not in seen:
+                seen.append(at)
+                at = customer[at]
+            assert sorted(seen) == sorted(members) and at == members[0], ring_id
+        members = [m for ms in rings.values() for m in ms]
+        others = np.setdiff1d(np.arange(linked.n_enterprises), members)
+        in_ring_invoices = np.isin(c["enterprise_row"], members) & np.isin(c["counterparty_row"], members)
+        assert in_ring_invoices.sum() > 0
+        assert not (np.isin(c["enterprise_row"], others) & np.isin(c["counterparty_row"], members)).any()
+
+
+def _month(index: int) -> np.datetime64:
+    return np.datetime64(int(index), "M").astype("datetime64[D]")
+
+
+def _sets(groups: np.ndarray, values: np.ndarray, n: int) -> list[set]:
+    out: list[set] = [set() for _ in range(n)]
+    for g, v in zip(groups.tolist(), values.tolist(), strict=True):
+        out[g].add(v)
+    return out
+
+
+def _cycles(edges: set[tuple[int, int]]) -> list[tuple[int, ...]]:
+    """Simple directed cycles of up to 6 firms, each once (from its smallest firm)."""
+    out: dict[int, list[int]] = {}
+    for a, b in edges:
+        out.setdefault(a, []).append(b)
+    found = []
+
+    def walk(path: list[int]) -> None:
+        for nxt in out.get(path[-1], []):
+            if nxt == path[0]:
+                found.append(tuple(path))
+            elif nxt > path[0] and nxt not in path and len(path) < 6:
+                walk([*path, nxt])
+
+    for start in sorted(out):
+        walk([start])
+    return found
