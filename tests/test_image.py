@@ -612,7 +612,7 @@ class TestLocks:
 
     @pytest.mark.parametrize(("lock", "groups"), [
         ("serve.lock", ("dependencies", "tracing")),
-        ("train.lock", ("dependencies", "tracing", "train")),
+        ("train.lock", ("dependencies", "tracing", "train", "export")),
         ("build.lock", ("build-system",)),
     ])
     def test_every_declared_dependency_is_pinned_with_hashes(self, lock: str, groups: tuple[str, ...]) -> None:
