@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.scoring.catalog import BY_NAME, GROUPS, MISSING_DATA, Feature
-from service.scoring.features import TAX_GRADE_SCORE
+from service.scoring.features import TAX_GRADE_SCORE, loan_to_revenue
 from service.scoring.raw import INDUSTRIES
 
 MAX_REASONS = 4
@@ -425,13 +425,15 @@ def limit_remedy(code: str, grade: str, months_of_revenue: float) -> Remedy | No
     return None
 
 
-def amount_remedy(requested: float, fundable: float, loan_to_revenue: float, revenue: float) -> Remedy:
-    """Ask for the most the policy funds: loan_to_revenue as the feature builder computes it for that amount."""
+def amount_remedy(requested: float, fundable: float, current: float, revenue: float) -> Remedy:
+    """Ask for the most the policy funds, re-decided with loan_to_revenue as the feature builder computes it for
+    that amount (``current``: the feature now)."""
     return Remedy(REQUEST_ABOVE_FUNDABLE, "amount",
                   f"将申请金额调整为{fundable:,.0f}元：这是本产品目前可为贵企业提供的最高额度（您申请了{requested:,.0f}元）",
                   f"Ask for CNY {fundable:,.0f}: the most this product funds for your business now (you asked for "
                   f"CNY {requested:,.0f})",
-                  changes=(Change("loan_to_revenue", loan_to_revenue, fundable / (12.0 * revenue)),), amount=fundable)
+                  changes=(Change("loan_to_revenue", current, float(loan_to_revenue(fundable, revenue))),),
+                  amount=fundable)
 
 
 _OUTCOMES_WORDS = {"approve": ("批准", "approve the application"), "refer": ("转人工审核", "refer it to a credit officer"),

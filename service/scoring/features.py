@@ -398,6 +398,12 @@ def monthly_revenue(pay_inflow_avg_12m: np.ndarray, tax_sales_avg_12m: np.ndarra
     return np.where(np.isnan(pay_inflow_avg_12m), tax_sales_avg_12m, pay_inflow_avg_12m)
 
 
+def loan_to_revenue(requested_amount: np.ndarray | float, revenue: np.ndarray | float) -> np.ndarray:
+    """The amount asked for against a year of revenue: the feature, and the recourse that asks for less, both
+    compute it here."""
+    return _div(np.asarray(requested_amount, dtype=np.float64), 12.0 * np.asarray(revenue, dtype=np.float64))
+
+
 _INTENSITY = (("last6", *KWH), ("prev6", *KWH), ("last6", *SALES), ("prev6", *SALES), ("last6", *INFLOW),
               ("prev6", *INFLOW))
 
@@ -420,11 +426,12 @@ def _cross_source(f: _Columns, w: Windows, stats: _Stats, apps: Table) -> None:
     kwh6, kwh_prev6, sales6, sales_prev6, inflow6, inflow_prev6 = stats.pick(stats.sum, _INTENSITY)
     net = w.field(*INFLOW)[:, -6:] - w.field("payments", "outflow")[:, -6:]
     net_sum = np.where(_count(net) > 0, np.where(np.isnan(net), 0.0, net).sum(axis=1), np.nan)  # _sum
-    ratios = _div(np.stack([apps["requested_amount"], kwh12, net_sum, kwh6, kwh_prev6]),
-                  np.stack([12.0 * revenue, revenue / 10_000.0, inflow6, np.where(no_inflow, sales6, inflow6),
+    ratios = _div(np.stack([kwh12, net_sum, kwh6, kwh_prev6]),
+                  np.stack([revenue / 10_000.0, inflow6, np.where(no_inflow, sales6, inflow6),
                             np.where(no_inflow, sales_prev6, inflow_prev6)]))
-    f.put(("loan_to_revenue", "xsrc_elec_per_revenue_12m", "pay_net_margin_6m"), ratios[:3])
-    f.put(("elec_intensity_change_12m",), _div(ratios[3], ratios[4]) - 1.0)
+    f.put(("loan_to_revenue",), loan_to_revenue(apps["requested_amount"], revenue)[None, :])
+    f.put(("xsrc_elec_per_revenue_12m", "pay_net_margin_6m"), ratios[:2])
+    f.put(("elec_intensity_change_12m",), _div(ratios[2], ratios[3]) - 1.0)
     f.put(("xsrc_sources_available",), w.used.sum(axis=1).astype(np.float64))
 
 
