@@ -223,7 +223,7 @@ def bench_pieces(app: FastAPI, key: str, payload: dict, n: int, warmup: int) -> 
     engine, policy = state.champion.get(), state.policies.for_tenant(None)
     req = ScoreRequest.model_validate(payload)
     allowed = [s for s in MONTHLY_SOURCES if getattr(req.consent, s)]
-    dumped = req.model_dump(mode="json")
+    dumped = req.payload()  # as the API hands it to the use case
     application = {**dumped["application"], "enterprise_id": req.profile.enterprise_id}
 
     def raw():  # noqa: ANN202

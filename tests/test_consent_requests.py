@@ -394,6 +394,25 @@ def test_a_request_without_a_consent_request_is_recorded_as_before(example_reque
     assert payload == {k: v for k, v in parsed.model_dump(mode="json").items() if k != "consent_request_id"}
 
 
+def test_a_payload_whose_consent_request_id_is_null_uses_its_own_consent(page_api: Api, example_request: dict) -> None:
+    """The use case reads grants only for a payload that names a consent request: a full dump (the key present,
+    null) is scored with the lender's consent, not refused as an unknown request."""
+    import asyncio
+
+    from service.db import repo
+    from service.usecases import scoring
+
+    state = page_api.client.app.state
+    with state.read_sessions() as session:
+        tenant = repo.authenticate(session, key=page_api.keys["score"])[0]
+    dumped = ScoreRequest.model_validate(example_request).model_dump(mode="json")
+    assert dumped["consent_request_id"] is None
+    issued = asyncio.run(scoring.decide(state.recorder, engine=state.champion.get(),
+                                        policy=state.policies.for_tenant(None), tenant_id=tenant.id, actor="test",
+                                        payloads=[dumped]))
+    assert len(issued) == 1 and issued[0].record.sources_used
+
+
 def test_an_edited_grant_fails_the_audit(page_api: Api, example_request: dict) -> None:
     created = ask(page_api, example_request).json()
     answer(page_api, created, GRANT_SOME)

@@ -71,7 +71,7 @@ async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: in
         replayed = await _replay(rec, key, tenant_id, idempotency_key, digests[0], payloads[0])
         if replayed is not None:
             return [replayed]
-    if any("consent_request_id" in p for p in payloads):  # a read, off the event loop
+    if any(p.get("consent_request_id") is not None for p in payloads):  # a read, off the event loop
         payloads = await to_thread.run_sync(_with_grants, rec, tenant_id, payloads, batch)
     args = (rec, key, engine, policy, tenant_id, actor, payloads, digests, idempotency_key)
     # One application (about a millisecond of CPU) is scored on the event loop, skipping a thread-pool hop; a
@@ -141,7 +141,7 @@ def _with_grants(rec: Recorder, tenant_id: int, payloads: list[dict], batch: boo
     they did not grant."""
     try:
         with rec.read_sessions() as session:
-            return [p if "consent_request_id" not in p else {**p, "consent": consents.consent_for_scoring(
+            return [p if p.get("consent_request_id") is None else {**p, "consent": consents.consent_for_scoring(
                 session, settings=rec.settings, tenant_id=tenant_id, request_id=p["consent_request_id"],
                 enterprise_id=p["profile"]["enterprise_id"], sent=[s for s in MONTHLY_SOURCES if p["data"][s]],
                 loc=["body", "items", i] if batch else ["body"])} for i, p in enumerate(payloads)]
