@@ -121,14 +121,18 @@ class Engine:
         self._loan = self.names.index("loan_to_revenue")
 
     def score(self, raw: RawData, policy: Policy, *, allowed_sources: list[str] | None = None,
-              fm: FeatureMatrix | None = None) -> list[Scored]:
-        """Score every application of ``raw`` (one for an API request, a whole folder offline)."""
+              fm: FeatureMatrix | None = None, facts: list[dict] | None = None) -> list[Scored]:
+        """Score every application of ``raw`` (one for an API request, a whole folder offline). ``facts``: per
+        application, what the policy reads besides its features (``{"velocity": counts}``), kept in its context."""
         fm = fm if fm is not None else build_features(raw, allowed_sources=allowed_sources)
         out: list[Scored] = []
         for start in range(0, len(fm.values), BLOCK_ROWS):
             rows = np.arange(start, min(start + BLOCK_ROWS, len(fm.values)))
             X = fm.values[start:start + BLOCK_ROWS]
-            out += self.decide_many(X, self.bundle.contributions(X), application_contexts(raw, rows), policy,
+            contexts = application_contexts(raw, rows)
+            if facts is not None:
+                contexts = [{**c, **facts[i]} for c, i in zip(contexts, rows.tolist(), strict=True)]
+            out += self.decide_many(X, self.bundle.contributions(X), contexts, policy,
                                     sources_of(fm.sources_used[start:start + BLOCK_ROWS]))
         return out
 
@@ -170,7 +174,9 @@ class Engine:
         for the remedies of their rules alike. Returns the contexts with the monthly revenue the policy used."""
         pd, score, grade = self.bundle.scorer.apply(margin)
         revenue = monthly_revenue(X[:, self._revenue_columns[0]], X[:, self._revenue_columns[1]])
-        contexts = [{**c, "monthly_revenue": None if math.isnan(r) else r}
+        # "sector": the industry medians the bundle carries, for fraud checks relative_to: industry_median
+        contexts = [{**c, "monthly_revenue": None if math.isnan(r) else r,
+                     "sector": self.medians.get(c["industry"], {})}
                     for c, r in zip(contexts, revenue.tolist(), strict=True)]
         pd_, score_, grade_ = pd.tolist(), score.tolist(), grade.tolist()
         outcomes = [policy.decide(PolicyInput(pd=p, score=s, grade=str(g),

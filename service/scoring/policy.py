@@ -15,7 +15,7 @@ import hashlib
 import math
 import operator
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -67,6 +67,9 @@ class PolicyInput:
     term_months: int  # requested
     purpose: str
     monthly_revenue: float | None  # average over the last 12 months (CNY); None if unknown
+    # Read by the fraud checks only; the defaults keep older callers and recorded contexts valid.
+    velocity: Mapping[str, float] = field(default_factory=dict)  # velocity_<kind>_<N>d, from the decision records
+    sector: Mapping[str, float] = field(default_factory=dict)  # the bundle's medians for this industry
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.pd <= 1.0:  # also refuses NaN
