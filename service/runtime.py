@@ -16,6 +16,7 @@ from lightgbm.basic import LightGBMError
 from service.errors import RateLimited, Unavailable
 from service.scoring.bundle import Bundle, BundleError, load_bundle
 from service.scoring.engine import Engine
+from service.scoring.graph import registry_graph
 from service.scoring.policy import Policy, PolicyError, load_policy
 from service.scoring.registry import Registry, RegistryError
 
@@ -131,7 +132,8 @@ _LOAD_ERRORS = (BundleError, RegistryError, LightGBMError, OSError, ValueError, 
 
 
 def _load_engine(registry: Path, version: str) -> Engine:
-    return Engine(load_bundle(Registry(registry).path(version)))  # path() refuses anything but a version
+    # path() refuses anything but a version; the graph index (smecredit graph build) is checked as it loads
+    return Engine(load_bundle(Registry(registry).path(version)), graph=registry_graph(registry))
 
 
 class BundleCache:

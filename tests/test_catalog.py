@@ -18,7 +18,7 @@ from service.scoring.features import build_features
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
-KNOWN_SOURCES = set(MONTHLY_SOURCES) | {"profile", "application", "coverage"}
+KNOWN_SOURCES = set(MONTHLY_SOURCES) | {"profile", "application", "coverage", "links"}  # links: the graph
 
 
 def test_at_least_forty_unique_features() -> None:

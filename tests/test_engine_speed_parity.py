@@ -192,6 +192,10 @@ def ref_features(data: RawData, allowed_sources: list[str] | None = None) -> np.
         for feature, column in (("biz_industry", "industry"), ("biz_region", "region"),
                                 ("biz_city_tier", "city_tier"), ("biz_legal_form", "legal_form")):
             f[feature] = _codes(prof[column][rows], BY_NAME[feature].categories)
+    assert data.graph is None  # these data have no links: the graph's own reference is tests/test_graph_features.py
+    for name in FEATURE_NAMES:
+        if BY_NAME[name].source == "links" or name == "graph_guarantee_exposure":
+            f[name] = np.full(len(data.applications["application_id"]), np.nan)
     assert set(f) == set(FEATURE_NAMES)
     return np.column_stack([f[name] for name in FEATURE_NAMES])
 

@@ -95,7 +95,8 @@ def perturb_from(data: RawData, cutoff_month: np.ndarray, factor: float) -> RawD
         for col, values in t.items():
             if values.dtype == np.float64 and col != "month":
                 monthly[name][col] = np.where(late, values * factor + 1, values)
-    return RawData(profile=data.profile, applications=data.applications, monthly=monthly)
+    return RawData(profile=data.profile, applications=data.applications, monthly=monthly, links=data.links,
+                   graph=data.graph)  # the graph's own point in time: tests/test_graph_features.py
 
 
 class TestPointInTime:

@@ -23,7 +23,7 @@ from service.scoring import tabular
 from service.scoring.bundle import sha256_file
 from service.scoring.catalog import CATALOG, FEATURE_NAMES, PROTECTED_FIELDS
 from service.scoring.features import build_features
-from service.scoring.raw import CONTRACT, LINK_SOURCES, MONTHLY_SOURCES, RawData, find_file
+from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, find_file
 from training.evaluate import age_band
 from training.protected import fairness_groups as protected_groups
 from training.protected import protected_reason
@@ -116,8 +116,9 @@ def withheld_piece(job: tuple[RawData, dict[str, np.ndarray]]) -> dict[str, np.n
     """For one piece and, per source, positions of its applications: their features with that source withheld,
     exactly as an applicant who did not consent to it is scored."""
     piece, positions = job
-    return {source: build_features(piece.select(at), allowed_sources=[s for s in MONTHLY_SOURCES if s != source]
-                                   ).values for source, at in positions.items()}
+    return {source: build_features(piece.select(at), allowed_sources=[s for s in (*MONTHLY_SOURCES, "links")
+                                                                      if s != source]).values
+            for source, at in positions.items()}
 
 
 def withheld_features(folder: Path, files: dict[str, tuple[int, int]], wanted: dict[str, np.ndarray],
@@ -143,10 +144,8 @@ def withheld_features(folder: Path, files: dict[str, tuple[int, int]], wanted: d
 
 
 def _training_files(folder: Path) -> list[Path]:
-    # The book is not training data (labels come from applications), and no feature reads the link files yet:
-    # neither changes the model's fingerprint.
-    return [p for name in CONTRACT if name != "loans" and name not in LINK_SOURCES
-            and (p := find_file(folder, name)) is not None]
+    # Every file a feature reads: the link files and the book (its defaults) feed the related-party graph.
+    return [p for name in CONTRACT if (p := find_file(folder, name)) is not None]
 
 
 def _file_stamps(folder: Path) -> dict[str, tuple[int, int]]:

@@ -10,9 +10,11 @@ touches it. CSV files have no row groups: each is read whole, once.
 
 Errors are ``ContractError`` with the same rules and the file's own row numbers; they can surface while pieces
 are read, which is still before training has produced anything. Once something is wrong, every file is checked whole,
-a file at a time, so the error lists every file's problems as loading the folder whole does. Only what training reads is
-checked: records of enterprises without an application (unless they share a row group with ones read) and the
-loan book (labels come from the applications) are not.
+a file at a time, so the error lists every file's problems as loading the folder whole does.
+
+When the folder has link files, the related-party graph (scoring/graph.py) needs every firm's defaults and arrears:
+the monthly files are then read once whole, a range of enterprises at a time, and the link files and the loan book
+(its defaults) are read and checked whole, as ``load_folder`` does, so both build the same index.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.batch.chunks import CHUNK_APPLICATIONS, enterprise_ranges
+from service.scoring.graph import EventLog, GraphIndex, build_index
 from service.scoring.raw import (
     CONTRACT,
     FIRST_ROW,
@@ -39,9 +42,12 @@ from service.scoring.raw import (
     Table,
     _link_enterprises,
     business_today,
+    check_links_file,
     check_unique,
     find_file,
     link,
+    link_links,
+    load_book,
     read_arrow,
     sheet_row,
     validate_table,
@@ -62,7 +68,7 @@ def _whole_files(folder: Path, today: dt.date, exc: ContractError) -> ContractEr
     for name in CONTRACT:
         try:
             path = find_file(folder, name)
-            if path is not None and name != "loans" and name not in LINK_SOURCES:  # training reads neither
+            if path is not None and name != "loans" and name not in LINK_SOURCES:  # checked whole where read
                 validate_table(path.name, CONTRACT[name], read_arrow(path), today)
         except ContractError as found:
             errors.append(found)
@@ -142,6 +148,9 @@ class _MonthlyFile:
         return out
 
 
+GRAPH_BLOCK = 200_000  # enterprises whose monthly records are read at a time to gather the graph's events
+
+
 class StreamedFolder:
     """A data folder's profile and applications in memory, its monthly records read by piece."""
 
@@ -185,6 +194,37 @@ class StreamedFolder:
             except ContractError as exc:
                 found.extend(exc)
         found.raise_if_any()
+        self.graph = self._graph(folder, today, files)
+
+    def _graph(self, folder: Path, today: dt.date, files: dict[str, str]) -> GraphIndex | None:
+        """The folder's related-party graph, as ``load_folder`` builds it: the link files checked whole (they are
+        small beside the monthly ones), events read from the monthly files a range of enterprises at a time."""
+        found, tables = Found(), {}
+        for name in LINK_SOURCES:
+            path = find_file(folder, name)
+            if path is None:
+                continue
+            files[name] = path.name
+            try:
+                tables[name] = validate_table(path.name, CONTRACT[name], read_arrow(path), today)
+                within = Found()
+                check_links_file(path.name, CONTRACT[name], tables[name], within)
+                within.raise_if_any()
+            except ContractError as exc:
+                found.extend(exc)
+        found.raise_if_any()
+        if not tables:
+            return None
+        link_links(files, tables, self.profile, found)
+        found.raise_if_any()
+        events, n = EventLog(), len(self.profile["enterprise_id"])
+        for name, monthly in self.monthly.items():
+            for lo in range(0, n, GRAPH_BLOCK):
+                events.add_monthly(name, monthly.records(lo, min(lo + GRAPH_BLOCK, n)), row_offset=lo)
+        if find_file(folder, "loans") is not None:
+            events.add_book(load_book(folder, today=today))
+        return build_index(RawData(profile=self.profile, applications=self.applications, monthly={}, links=tables),
+                           events)
 
     def keep_applications(self, mask: np.ndarray) -> None:
         """Only the applications where ``mask`` holds, in their order (training keeps the labelled ones)."""
@@ -209,4 +249,4 @@ class StreamedFolder:
             except ContractError as exc:
                 raise _whole_files(self.folder, self.today, exc) from None
             profile = {k: v[lo:hi] for k, v in self.profile.items()}
-            yield piece_rows, RawData(profile=profile, applications=apps, monthly=monthly)
+            yield piece_rows, RawData(profile=profile, applications=apps, monthly=monthly, graph=self.graph)

@@ -96,6 +96,28 @@ class ConsentIn(Strict):
     utilities: StrictBool
     social_insurance: StrictBool
     bureau: StrictBool = False
+    links: StrictBool | None = Field(
+        None, description="Related-party data: the firm's owners, representatives, address, phone, receiving "
+        "accounts, guarantees and main trading partners, matched against the lender's graph of firms. Not given "
+        "or false: no related-party feature is used and `related` must not be sent")
+
+
+MAX_RELATED = 500  # rows per kind of related-party record in one request
+LinkIn = contract_model("links", name="LinkIn", skip=("enterprise_id",))
+GuaranteeIn = contract_model("guarantees", name="GuaranteeIn")
+CounterpartyIn = contract_model("counterparties", name="CounterpartyIn", skip=("enterprise_id",))
+
+
+class RelatedIn(Strict):
+    """The applicant's own rows of the contract's link files, as the lender records them: the graph features
+    match them against the lender's index of other firms (service/scoring/graph.py)."""
+
+    links: list[LinkIn] = Field(default_factory=list, max_length=MAX_RELATED)  # type: ignore[valid-type]
+    guarantees: list[GuaranteeIn] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=MAX_RELATED,
+        description="Guarantees the applicant gives or receives: its enterprise_id is the guarantor or the borrower")
+    counterparties: list[CounterpartyIn] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=MAX_RELATED, description="Main customers and suppliers, per month")
 
 
 MonthlyDataIn = create_model(
@@ -115,6 +137,9 @@ class ScoreRequest(Strict):
         "(POST /v1/consent-requests): their grants are then the consent, and data for a source they did not grant "
         "is refused. Give this or consent, not both")
     data: MonthlyDataIn  # type: ignore[valid-type]
+    related: RelatedIn | None = Field(None, description="The applicant's related-party records (needs "
+                                      "consent.links); without them the lender's graph is matched on what it "
+                                      "already holds for this enterprise_id")
 
     @model_validator(mode="after")
     def _coherent(self) -> ScoreRequest:
@@ -124,16 +149,20 @@ class ScoreRequest(Strict):
         if (self.consent is None) == (self.consent_request_id is None):
             problems.append((("consent",), "give exactly one of consent (the lender's record) and consent_request_id "
                              "(the applicant's own answers)" + ("" if self.consent else "; neither was given")))
-        refuse(type(self).__name__, problems + monthly_problems(self.consent, self.data))
+        refuse(type(self).__name__, problems + monthly_problems(self.consent, self.data)
+               + related_problems(self.profile, self.consent, self.related))
         return self
 
     def payload(self) -> dict:
-        """The request as recorded and digested: a request that names no consent request dumps exactly as before
-        the field existed, so its keyed digest (and an idempotent retry across the upgrade) is unchanged."""
+        """The request as recorded and digested: a request that names no consent request, gives no links consent
+        and no related records dumps exactly as before those fields existed, so its keyed digest (and an
+        idempotent retry across the upgrade) is unchanged."""
         data = self.model_dump(mode="json")
-        for name in ("consent", "consent_request_id"):
+        for name in ("consent", "consent_request_id", "related"):
             if data[name] is None:
                 del data[name]
+        if data.get("consent") and data["consent"]["links"] is None:
+            del data["consent"]["links"]
         return data
 
 
@@ -154,6 +183,41 @@ def monthly_problems(consent: ConsentIn | None, data: BaseModel) -> list[Problem
             if row.month in seen:
                 problems.append((("data", source, i, "month"), f"duplicate month {row.month.isoformat()}"))
             seen.add(row.month)
+    return problems
+
+
+def related_problems(profile: BaseModel, consent: ConsentIn | None, related: RelatedIn | None) -> list[Problem]:
+    """Related records only with consent to them, and each about this applicant, dated as the contract says."""
+    if related is None:
+        return []
+    if consent is None:  # the applicant's own page asks about the monthly sources only
+        return [(("related",), "needs consent.links from the lender's consent record; a consent request does not "
+                               "cover related-party records")]
+    if consent.links is not True:
+        return [(("related",), "sent without consent (consent.links is not true): do not send related-party "
+                               "records the applicant has not agreed to share")]
+    me, registered = profile.enterprise_id, profile.registration_date  # type: ignore[attr-defined]
+    problems: list[Problem] = []
+    for i, link in enumerate(related.links):
+        if link.since < registered:
+            problems.append((("related", "links", i, "since"), f"must not be before profile.registration_date "
+                                                               f"({registered.isoformat()})"))
+    for i, g in enumerate(related.guarantees):
+        if me not in (g.guarantor_id, g.borrower_id):
+            problems.append((("related", "guarantees", i), f"must have the applicant ({me}) as guarantor_id or "
+                                                           "borrower_id"))
+        elif g.guarantor_id == g.borrower_id:
+            problems.append((("related", "guarantees", i, "borrower_id"), "must differ from guarantor_id"))
+        if g.end is not None and g.end < g.start:
+            problems.append((("related", "guarantees", i, "end"), f"must not be before start ({g.start})"))
+    totals: dict[tuple[dt.date, str], float] = {}
+    for i, c in enumerate(related.counterparties):
+        if c.counterparty_id == me:
+            problems.append((("related", "counterparties", i, "counterparty_id"), "must not be the applicant itself"))
+        totals[c.month, c.role] = totals.get((c.month, c.role), 0.0) + c.share
+    problems += [(("related", "counterparties"), f"the shares of {role}s in {month.isoformat()} add up to "
+                                                 f"{total:.4g}; they must add up to at most 1")
+                 for (month, role), total in totals.items() if total > 1 + 1e-9]
     return problems
 
 

@@ -52,7 +52,7 @@ def iter_chunks(data: RawData, max_applications: int = CHUNK_APPLICATIONS) -> It
             monthly[name] = {k: v[a:b] for k, v in t.items()}
             monthly[name]["enterprise_row"] = monthly[name]["enterprise_row"] - lo
         profile = {k: v[lo:hi] for k, v in data.profile.items()}
-        yield rows, RawData(profile=profile, applications=apps, monthly=monthly)
+        yield rows, RawData(profile=profile, applications=apps, monthly=monthly, graph=data.graph, related=data.related)
 
 
 def piece_features(piece: RawData) -> tuple[np.ndarray, np.ndarray]:

@@ -65,4 +65,31 @@ def request_for(data: RawData, application_id: str | None = None) -> dict:
                 rows.append({k: v for k, v in row.items() if v is not None or CONTRACT[source].column(k).required})
         monthly[source] = rows
     consent = {s: bool(monthly[s]) for s in MONTHLY_SOURCES}
-    return {"application": application, "profile": profile, "consent": consent, "data": monthly}
+    body = {"application": application, "profile": profile, "consent": consent, "data": monthly}
+    if data.links is not None:
+        consent["links"] = True
+        body["related"] = related_for(data, ent, str(application["application_date"]))
+    return body
+
+
+def related_for(data: RawData, ent: int, before: str) -> dict:
+    """The enterprise's rows of the link files recorded before the date ``before``: a request's ``related``."""
+    links = data.links or {}
+    day, month = np.datetime64(before, "D"), month_index(np.array([before], dtype="datetime64[D]"))[0]
+    out: dict[str, list[dict]] = {"links": [], "guarantees": [], "counterparties": []}
+    if (t := links.get("links")) is not None:
+        out["links"] = [{"kind": str(t["kind"][r]), "ref": str(t["ref"][r]), "since": _py(t["since"][r])}
+                        for r in np.flatnonzero((t["enterprise_row"] == ent) & (t["since"] < day))]
+    if (t := links.get("guarantees")) is not None:
+        mine = ((t["guarantor_row"] == ent) | (t["borrower_row"] == ent)) & (t["start"] < day)
+        out["guarantees"] = [{"guarantor_id": str(t["guarantor_id"][r]), "borrower_id": str(t["borrower_id"][r]),
+                              "amount": float(t["amount"][r]), "start": _py(t["start"][r]),
+                              "end": None if np.isnat(t["end"][r]) else _py(t["end"][r])}
+                             for r in np.flatnonzero(mine)]
+    if (t := links.get("counterparties")) is not None:
+        out["counterparties"] = [{"month": str(month_start(t["month"][r])),
+                                  "counterparty_id": str(t["counterparty_id"][r]), "role": str(t["role"][r]),
+                                  "share": float(t["share"][r])}
+                                 for r in np.flatnonzero((t["enterprise_row"] == ent) & (t["month"] < month)
+                                                         & (t["month"] >= month - WINDOW_MONTHS))]
+    return out

@@ -16,7 +16,7 @@ from typing import Literal
 from service.scoring.raw import CITY_TIERS, INDUSTRIES, LEGAL_FORMS, PURPOSES, REGIONS
 
 # Bump when the meaning of any feature changes: bundles record it and the service refuses a mismatch.
-FEATURE_CODE_VERSION = "1.0.0"
+FEATURE_CODE_VERSION = "1.1.0"  # 1.1.0: the related-party graph features
 
 WINDOW_MONTHS = 24  # months of history a feature may look at, counted back from the month before application
 
@@ -48,6 +48,8 @@ GROUPS: dict[str, Group] = {
         Group("consistency", "多源数据一致性", "Consistency across sources"),
         Group("credit_history", "信用记录", "Credit history"),
         Group("business_profile", "企业基本情况", "Business profile"),
+        Group("related_parties", "关联企业风险", "Related firms' risk"),
+        Group("shared_contacts", "共用联系方式与账户", "Shared contact details and accounts"),
         # Not a reason group: the summed effect of features whose source was absent or not consented to.
         Group("missing_data", "数据缺失的影响", "Effect of data not available"),
     )
@@ -309,6 +311,56 @@ CATALOG: tuple[Feature, ...] = (
        "所在城市层级为{value}", "Your city tier is {value}", fmt="{}", categories=CITY_TIERS, actionable=False),
     _f("biz_legal_form", "profile", "business_profile", 0, "组织形式", "Legal form",
        "组织形式为{value}", "Your legal form is {value}", fmt="{}", categories=LEGAL_FORMS, actionable=False),
+    # --- the related-party graph (links, guarantees, counterparties; service/scoring/graph.py) -------------------
+    _f("graph_group_size", "links", "related_parties", 0, "关联企业集团规模", "Firms in your group",
+       "与您的企业通过股东、法定代表人或担保相关联的企业共{value}家",
+       "{value} firms are linked to yours through shared owners, legal representatives or guarantees", fmt=_INT,
+       actionable=False),
+    _f("graph_group_age_months", "links", "related_parties", -1, "关联企业集团经营年限（月）",
+       "Age of your group's oldest firm, months",
+       "您所在企业集团中最早成立的企业已经营{value}个月",
+       "The oldest firm of your group was registered {value} months ago", fmt=_INT, actionable=False),
+    _f("graph_shared_contact_firms", "links", "shared_contacts", 0, "共用地址或电话的企业数",
+       "Firms sharing your address or phone",
+       "有{value}家其他企业与您登记了相同的地址或联系电话",
+       "{value} other firms registered the same address or contact phone as yours", fmt=_INT),
+    _f("graph_shared_account_firms", "links", "shared_contacts", 1, "共用收款账户的企业数",
+       "Firms sharing your receiving account",
+       "有{value}家其他企业使用与您相同的收款账户",
+       "{value} other firms use the same receiving account as yours", fmt=_INT),
+    _f("graph_linked_young_firms", "links", "shared_contacts", 1, "共用联系方式的新设企业数",
+       "Firms registered near your date that share your contacts",
+       "有{value}家与您共用地址、电话或账户的企业在您成立前后3个月内注册",
+       "{value} firms that share your address, phone or account were registered within 3 months of yours",
+       fmt=_INT, actionable=False),
+    _f("graph_linked_applications_30d", "links", "shared_contacts", 1, "关联企业近30天申请数",
+       "Applications by linked firms, last 30 days",
+       "与您相关联的企业在近30天内提交了{value}笔贷款申请",
+       "Firms linked to yours made {value} loan applications in the last 30 days", fmt=_INT, actionable=False),
+    _f("graph_neighbour_defaults_12m", "links", "related_parties", 1, "关联企业近12个月违约数",
+       "Linked firms that defaulted, last 12 months",
+       "与您共用股东、联系方式、账户或存在担保、交易关系的企业中，有{value}家在近12个月内违约",
+       "{value} firms that share an owner, contact details or an account with yours, or guarantee or trade with "
+       "it, defaulted in the last 12 months", fmt=_INT, actionable=False),
+    _f("graph_neighbour_arrears_12m", "links", "related_parties", 1, "关联企业近12个月欠款数",
+       "Linked firms in arrears, last 12 months",
+       "与您相关联的企业中，有{value}家在近12个月内出现逾期或欠缴",
+       "{value} firms linked to yours were in arrears on a loan, taxes, utilities or social insurance in the last "
+       "12 months", fmt=_INT, actionable=False),
+    _f("graph_circular_invoicing_share", "links", "shared_contacts", 1, "关联方销售占比（近3个月）",
+       "Sales to related firms, last 3 months",
+       "近3个月{value}的销售开票给了与您共用股东、联系方式或账户，或同时向您供货的企业",
+       "{value} of your invoiced sales in the last 3 months went to firms that share an owner, contact details or "
+       "an account with yours, or also supply you", fmt=_PCT),
+    _f("graph_top_customer_share", "links", "related_parties", 1, "第一大客户销售占比（近3个月）",
+       "Share of sales to your largest customer, last 3 months",
+       "近3个月第一大客户占销售的{value}，客户集中度较高",
+       "Your largest customer took {value} of your sales over the last 3 months", fmt=_PCT),
+    _f("graph_guarantee_exposure", "links+payments+tax", "related_parties", 1, "对外担保占年收入比",
+       "Guarantees given for other firms, against a year of revenue",
+       "您为其他企业提供的在保担保金额为年收入的{value}",
+       "Guarantees you have given for other firms and still in force come to {value} of a year's revenue",
+       fmt=_PCT),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in CATALOG)

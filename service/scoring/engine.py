@@ -39,6 +39,7 @@ from service.scoring.explain import (
     suggestions_note,
 )
 from service.scoring.features import FeatureMatrix, build_features, monthly_revenue
+from service.scoring.graph import GraphIndex
 from service.scoring.policy import Policy, PolicyInput, PolicyOutcome
 from service.scoring.raw import MONTHLY_SOURCES, RawData
 
@@ -109,10 +110,11 @@ class Engine:
     """A loaded champion bundle, ready to score; immutable, so a promotion swaps engines, never mutates one.
     LightGBM or scorecard: both give ``contributions`` (base value last, row sum = margin) and ``margin``."""
 
-    def __init__(self, bundle: AnyBundle) -> None:
+    def __init__(self, bundle: AnyBundle, graph: GraphIndex | None = None) -> None:
         if bundle.kind != "catalog":
             raise ValueError(f"bundle {bundle.version} is a '{bundle.kind}' model; applications need a catalog model")
         self.bundle = bundle
+        self.graph = graph  # the lender's related-party graph for online applicants (a folder brings its own)
         self.version = bundle.version
         self.names = bundle.feature_names
         self.points_per_margin = bundle.scorer.points_per_margin
@@ -124,6 +126,8 @@ class Engine:
               fm: FeatureMatrix | None = None, facts: list[dict] | None = None) -> list[Scored]:
         """Score every application of ``raw`` (one for an API request, a whole folder offline). ``facts``: per
         application, what the policy reads besides its features (``{"velocity": counts}``), kept in its context."""
+        if raw.graph is None and self.graph is not None:
+            raw = dataclasses.replace(raw, graph=self.graph)
         fm = fm if fm is not None else build_features(raw, allowed_sources=allowed_sources)
         out: list[Scored] = []
         for start in range(0, len(fm.values), BLOCK_ROWS):

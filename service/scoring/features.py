@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.scoring.catalog import BY_NAME, FEATURE_NAMES, WINDOW_MONTHS
+from service.scoring.graph import GRAPH_FEATURES, applicant_rows, graph_features
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, TAX_GRADES, RawData, Table, month_index
 
 W = WINDOW_MONTHS
@@ -283,7 +284,8 @@ def build_features(data: RawData, *, allowed_sources: Collection[str] | None = N
                    windows: Windows | None = None) -> FeatureMatrix:
     """Compute every catalogue feature for every application in ``data`` as of its application date.
 
-    ``allowed_sources`` limits the monthly sources that may be read (the applicant's consent); None allows all.
+    ``allowed_sources`` limits the monthly sources that may be read (the applicant's consent), and "links" the
+    related-party graph (``data.graph``); None allows all.
     ``windows`` (from ``gather_windows`` with the same sources) avoids gathering them twice.
     """
     apps = data.applications
@@ -300,6 +302,7 @@ def build_features(data: RawData, *, allowed_sources: Collection[str] | None = N
             _month_counts(f, w, stats)
             _cross_source(f, w, stats, apps)
             _profile(f, data)
+            _graph(f, data, allowed_sources)
     return FeatureMatrix(application_id=apps["application_id"], values=f.matrix(), sources_used=w.used)
 
 
@@ -444,3 +447,18 @@ def _profile(f: _Columns, data: RawData) -> None:
     for feature, column in (("biz_industry", "industry"), ("biz_region", "region"), ("biz_city_tier", "city_tier"),
                             ("biz_legal_form", "legal_form")):
         f.put((feature,), _codes(prof[column][rows], BY_NAME[feature].categories))
+
+
+def _graph(f: _Columns, data: RawData, allowed_sources: Collection[str] | None) -> None:
+    """The related-party features (graph.py), missing when there is no graph or the applicant's links were not
+    consented to; guarantees given count against a year of the same revenue as the other features."""
+    if data.graph is None or (allowed_sources is not None and "links" not in allowed_sources):
+        return
+    apps, prof = data.applications, data.profile
+    at = apps["enterprise_row"]
+    firm, rows = applicant_rows(data.graph, prof["enterprise_id"][at], data.related)
+    block = graph_features(data.graph, rows, firm=firm, registered=prof["registration_date"][at],
+                           application_day=apps["application_date"])
+    f.put(GRAPH_FEATURES[:-1], block[:-1])
+    revenue = monthly_revenue(f["pay_inflow_avg_12m"], f["tax_sales_avg_12m"])
+    f.put(("graph_guarantee_exposure",), _div(block[-1], 12.0 * revenue)[None, :])

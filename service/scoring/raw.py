@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -330,7 +330,8 @@ CONTRACT: dict[str, Source] = {
         ),
     )
 }
-# Links between enterprises (issue 15): optional files carried as ``RawData.links``; no feature reads them yet.
+# Links between enterprises: optional files carried as ``RawData.links``; the graph features read them through
+# a scoring.graph.GraphIndex built from the whole population (``RawData.graph``).
 LINK_SOURCES: tuple[str, ...] = ("links", "guarantees", "counterparties")
 MONTHLY_SOURCES: tuple[str, ...] = tuple(s for s, src in CONTRACT.items() if src.monthly)
 
@@ -540,6 +541,12 @@ class RawData:
     # Rows carry ``enterprise_row`` (guarantees: ``guarantor_row`` and ``borrower_row``; counterparties also
     # ``counterparty_row``, -1 when the counterparty is not in profile).
     links: dict[str, Table] | None = None
+    # The related-party graph of the population these applications come from (a scoring.graph.GraphIndex: built
+    # from the whole folder, or the service's index online), shared by every piece; None: no graph features.
+    graph: Any = None
+    # Online: the applicant's own links as its request gives them (enterprise_id -> the request's ``related``),
+    # used instead of the index's rows for that firm.
+    related: dict[str, dict] | None = None
 
     @property
     def n_enterprises(self) -> int:
@@ -565,7 +572,7 @@ class RawData:
         links = None if self.links is None else {
             name: _select_links(t, renumber) for name, t in self.links.items()}
         return RawData(profile={k: v[keep] for k, v in self.profile.items()}, applications=apps, monthly=monthly,
-                       book=book, links=links)
+                       book=book, links=links, graph=self.graph, related=self.related)
 
 
 _ROW_COLUMNS = ("enterprise_row", "guarantor_row", "borrower_row")
@@ -1141,7 +1148,7 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
     Each file is checked on its own first; the rules across files (enterprises known to profile, unique keys,
     ...) are checked once every file has passed. The loan book (``loans``) is optional; when present it is
     checked and carried as ``RawData.book``. So are the link files (``links``, ``guarantees``,
-    ``counterparties``), carried as ``RawData.links``.
+    ``counterparties``), carried as ``RawData.links`` and indexed as ``RawData.graph``.
     """
     folder = Path(folder)
     today = today or business_today()
@@ -1181,6 +1188,10 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
     across.raise_if_any()
     present = {n: tables[n] for n in LINK_SOURCES if n in tables}
     data.links = present or None
+    if data.links is not None:  # the population's graph, for the related-party features of every application
+        from service.scoring.graph import build_index  # graph.py builds on this module
+
+        data.graph = build_index(data)
     return data
 
 
