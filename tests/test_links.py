@@ -15,6 +15,7 @@ import pytest
 
 from service.scoring.raw import LINK_SOURCES, ContractError, RawData, load_folder
 from tests.conftest import to_csv
+from training import synth
 from training.synth import GROUND_TRUTH_FILE, RING_SIZES, RING_WINDOW_DAYS, SynthConfig, write
 
 LINK_FILES = [f"{name}.parquet" for name in LINK_SOURCES]
@@ -252,12 +253,30 @@ class TestGenerator:
         write(SynthConfig(entities=3000, months=36, seed=12), other)
         assert digests(other)["links.parquet"] != digests(linked_dir)["links.parquet"]
 
-    def test_the_other_files_are_the_same_without_links(self, linked_dir: Path, tmp_path: Path) -> None:
-        plain = tmp_path / "plain"
+    def test_without_link_effects_the_other_files_are_the_ones_without_links(self, linked_dir: Path,
+                                                                             tmp_path: Path) -> None:
+        # The link stream is drawn apart: with its effects off, drawing the links moves no other byte; with them
+        # on (the default), contagion, visible distress and the rings' behaviour change the other files.
+        plain, inert = tmp_path / "plain", tmp_path / "inert"
         write(SynthConfig(entities=3000, months=36, seed=11, links=False), plain)
-        without, linked = digests(plain), digests(linked_dir)
-        assert set(linked) - set(without) == {*LINK_FILES, GROUND_TRUTH_FILE}
-        assert without == {name: linked[name] for name in without}
+        write(SynthConfig(entities=3000, months=36, seed=11, link_effects=False), inert)
+        without, drawn, acting = digests(plain), digests(inert), digests(linked_dir)
+        assert set(drawn) - set(without) == {*LINK_FILES, GROUND_TRUTH_FILE}
+        assert without == {name: drawn[name] for name in without}
+        changed = {name for name in without if acting[name] != without[name]}
+        assert changed == set(without) - {"profile.parquet"}  # the profile comes before any effect
+        for name in ("links.parquet", "guarantees.parquet", GROUND_TRUTH_FILE):  # drawn before any effect
+            assert drawn[name] == acting[name], name
+
+    def test_without_links_the_link_code_does_not_run(self, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("link code ran without links")
+
+        for name in ("_link_structure", "_contagion", "_link_tables"):
+            monkeypatch.setattr(synth, name, refuse)
+        rows = write(SynthConfig(entities=200, months=24, seed=3, links=False), tmp_path / "plain")
+        assert set(rows).isdisjoint(LINK_SOURCES) and rows["applications"] > 0
 
     def test_chunks_stream_the_link_files(self, tmp_path: Path) -> None:
         rows = write(SynthConfig(entities=1200, months=24, seed=1, chunk=500), tmp_path / "chunked")

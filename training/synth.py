@@ -14,6 +14,29 @@ Regions differ in coverage (western counties have thinner files), months go miss
 more sales than their payment flows show. Enterprises are generated in fixed-size chunks, each from its own
 seeded stream, and written as Parquet row groups, so memory stays bounded and the output depends only on
 the arguments.
+
+Links between firms (``links=True``, the default) come from a stream of their own, drawn from the profile
+alone: families and groups sharing an owner, shared business-centre addresses, guarantees (circles among
+them), main customers and suppliers, and planted fraud rings (young firms of one province sharing a phone, an
+address and a receiving account, invoicing each other in a circle). With ``link_effects`` (the default) they
+change the operating data and outcomes:
+
+* contagion: a linked firm's fall into distress (health below DISTRESS_HEALTH) lowers a firm's health 1-3
+  months later, building up over CONTAGION_PEAK months and then fading, by CONTAGION x the link's weight
+  (owner, guarantee, main customer or supplier in the data); one round, from the distress before contagion;
+* distress shows, without a draw: in a distressed month the bureau reports 90 days past due (never otherwise),
+  tax and utility arrears are owed and the social-insurance payment is missed;
+* rings act: members declare 2.5-4 times their revenue while their payments follow their real activity and
+  their electricity RING_KWH times what their sector uses for it; all apply within RING_BURST_DAYS (some
+  twice), ask for what their declared sales would carry, and RING_BUST_OUT of their applications default at
+  once (no instalment paid);
+* LINKED_INTERCEPT replaces DEFAULT_INTERCEPT, so that the overall default rate stays near 3.5%.
+
+Poisson draws consume a number of random bits that depends on the rate, so once contagion changes a firm's
+health every later draw of the chunk differs: a data set with link effects is another sample of the same
+process, not the one without them plus contagion (shocks still reach only their firms and, through
+contagion, the firms linked to them). With ``links=False`` or ``link_effects=False`` the link stream touches
+nothing else, and every other file is byte for byte what the generator wrote before links existed.
 """
 
 from __future__ import annotations
@@ -28,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy import sparse
 
 from service.scoring.raw import (
     CONTRACT,
@@ -91,6 +115,8 @@ _MISSING_MONTH = {"east": 0.02, "central": 0.04, "west": 0.08, "northeast": 0.04
 SOURCES = ("tax", "payments", "utilities", "social_insurance", "bureau")
 
 DEFAULT_INTERCEPT = -6.1  # sets the overall 12-month default rate near 3.5% (see tests/test_synth.py)
+LINKED_INTERCEPT = -6.75  # the same when links act (busted rings and contagion add defaults of their own)
+CONTAGION = 1.5  # health a firm loses per unit of exposure to its linked firms' distress (see _contagion)
 # The generator's stand-in for the lender's past underwriting (no model exists at generation time): approve when
 # a noisy view of the firm's health in the last complete month before the application clears this cut-off.
 APPROVAL_CUTOFF = -1.0
@@ -269,7 +295,9 @@ class SynthConfig:
     end_month: str = "2025-10"  # the last month with data; outcomes then run 12 months past it
     chunk: int = CHUNK
     shocks: tuple[Shock, ...] = ()
-    links: bool = True  # also write the link files and the rings' ground truth (their own stream: see _links)
+    links: bool = True  # also write the link files and the rings' ground truth (their own stream: LINK_STREAM)
+    link_effects: bool = True  # with links: contagion, visible distress and ring behaviour (see the docstring)
+    contagion: float = CONTAGION  # health lost per unit of exposure to linked firms' distress (0: none)
 
     def __post_init__(self) -> None:
         if self.entities < 1:
@@ -281,6 +309,8 @@ class SynthConfig:
             end = dt.date.fromisoformat(f"{self.end_month}-01")
         except ValueError:
             raise ValueError(f"end_month must be YYYY-MM, got {self.end_month!r}") from None
+        if not (np.isfinite(self.contagion) and 0 <= self.contagion <= 5):
+            raise ValueError(f"contagion must be between 0 and 5, got {self.contagion}")
         if end > business_today():
             raise ValueError(f"end_month must not be in the future, got {self.end_month}")
         last = int(month_index(np.array([np.datetime64(self.end_month, "M")]))[0])
@@ -386,6 +416,13 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     west = region == "west"
     owner_age = np.clip(np.round(rng.normal(42 + 6 * west, 9, n)), 20, 75)
     owner_gender = np.where(rng.random(n) < np.where(west, 0.45, 0.33), "female", "male").astype(object)
+    ids = np.array([f"E{first_id + i:08d}" for i in range(n)], dtype=object)
+    # Links come from their own stream, so the draws above and below are the same with or without them.
+    link_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index, LINK_STREAM]))
+    links = _link_structure(link_rng, cfg, first_id=first_id, ids=ids, reg_date=reg_date, province=province,
+                            company=company, start=start) if cfg.links else None
+    act = links is not None and cfg.link_effects
+    in_ring = links.ring_of >= 0 if links is not None else np.zeros(n, dtype=bool)
 
     # --- latent health ---------------------------------------------------------------------------------
     ind = {c: _INDUSTRY[c] for c in INDUSTRY_CODES}
@@ -417,6 +454,11 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
         health += hit.health
     # Firms that did not exist yet have no activity.
     alive = cal[None, :] >= reg_month[:, None]
+    distressed = np.zeros((0, horizon), dtype=bool)
+    if act:  # contagion, one round: the distress that spreads is the one before it
+        if cfg.contagion > 0:
+            health = health - cfg.contagion * _contagion(links.edges, (health < DISTRESS_HEALTH) & alive)
+        distressed = (health < DISTRESS_HEALTH) & alive
 
     # --- revenue ---------------------------------------------------------------------------------------
     season = np.array([_SEASON.get(c, _FLAT_SEASON) for c in industry])  # (n, 12)
@@ -454,6 +496,8 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     inflator = rng.random(n) < np.where(company, 0.06, 0.02)
     pay_share = np.clip(rng.beta(8, 2, n) - 0.2 * (~company & np.isin(industry, ["F", "H", "O"])), 0.3, 0.98)
     declare = np.where(inflator, rng.uniform(2.0, 3.2, n), np.clip(rng.normal(0.92, 0.08, n), 0.6, 1.1))
+    if act:
+        declare = np.where(in_ring, links.declare, declare)
 
     inflow = revenue * pay_share[:, None] * rng.lognormal(0, 0.10, (n, horizon))
     if shocks:  # diverted receipts: outflow, transactions, counterparties and refunds follow the inflow
@@ -475,6 +519,8 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     filed_on_time = rng.random((n, horizon)) < _sigmoid(3.2 + 1.3 * lag1) * (hit.filing if shocks else 1.0)
     tax_arrears = np.where(rng.random((n, horizon)) < _sigmoid(-4.2 - 1.8 * lag1),
                            vat_paid * rng.uniform(1, 4, (n, horizon)), 0.0)
+    if act:  # distress shows in the firm's own data, without a draw: arrears, 90 days past due, missed months
+        tax_arrears = np.where(distressed & (tax_arrears == 0), 2 * vat_paid, tax_arrears)
     # Grade assessed each April on the past year's health; firms younger than a year are graded M.
     grade_at = np.empty((n, horizon), dtype=object)
     for t in range(horizon):
@@ -488,6 +534,8 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
             grade_at[:, t] = grade_at[:, t - 1]
 
     kwh_per = np.array([ind[c][3] for c in industry]) * rng.lognormal(0, 0.35, n)
+    if act:
+        kwh_per = np.where(in_ring, RING_KWH * kwh_per, kwh_per)
     elec_season = np.array(_ELEC_SEASON)[moy]
     activity = np.concatenate([revenue[:, :1], revenue[:, :-1]], axis=1)  # metered a month behind sales
     kwh_noise = rng.lognormal(0, 0.10, (n, horizon))
@@ -502,6 +550,8 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
                          rng.poisson(12 * _sigmoid(-lag1) + 1), 0)
     if shocks:
         days_late = np.clip(days_late + hit.payment_delay, 0, 366)
+    if act:
+        days_late = np.where(distressed, np.maximum(days_late, 30), days_late)
     util_arrears = np.where(days_late > 20, bill * rng.uniform(0.5, 2.0, (n, horizon)), 0.0)
 
     headcount = np.maximum(0, np.round(np.minimum(employees, 500)[:, None] * np.exp(0.18 * lag2)
@@ -509,6 +559,8 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     missed = rng.random((n, horizon)) < _sigmoid(-3.6 - 1.7 * lag2)
     if shocks:
         missed |= hit.contributions <= 0  # contributions stopped: the month is missed
+    if act:
+        missed |= distressed
     per_head = np.where(region == "east", 1500, 1100) * rng.uniform(0.9, 1.2, n)
     contributions = np.where(missed, 0.0, headcount * per_head[:, None])
     if shocks:
@@ -518,17 +570,25 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     inquiries = rng.poisson(0.4 + 3.0 * _sigmoid(-1.5 * health - 1.6))
     worst_dpd = np.where(rng.random((n, horizon)) < _sigmoid(-4.0 - 1.8 * health),
                          rng.choice([5, 15, 30, 60, 90], (n, horizon)), 0)
+    if act:  # 90 days past due, the bureau's default, is distress and only distress
+        worst_dpd = np.where(distressed, 90, np.minimum(worst_dpd, 60))
 
     # --- applications and outcomes ---------------------------------------------------------------------
     earliest = np.maximum(12, reg_month - start + 1)  # at least a year of calendar history in the data
     can_apply = earliest < cfg.months
     n_apps = np.where(can_apply, 1 + (rng.random(n) < 0.25), 0) * (rng.random(n) < 0.9)
+    if act:  # every ring member applies, some twice
+        n_apps = np.where(in_ring, links.ring_apps, n_apps)
     ent_of_app = np.repeat(np.arange(n), n_apps)
     lo = earliest[ent_of_app]
     app_t = lo + (rng.random(len(ent_of_app)) * (cfg.months + 1 - lo)).astype(int)  # month of application
     app_t = np.minimum(app_t, cfg.months)  # the month after the last data month is allowed
     app_cal = start + app_t
     app_date = month_start(app_cal) + rng.integers(0, 28, len(app_t)).astype("timedelta64[D]")
+    ring_app = in_ring[ent_of_app] if act else np.zeros(len(app_t), dtype=bool)
+    if act:  # in a burst
+        app_date[ring_app] = links.ring_app_date
+        app_t[ring_app] = month_index(links.ring_app_date) - start
     a_ind = industry[ent_of_app]
     purpose = np.where(
         a_ind == "A", np.where(rng.random(len(app_t)) < 0.7, "seasonal_inputs", "equipment"),
@@ -538,21 +598,25 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     yearly = 12 * scale[ent_of_app]
     need = rng.lognormal(np.log(0.12), 0.7, len(app_t))
     requested = np.clip(np.round(yearly * need, -3), 10_000, 5_000_000)
+    if act:  # a ring asks for what its declared sales would carry
+        requested = np.where(ring_app, np.clip(np.round(yearly * links.declare[ent_of_app] * need, -3), 10_000,
+                                                        5_000_000), requested)
     term = np.where(purpose == "seasonal_inputs", rng.choice([6, 9, 12], len(app_t)),
                     rng.choice([3, 6, 12, 12, 24, 36], len(app_t)))
     # Outcome: health over the 12 months after the application (unseen by any feature), loan burden, fraud.
     future = np.stack([health[ent_of_app, np.minimum(app_t + k, horizon - 1)] for k in range(12)], axis=1)
-    logit = (DEFAULT_INTERCEPT
+    logit = ((LINKED_INTERCEPT if act else DEFAULT_INTERCEPT)
              - 1.3 * future.mean(axis=1) - 0.5 * future.min(axis=1)
              + 0.45 * np.log(np.clip(requested / np.maximum(yearly, 1), 0.01, 10) / 0.12)
              + 1.4 * inflator[ent_of_app]
              + 0.3 * (a_ind == "H") + 0.2 * (region[ent_of_app] == "northeast")
              + rng.normal(0, 0.5, len(app_t)))
     defaulted = (rng.random(len(app_t)) < _sigmoid(logit)).astype(np.int64)
+    if act:  # the bust-out
+        defaulted[ring_app] = links.ring_bust
     app_ids = np.array([f"A{first_id + i:08d}-{k}" for i, k in
                         zip(ent_of_app, _within_group_index(ent_of_app), strict=True)], dtype=object)
 
-    ids = np.array([f"E{first_id + i:08d}" for i in range(n)], dtype=object)
     out = {
         "profile": pa.table({
             "enterprise_id": ids, "industry": industry, "province": province, "region": region.astype(object),
@@ -595,25 +659,24 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     out["loans"] = _book(
         np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index, 1])), cfg, health=health, start=start,
         ent_of_app=ent_of_app, app_t=app_t, app_ids=app_ids, enterprise_ids=ids[ent_of_app], requested=requested,
-        term=term, purpose=purpose, defaulted=defaulted)
-    if cfg.links:
-        out.update(_links(
-            np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk_index, LINK_STREAM])), cfg,
-            first_id=first_id, ids=ids, reg_date=reg_date, province=province, company=company,
-            invoiced=monthly["tax"][0], alive=alive[:, d], start=start))
+        term=term, purpose=purpose, defaulted=defaulted, bust_out=ring_app & (defaulted == 1))
+    if links is not None:
+        out.update(_link_tables(link_rng, links, cfg, ids=ids, invoiced=monthly["tax"][0], alive=alive[:, d],
+                                start=start))
     return out
 
 
 def _book(rng: np.random.Generator, cfg: SynthConfig, *, health: np.ndarray, start: int, ent_of_app: np.ndarray,
           app_t: np.ndarray, app_ids: np.ndarray, enterprise_ids: np.ndarray, requested: np.ndarray,
-          term: np.ndarray, purpose: np.ndarray, defaulted: np.ndarray) -> pa.Table:
+          term: np.ndarray, purpose: np.ndarray, defaulted: np.ndarray, bust_out: np.ndarray) -> pa.Table:
     """The lender's book at the last data month: a loan for each approved, taken-up application booked by then.
 
     Approval is the generator's stand-in for past underwriting (``APPROVAL_CUTOFF``). A loan whose application
     has ``defaulted_12m = 1`` runs into trouble in the month its firm's health is lowest within its term (at
     most the first 9 months), misses payments from then on and defaults three months later (90 days past due),
     so the operating signals, which follow health with their lags, come before the default month. Every draw is
-    made for every application and has a fixed size, so a shock changes only the loans it reaches.
+    made for every application and has a fixed size, so a shock changes only the loans it reaches. A ring's
+    ``bust_out`` application pays nothing back: in trouble from its first month.
     """
     m = len(app_t)
     end_t = cfg.months - 1
@@ -645,7 +708,7 @@ def _book(rng: np.random.Generator, cfg: SynthConfig, *, health: np.ndarray, sta
     k = np.arange(9)
     path = health[ent_of_app[:, None], np.minimum(app_t[:, None] + k, health.shape[1] - 1)]
     path = np.where(k[None, :] < np.minimum(months, 9)[:, None], path, np.inf)
-    trouble = app_t + np.argmin(path, axis=1)
+    trouble = np.where(bust_out, app_t, app_t + np.argmin(path, axis=1))  # a bust-out pays nothing back
     default_t = trouble + 3
     bad = defaulted == 1
     elapsed = end_t - app_t
@@ -742,19 +805,43 @@ def write(cfg: SynthConfig, out: Path | str, progress: Callable[[int], None] | N
 
 # ---------------------------------------------------------------------------------------------------------
 # Links between enterprises (issue 15): owners, contact points, accounts, guarantees, main counterparties, and
-# planted fraud rings with their ground truth. Drawn from their own stream, after and apart from every other
-# draw, so the other files are byte for byte what they are without links. Outcomes do not depend on links (no
-# contagion yet): a ring member or a guarantor's default changes nobody else's.
+# planted fraud rings with their ground truth. All drawn from their own stream (LINK_STREAM): the structure
+# right after the profile (_link_structure), the tables at the end (_link_tables). With link effects on, the
+# structure acts on the chunk in between: contagion through health (_contagion), distress made visible, and
+# the rings' behaviour (see _generate and the module docstring).
 
 LINK_STREAM = 3  # SeedSequence([seed, chunk, LINK_STREAM]); 1 is the book's stream, 2 the shocks' side stream
 GROUND_TRUTH_FILE = "ground_truth_rings.parquet"  # for evaluation only: the contract does not load it
 RING_WINDOW_DAYS = 45  # a ring's members register within this many days of each other
 RING_SIZES = (3, 6)  # members of a ring, inclusive
-FIRMS_PER_RING = 700
+FIRMS_PER_RING = 275  # ~70 rings, ~320 members and ~450 ring applications in 20,000 firms
+RING_DECLARE = (2.5, 4.0)  # a member declares this many times its real revenue (circular invoices)
+RING_KWH = 0.5  # a shell's electricity per unit of real activity, against its sector's
+RING_INVOICE_SHARE = (0.6, 0.85)  # share of a member's sales (purchases) invoiced to (from) the next member
+RING_BURST_DAYS = 30  # every member applies within this many days of the ring's first application
+RING_REPEAT = 0.35  # share of members that apply again (another product) within a week
+RING_BUST_OUT = 0.65  # probability that a ring member's application defaults (it borrows and vanishes)
 FAMILY_SHARE = 0.08  # firms in a family or group sharing an owner
 CIRCLE_SHARE = 0.015  # firms in a guarantee circle (互保/联保)
 HUB_SHARE = 0.03  # firms registered at a shared business-centre address (集中注册地): innocent sharing
 HUBS_PER_PROVINCE = 5
+
+# Contagion: a firm is distressed in a month when its health is below DISTRESS_HEALTH (where half the months
+# show a late payment at the bureau anyway; ~5% of firm-months, a quarter of firms at some time in four years). Falling
+# into distress (after DISTRESS_RESET months without) reaches each linked firm 1-3 months later (per link) and
+# adds weight x k(d) to its exposure d months after arrival, k peaking at 1 after CONTAGION_PEAK months; the
+# exposure (summed over links, at most CONTAGION_CAP) costs the firm CONTAGION x exposure of health. One round:
+# the distress that spreads is the one before contagion.
+DISTRESS_HEALTH = -2.3
+DISTRESS_RESET = 6  # months without distress after which distress is news again
+CONTAGION_PEAK = 4  # months from a hit's arrival to its strongest; it has halved some 8 months later
+CONTAGION_CAP = 1.5
+W_OWNER = 1.0  # firms of one owner or legal representative, both ways
+W_GUARANTOR = 1.2  # the borrower fails: its guarantor pays
+W_GUARANTEED = 0.6  # the guarantor fails: the borrower loses its backing
+W_CUSTOMER = 0.6  # a main customer (in the data) fails: lost sales and receivables
+W_SUPPLIER = 0.4  # a main supplier (in the data) fails: disrupted supply
+# Address hubs and rings spread nothing: sharing a business centre is innocent, ring links are for show.
 
 _LINK_SCHEMAS = {
     "links": pa.schema([("enterprise_id", pa.string()), ("kind", pa.string()), ("ref", pa.string()),
@@ -765,6 +852,7 @@ _LINK_SCHEMAS = {
                                  ("counterparty_id", pa.string()), ("role", pa.string()), ("share", pa.float64())]),
     "ground_truth_rings": pa.schema([("enterprise_id", pa.string()), ("ring_id", pa.string())]),
 }
+_OPEN = np.iinfo(np.int64).max // 2  # "no end" for a link's last month
 
 
 def _ref(seed: int, what: str) -> str:
@@ -773,6 +861,35 @@ def _ref(seed: int, what: str) -> str:
     import hashlib
 
     return hashlib.blake2b(f"{seed}:{what}".encode(), digest_size=6).hexdigest().upper()
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """Directed contagion links: ``src``'s distress hits ``dst`` with ``weight``, ``lag`` months later, while the
+    link holds (months ``first`` .. ``last`` of the simulation, inclusive)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    weight: np.ndarray
+    lag: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+
+@dataclass(frozen=True)
+class _LinkStructure:
+    """One chunk's links, decided before any outcome; row indices are within the chunk."""
+
+    rings: list[np.ndarray]
+    ring_of: np.ndarray  # (n,) ring number, -1 for honest firms
+    link_rows: list[tuple[np.ndarray, str, np.ndarray, np.ndarray]]  # (firms, kind, keys, since) per kind
+    guarantees: dict[str, np.ndarray]  # guarantor, borrower, amount, start, end, ended
+    relations: dict[str, np.ndarray]  # firm, counterparty_id, partner (row or -1), role, share, since, ring
+    edges: _Edges
+    declare: np.ndarray  # (n,) declared sales / revenue of ring members (1 elsewhere, unused)
+    ring_apps: np.ndarray  # (n,) applications of each ring member (0 elsewhere)
+    ring_app_date: np.ndarray  # their dates, by firm and then in date order
+    ring_bust: np.ndarray  # whether each of them defaults, same order
 
 
 def _rings(rng: np.random.Generator, reg_date: np.ndarray, province: np.ndarray, young: np.ndarray,
@@ -807,15 +924,14 @@ def _groups(rng: np.random.Generator, firms: np.ndarray, province: np.ndarray, s
     return groups
 
 
-def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np.ndarray, reg_date: np.ndarray,
-           province: np.ndarray, company: np.ndarray, invoiced: np.ndarray, alive: np.ndarray,
-           start: int) -> dict[str, pa.Table]:
-    """The link files and the rings' ground truth for one chunk (``invoiced``: the firm-months with tax rows,
-    ``alive``: those after registration, both over the data months)."""
+def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np.ndarray,
+                    reg_date: np.ndarray, province: np.ndarray, company: np.ndarray, start: int) -> _LinkStructure:
+    """Who is linked to whom, and how the rings will behave, for one chunk (from the profile alone)."""
     n, seed = len(ids), cfg.seed
     gid = first_id + np.arange(n)
     reg_m = month_index(reg_date)
     last_day = month_start(start + cfg.months - 1) + np.timedelta64(27, "D")
+    earliest = np.maximum(12, reg_m - start + 1)  # as in _generate: the first month a firm may apply
 
     def day_between(lo: np.ndarray, size: int | None = None) -> np.ndarray:
         """A day from ``lo`` to the end of the data, uniformly."""
@@ -823,8 +939,8 @@ def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np
         return lo + (rng.random(size if size is not None else len(lo)) * (span + 1)).astype(np.int64).astype(
             "timedelta64[D]")
 
-    # --- fraud rings: young firms of one province, registered within weeks of each other -----------------
-    young = np.flatnonzero(reg_m >= start + cfg.months - 36)
+    # --- fraud rings: young firms of one province, registered within weeks of each other, able to apply --
+    young = np.flatnonzero((reg_m >= start + cfg.months - 36) & (earliest < cfg.months))
     rings = _rings(rng, reg_date, province, young, n // FIRMS_PER_RING + (n >= 150))
     ring_of = np.full(n, -1)
     for k, members in enumerate(rings):
@@ -858,8 +974,7 @@ def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np
         has_phone[members], second_account[members], moved[members], new_phone[members] = True, False, False, False
     soon = reg_date + rng.integers(0, 15, n).astype("timedelta64[D]")
     soon = np.minimum(soon, np.maximum(last_day, reg_date))
-
-    rows: list[tuple[np.ndarray, str, np.ndarray, np.ndarray]] = [
+    link_rows: list[tuple[np.ndarray, str, np.ndarray, np.ndarray]] = [
         (np.arange(n), "owner", owner_key, reg_date),
         (np.arange(n), "legal_rep", rep_key, reg_date),
         (np.arange(n), "address", address_key, reg_date),
@@ -872,14 +987,6 @@ def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np
         (np.flatnonzero(new_phone), "phone", np.array([f"phone2 {g}" for g in gid[new_phone]], dtype=object),
          day_between(reg_date[new_phone])),
     ]
-    firm = np.concatenate([r[0] for r in rows])
-    links = pa.table({
-        "enterprise_id": ids[firm],
-        "kind": np.concatenate([np.full(len(r[0]), r[1], dtype=object) for r in rows]),
-        "ref": np.array([_ref(seed, k) for r in rows for k in r[2]], dtype=object),
-        "since": np.concatenate([r[3] for r in rows]).astype("datetime64[D]"),
-    }, schema=_LINK_SCHEMAS["links"])
-    links = links.take(pa.array(np.argsort(firm, kind="stable")))
 
     # --- guarantees: within families, circles, one-offs, and inside some rings ----------------------------
     pairs: list[tuple[int, int]] = []
@@ -900,21 +1007,18 @@ def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np
     g_start = day_between(np.maximum(reg_date[g_from], reg_date[g_to]))
     g_end = g_start + rng.integers(180, 1096, len(pairs)).astype("timedelta64[D]")
     ended = (rng.random(len(pairs)) < 0.35) & (g_end <= last_day)
+    amount = np.clip(np.round(rng.lognormal(np.log(8e5), 0.8, len(pairs)), -4), 5e4, 3e7)
     keep = np.arange(0)
     if pairs:  # a pair drawn twice with the same start would repeat the file's key
         _, first = np.unique(np.stack([g_from, g_to, g_start.astype(np.int64)], axis=1), axis=0, return_index=True)
         keep = np.sort(first)
-    guarantees = pa.table({
-        "guarantor_id": ids[g_from[keep]], "borrower_id": ids[g_to[keep]],
-        "amount": np.clip(np.round(rng.lognormal(np.log(8e5), 0.8, len(pairs)), -4), 5e4, 3e7)[keep],
-        "start": g_start[keep],
-        "end": pa.array(g_end[keep], type=pa.date32(), mask=~ended[keep]),
-    }, schema=_LINK_SCHEMAS["guarantees"])
+    guarantees = {"guarantor": g_from[keep], "borrower": g_to[keep], "amount": amount[keep],
+                  "start": g_start[keep], "end": g_end[keep], "ended": ended[keep]}
 
     # --- main customers and suppliers from invoices; circular invoicing inside rings ----------------------
-    rel_firm, rel_cp, rel_role, rel_share, rel_from, rel_ring = [], [], [], [], [], []
-    reporting = honest[invoiced[honest].any(axis=1) & (rng.random(len(honest)) < np.where(company[honest], 0.35,
-                                                                                          0.15))]
+    # Honest firms that report counterparties show them in the months they file tax returns (_link_tables).
+    rel_firm, rel_cp, rel_partner, rel_role, rel_share, rel_from, rel_ring = [], [], [], [], [], [], []
+    reporting = honest[rng.random(len(honest)) < np.where(company[honest], 0.35, 0.15)]
     for f in reporting:
         for role in ("customer", "supplier"):
             k = int(rng.integers(1, 4))
@@ -928,6 +1032,7 @@ def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np
                 since = max(reg_m[f], reg_m[partners[j]] if in_data[j] else reg_m[f]) + int(rng.integers(0, 12))
                 rel_firm.append(f)
                 rel_cp.append(cp)
+                rel_partner.append(partners[j] if in_data[j] else -1)
                 rel_role.append(role)
                 rel_share.append(shares[j])
                 rel_from.append(since)
@@ -935,29 +1040,137 @@ def _links(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int, ids: np
     for members in rings:
         for a, b in zip(members, np.roll(members, -1), strict=True):  # a sells to b: a's customer, b's supplier
             since = max(reg_m[a], reg_m[b])
+            share = rng.uniform(*RING_INVOICE_SHARE)
             for f, cp, role in ((a, b, "customer"), (b, a, "supplier")):
                 rel_firm.append(f)
                 rel_cp.append(ids[cp])
+                rel_partner.append(cp)
                 rel_role.append(role)
-                rel_share.append(rng.uniform(0.35, 0.6))
+                rel_share.append(share)
                 rel_from.append(since)
                 rel_ring.append(True)
-    r_firm = np.array(rel_firm, dtype=np.int64)
+    relations = {"firm": np.array(rel_firm, dtype=np.int64), "counterparty_id": np.array(rel_cp, dtype=object),
+                 "partner": np.array(rel_partner, dtype=np.int64), "role": np.array(rel_role, dtype=object),
+                 "share": np.array(rel_share, dtype=np.float64), "since": np.array(rel_from, dtype=np.int64),
+                 "ring": np.array(rel_ring, dtype=bool)}
+
+    # --- contagion links: owners, guarantees and counterparties in the data, between honest firms ----------
+    src, dst, weight, first, last = [], [], [], [], []
+
+    def add(a: np.ndarray, b: np.ndarray, w: float | np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        src.append(a)
+        dst.append(b)
+        weight.append(np.broadcast_to(np.asarray(w, dtype=np.float64), len(a)))
+        first.append(lo - start)
+        last.append(hi)
+
+    for group in families:
+        a, b = np.meshgrid(group, group, indexing="ij")
+        off = a != b
+        zero = np.zeros(off.sum(), dtype=np.int64)
+        add(a[off], b[off], W_OWNER, zero + start, zero + _OPEN)
+    g = guarantees
+    fair = (ring_of[g["guarantor"]] < 0) & (ring_of[g["borrower"]] < 0)
+    g_first = month_index(g["start"][fair])
+    g_last = np.where(g["ended"][fair], month_index(g["end"][fair]) - start, _OPEN)
+    add(g["borrower"][fair], g["guarantor"][fair], W_GUARANTOR, g_first, g_last)
+    add(g["guarantor"][fair], g["borrower"][fair], W_GUARANTEED, g_first, g_last)
+    r = relations
+    real = ~r["ring"] & (r["partner"] >= 0)
+    customer = r["role"][real] == "customer"  # the partner buys from the firm
+    since = r["since"][real]
+    forever = np.full(real.sum(), _OPEN)
+    add(r["partner"][real], r["firm"][real], np.where(customer, W_CUSTOMER, W_SUPPLIER), since, forever)
+    add(r["firm"][real], r["partner"][real], np.where(customer, W_SUPPLIER, W_CUSTOMER), since, forever)
+    e_src = np.concatenate(src).astype(np.int64)
+    edges = _Edges(src=e_src, dst=np.concatenate(dst).astype(np.int64), weight=np.concatenate(weight),
+                   lag=rng.integers(1, 4, len(e_src)), first=np.concatenate(first).astype(np.int64),
+                   last=np.concatenate(last).astype(np.int64))
+
+    # --- ring behaviour: inflated sales, a burst of applications, and the bust-out -------------------------
+    declare = np.ones(n)
+    ring_apps = np.zeros(n, dtype=np.int64)
+    dates: dict[int, list[np.datetime64]] = {}
+    cap = month_start(start + cfg.months) + np.timedelta64(27, "D")  # applications reach the month after the data
+    for members in rings:
+        declare[members] = rng.uniform(*RING_DECLARE, len(members))
+        lo = int(earliest[members].max())
+        hi = max(lo, min(cfg.months, int(reg_m[members].max()) - start + 18))  # busting out within ~1.5 years
+        burst = month_start(start + int(rng.integers(lo, hi + 1))) + np.timedelta64(int(rng.integers(0, 28)), "D")
+        first_app = burst + rng.integers(0, RING_BURST_DAYS + 1, len(members)).astype("timedelta64[D]")
+        again = rng.random(len(members)) < RING_REPEAT
+        second = first_app + rng.integers(1, 8, len(members)).astype("timedelta64[D]")
+        for m, d0, twice, d1 in zip(members, np.minimum(first_app, cap), again, np.minimum(second, cap),
+                                    strict=True):
+            dates[int(m)] = [d0, d1] if twice else [d0]
+            ring_apps[m] = len(dates[int(m)])
+    ring_app_date = np.array([d for m in sorted(dates) for d in dates[m]], dtype="datetime64[D]")
+    ring_bust = rng.random(len(ring_app_date)) < RING_BUST_OUT
+    return _LinkStructure(rings=rings, ring_of=ring_of, link_rows=link_rows, guarantees=guarantees,
+                          relations=relations, edges=edges, declare=declare, ring_apps=ring_apps,
+                          ring_app_date=ring_app_date, ring_bust=ring_bust)
+
+
+def _contagion(edges: _Edges, distressed: np.ndarray) -> np.ndarray:
+    """(n, horizon) exposure of each firm to its linked firms' distress (see CONTAGION)."""
+    n, horizon = distressed.shape
+    if len(edges.src) == 0:
+        return np.zeros((n, horizon))
+    t = np.arange(horizon)
+    before = np.zeros((n, horizon), dtype=bool)  # distressed in the DISTRESS_RESET months before
+    for k in range(1, DISTRESS_RESET + 1):
+        before[:, k:] |= distressed[:, :-k]
+    onset = distressed & ~before
+    onset[:, 0] = False  # distressed before the simulation: no news
+    on = onset[edges.src] & (t >= edges.first[:, None]) & (t <= edges.last[:, None])
+    arrived = np.zeros(on.shape)
+    for lag in np.unique(edges.lag):
+        sel = edges.lag == lag
+        arrived[sel, lag:] = on[sel, :-lag]
+    exposure = np.zeros_like(arrived)
+    x = (np.arange(horizon) + 1) / (CONTAGION_PEAK + 1)
+    for d, k in enumerate(x * np.exp(1 - x)):  # the hit builds up for CONTAGION_PEAK months, then fades
+        exposure[:, d:] += k * arrived[:, : horizon - d]
+    spread = sparse.csr_matrix((edges.weight, (edges.dst, np.arange(len(edges.src)))), shape=(n, len(edges.src)))
+    return np.minimum(spread @ exposure, CONTAGION_CAP)
+
+
+def _link_tables(rng: np.random.Generator, s: _LinkStructure, cfg: SynthConfig, *, ids: np.ndarray,
+                 invoiced: np.ndarray, alive: np.ndarray, start: int) -> dict[str, pa.Table]:
+    """The link files and the rings' ground truth for one chunk (``invoiced``: the firm-months with tax rows,
+    ``alive``: those after registration, both over the data months)."""
+    seed = cfg.seed
+    firm = np.concatenate([r[0] for r in s.link_rows])
+    links = pa.table({
+        "enterprise_id": ids[firm],
+        "kind": np.concatenate([np.full(len(r[0]), r[1], dtype=object) for r in s.link_rows]),
+        "ref": np.array([_ref(seed, k) for r in s.link_rows for k in r[2]], dtype=object),
+        "since": np.concatenate([r[3] for r in s.link_rows]).astype("datetime64[D]"),
+    }, schema=_LINK_SCHEMAS["links"])
+    links = links.take(pa.array(np.argsort(firm, kind="stable")))
+
+    g = s.guarantees
+    guarantees = pa.table({
+        "guarantor_id": ids[g["guarantor"]], "borrower_id": ids[g["borrower"]], "amount": g["amount"],
+        "start": g["start"], "end": pa.array(g["end"], type=pa.date32(), mask=~g["ended"]),
+    }, schema=_LINK_SCHEMAS["guarantees"])
+
+    rel = s.relations
+    r_firm = rel["firm"]
     cal = start + np.arange(cfg.months)
-    seen = np.where(np.array(rel_ring, dtype=bool)[:, None], alive[r_firm], invoiced[r_firm]).reshape(
-        len(r_firm), cfg.months)
-    on = seen & (cal[None, :] >= np.array(rel_from, dtype=np.int64)[:, None])
+    seen = np.where(rel["ring"][:, None], alive[r_firm], invoiced[r_firm]).reshape(len(r_firm), cfg.months)
+    on = seen & (cal[None, :] >= rel["since"][:, None])
     r, t = np.nonzero(on)
     order = np.lexsort((t, r_firm[r]))
     r, t = r[order], t[order]
-    share = np.round(np.minimum(np.array(rel_share)[r] * rng.uniform(0.85, 1.15, len(r)), 1.0), 4)
+    share = np.round(np.minimum(rel["share"][r] * rng.uniform(0.85, 1.15, len(r)), 1.0), 4)
     counterparties = pa.table({
         "enterprise_id": ids[r_firm[r]], "month": month_start(cal[t]),
-        "counterparty_id": np.array(rel_cp, dtype=object)[r] if len(r) else np.array([], dtype=object),
-        "role": np.array(rel_role, dtype=object)[r] if len(r) else np.array([], dtype=object), "share": share,
+        "counterparty_id": rel["counterparty_id"][r], "role": rel["role"][r], "share": share,
     }, schema=_LINK_SCHEMAS["counterparties"])
 
-    truth = [(ids[m], f"R{gid[members[0]]:08d}") for members in rings for m in members]
+    gid = np.array([int(e[1:]) for e in ids[[m[0] for m in s.rings]]], dtype=np.int64) if s.rings else []
+    truth = [(ids[m], f"R{gid[k]:08d}") for k, members in enumerate(s.rings) for m in members]
     return {
         "links": links, "guarantees": guarantees, "counterparties": counterparties,
         "ground_truth_rings": pa.table({"enterprise_id": [e for e, _ in truth], "ring_id": [g for _, g in truth]},
