@@ -256,3 +256,23 @@ class ConsentGrant(Base):
     source: Mapped[str] = mapped_column(String(32))
     granted: Mapped[bool] = mapped_column(Boolean)
     recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VelocityKey(Base):
+    """Who applied when, pseudonymously: per decision, a row for the applicant firm (its ``applicant_ref``) and one
+    for each owner or legal representative, phone and receiving account it named with links consent, each a keyed
+    HMAC (per tenant) of the reference, never the reference. Written with the decision; the fraud checks' velocity
+    counts read it through one index range (service/db/velocity.py)."""
+
+    __tablename__ = "velocity_keys"
+    __table_args__ = (Index("ix_velocity_keys_lookup", "tenant_id", "key", "decided_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    kind: Mapped[str] = mapped_column(String(8))  # firm | owner (owners and legal representatives) | phone | account
+    key: Mapped[str] = mapped_column(String(64))  # firm: the applicant_ref; else keyed(tenant key, "<kind>:<ref>")
+    applicant_ref: Mapped[str] = mapped_column(String(64))  # the firm that applied
+    # No foreign key: an index of the decisions, written in the same transaction; it must not stop the audit's
+    # tamper tests (or an operator) deleting a decision row, which the audit chain then reports missing.
+    decision_id: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(32))
+    decided_at: Mapped[dt.datetime]

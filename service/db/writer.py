@@ -26,7 +26,7 @@ from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from service.db import repo
-from service.db.tables import AuditEvent, Consent, Decision, ExplanationLink, RawInput, Review, utcnow
+from service.db.tables import AuditEvent, Consent, Decision, ExplanationLink, RawInput, Review, VelocityKey, utcnow
 
 log = logging.getLogger("smecredit.writer")
 MAX_BATCH = 256  # decisions per transaction: bounds a commit's latency and the statement sizes
@@ -36,7 +36,7 @@ _STOP = object()
 @dataclass
 class NewDecisions:
     """The rows of one request's decisions, prepared by the request: each decision's row, its consents, the
-    policy's review when it refers, its encrypted raw input and its page link."""
+    policy's review when it refers, its encrypted raw input, its page link and its velocity keys."""
 
     actor: str
     decisions: list[dict]
@@ -45,6 +45,7 @@ class NewDecisions:
     reviews: list[dict | None]  # per decision
     raw_inputs: list[dict]
     links: list[dict]
+    velocity_keys: list[dict] = field(default_factory=list)  # all decisions' rows (service/db/velocity.py)
 
     @property
     def size(self) -> int:
@@ -180,6 +181,9 @@ class DecisionWriter:
                 events = [self._created_event(w, k) for w in new for k in range(w.size)]
                 _append_chain(conn, events)
                 conn.execute(insert(RawInput), [r for w in new for r in w.raw_inputs])
+                velocity = [r for w in new for r in w.velocity_keys]
+                if velocity:
+                    conn.execute(insert(VelocityKey), velocity)
             links = [link for w in works for link in (w.links if isinstance(w, NewDecisions) else [w.link])]
             conn.execute(insert(ExplanationLink), links)
 

@@ -5,6 +5,10 @@ docs/policy.md explains every section. Loading validates the whole file (an unkn
 cut-offs out of order raise ``PolicyError`` naming the file and the key path). ``Policy.decide`` runs on every
 score request, so it is pure arithmetic on a compiled policy: no I/O, no pandas, the same answer for the same input.
 
+Its fraud checks run first: conditions on features (relative to the industry median the model bundle carries, if
+asked) and on velocity counts the service reads from its decision records before scoring (service/db/velocity.py)
+and hands over in ``PolicyInput.velocity``.
+
 Prices are computed in whole basis points, so the rate cap is compared exactly and never crossed by rounding.
 """
 
@@ -14,6 +18,7 @@ import datetime as dt
 import hashlib
 import math
 import operator
+import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +37,7 @@ from pydantic import (
 )
 
 from service.scoring.catalog import BY_NAME
-from service.scoring.raw import INDUSTRIES, PURPOSES
+from service.scoring.raw import INDUSTRIES, MONTHLY_SOURCES, PURPOSES
 
 BPS_PER_UNIT = 10_000
 LPR_MULTIPLE_PROTECTED = 4  # courts protect interest up to 4x the one-year loan prime rate
@@ -41,6 +46,13 @@ SCORE_REVIEW_BAND = "SCORE_REVIEW_BAND"  # a referral by the score alone: more d
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
+# Velocity counts a fraud check may read: velocity_<kind>_<days>d. firm: this firm's applications in the window,
+# this one included; owner (owners and legal representatives), phone, account: applications by other firms that
+# named one of this firm's; purposes: distinct purposes of this firm's applications, this one included.
+VELOCITY_KINDS = ("firm", "owner", "phone", "account", "purposes")
+_VELOCITY_NAME = re.compile(rf"^velocity_({'|'.join(VELOCITY_KINDS)})_([0-9]+)d$")
+MAX_VELOCITY_DAYS = 365
+INDUSTRY_MEDIAN = "industry_median"
 BUILT_IN_CODES = frozenset(
     {"SCORE_BELOW_CUTOFF", "SCORE_REVIEW_BAND", "REVENUE_UNKNOWN", "CAPACITY_BELOW_MIN_LIMIT", "PRICE_ABOVE_CAP"})
 
@@ -79,9 +91,15 @@ class PolicyInput:
 @dataclass(frozen=True)
 class RuleHit:
     code: str
-    action: str  # decline, refer, limit_factor or apr_bps
+    action: str  # decline, refer, limit_factor or apr_bps (a fraud check's request_data is a refer ...)
     text_en: str
     text_zh: str
+    requests: tuple[str, ...] = ()  # ... that asks the applicant for these sources' original records
+
+    def to_json(self) -> dict:
+        """The hit as a decision record keeps it (``requests`` only when there are some, as before it existed)."""
+        out = {"code": self.code, "action": self.action, "text_en": self.text_en, "text_zh": self.text_zh}
+        return out | {"requests": list(self.requests)} if self.requests else out
 
 
 @dataclass(frozen=True)
@@ -136,7 +154,27 @@ def _distinct_months(months: list[int]) -> list[int]:
     return months
 
 
+def _check_input(name: str) -> str:
+    match = _VELOCITY_NAME.match(name)
+    if match is not None:
+        if not 1 <= int(match.group(2)) <= MAX_VELOCITY_DAYS:
+            raise ValueError(f"a velocity window is 1 to {MAX_VELOCITY_DAYS} days, got {name!r}")
+        return name
+    if name not in BY_NAME:
+        raise ValueError(f"unknown feature {name!r}; a fraud check reads a feature of the catalogue (docs/features.md) "
+                         f"or a velocity count velocity_<{'|'.join(VELOCITY_KINDS)}>_<days>d")
+    return name
+
+
+def velocity_days(name: str) -> int | None:
+    """The window of a velocity count's name (velocity_firm_30d: 30), None for a feature."""
+    match = _VELOCITY_NAME.match(name)
+    return None if match is None else int(match.group(2))
+
+
 FeatureName = Annotated[str, AfterValidator(_known_feature)]
+CheckInput = Annotated[str, AfterValidator(_check_input)]
+Op = Literal["<", "<=", ">", ">=", "==", "!="]
 Purposes = Annotated[list[str], AfterValidator(_known_purposes)]
 HarvestMonths = Annotated[list[Annotated[int, Field(ge=1, le=12)]], AfterValidator(_distinct_months)]
 
@@ -148,6 +186,71 @@ class _Rule(_Section):
     value: float
     text_en: Text
     text_zh: Text
+
+
+def _relative_fits(feature: str | None, relative_to: str | None) -> None:
+    if relative_to is None or feature is None:
+        return
+    if feature not in BY_NAME:
+        raise ValueError(f"relative_to compares a feature with its industry median; {feature!r} is a velocity count")
+    if BY_NAME[feature].categories:
+        raise ValueError(f"relative_to needs a numeric feature; {feature!r} is categorical (no median)")
+
+
+class Condition(_Section):
+    """``feature op value``; with ``relative_to: industry_median``, ``feature op value x the median`` of the
+    applicant's industry. A missing value or median never holds."""
+
+    feature: CheckInput
+    op: Op
+    value: float
+    relative_to: Literal["industry_median"] | None = None
+
+    @model_validator(mode="after")
+    def _relative(self) -> Condition:
+        _relative_fits(self.feature, self.relative_to)
+        return self
+
+
+class FraudCheck(_Section):
+    """One condition (``feature``, ``op``, ``value``, ``relative_to``) or ``all``: conditions that must all hold.
+    ``request_data`` refers the application to wait for the original records of ``requests``."""
+
+    code: Code
+    feature: CheckInput | None = None
+    op: Op | None = None
+    value: float | None = None
+    relative_to: Literal["industry_median"] | None = None
+    all: Annotated[list[Condition], Field(min_length=1)] | None = None
+    action: Literal["decline", "refer", "request_data"]
+    requests: list[Literal[MONTHLY_SOURCES]] = []  # type: ignore[valid-type]
+    text_en: Text  # shown to the applicant: say what is checked, never accuse
+    text_zh: Text
+
+    @model_validator(mode="after")
+    def _one_form(self) -> FraudCheck:
+        single = {"feature": self.feature, "op": self.op, "value": self.value}
+        if self.all is None:
+            missing = [k for k, v in single.items() if v is None]
+            if missing:
+                raise ValueError(f"give feature, op and value (missing {', '.join(missing)}), or all: a list of "
+                                 "conditions")
+            _relative_fits(self.feature, self.relative_to)
+        elif self.relative_to is not None or any(v is not None for v in single.values()):
+            raise ValueError("give either feature, op and value or all, not both")
+        if self.action == "request_data" and not self.requests:
+            raise ValueError(f"a request_data check names the sources to ask for in requests (some of "
+                             f"{list(MONTHLY_SOURCES)})")
+        if self.action != "request_data" and self.requests:
+            raise ValueError(f"a {self.action} check takes no requests (only request_data asks for data)")
+        if len(set(self.requests)) != len(self.requests):
+            raise ValueError(f"requests must not repeat a source, got {self.requests}")
+        return self
+
+    def conditions(self) -> list[Condition]:
+        if self.all is not None:
+            return self.all
+        return [Condition(feature=self.feature, op=self.op, value=self.value, relative_to=self.relative_to)]
 
 
 class KnockOutRule(_Rule):
@@ -323,6 +426,7 @@ class CreditLinesSpec(_Section):
 class PolicySpec(_Section):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
     version: Annotated[str, Field(min_length=1)]
+    fraud_checks: list[FraudCheck] = []
     knock_outs: list[KnockOutRule] = []
     cut_offs: CutOffs
     limit: LimitSpec
@@ -390,7 +494,8 @@ def _cross_section_errors(spec: PolicySpec) -> list[str]:
         errors.append(f"term.max_months_by_grade: must cover the same grades as limit.revenue_months_by_grade "
                       f"({sorted(grades)}), got {sorted(spec.term.max_months_by_grade)}")
     seen: set[str] = set()
-    for section, rules in (("knock_outs", spec.knock_outs), ("local_rules", spec.local_rules)):
+    sections = (("fraud_checks", spec.fraud_checks), ("knock_outs", spec.knock_outs), ("local_rules", spec.local_rules))
+    for section, rules in sections:
         for i, rule in enumerate(rules):
             if rule.code in BUILT_IN_CODES or rule.code in seen:
                 errors.append(f"{section}[{i}].code: {rule.code!r} is already used "
@@ -434,6 +539,45 @@ class _Check:
         return x is not None and not math.isnan(x) and self.test(x, self.value)  # missing data never fires
 
 
+@dataclass(frozen=True)
+class _Condition:
+    name: str
+    test: Callable[[float, float], bool]
+    value: float
+    velocity: bool  # read from PolicyInput.velocity, not the features
+    relative: bool  # value x the industry median
+
+    @classmethod
+    def of(cls, c: Condition) -> _Condition:
+        return cls(c.feature, _OPS[c.op], c.value, velocity_days(c.feature) is not None,
+                   c.relative_to == INDUSTRY_MEDIAN)
+
+    def holds(self, x: PolicyInput) -> bool:
+        v = (x.velocity if self.velocity else x.features).get(self.name)
+        if v is None or math.isnan(v):
+            return False  # missing data never fires
+        if not self.relative:
+            return self.test(v, self.value)
+        median = x.sector.get(self.name)
+        return median is not None and not math.isnan(median) and self.test(v, self.value * median)
+
+
+@dataclass(frozen=True)
+class _FraudCheck:
+    conditions: tuple[_Condition, ...]
+    hit: RuleHit
+
+    @classmethod
+    def of(cls, check: FraudCheck) -> _FraudCheck:
+        action = "refer" if check.action == "request_data" else check.action
+        return cls(tuple(_Condition.of(c) for c in check.conditions()),
+                   RuleHit(check.code, action, check.text_en, check.text_zh,
+                           tuple(s for s in MONTHLY_SOURCES if s in check.requests)))  # in the contract's order
+
+    def fires(self, x: PolicyInput) -> bool:
+        return all(c.holds(x) for c in self.conditions)
+
+
 def _season_ends(months: list[int]) -> tuple[int, ...]:
     """Last month of each harvest season: a harvest month not followed by another ([9, 10] ends in 10)."""
     return tuple(sorted(m for m in months if m % 12 + 1 not in months))
@@ -450,6 +594,8 @@ class Policy:
     version: str  # name@declared version+first 8 hex digits of the sha256 of the YAML bytes
     grades: tuple[str, ...]  # the grades it covers; the API checks the model bundle's grades against these
     rate_cap: float  # min(rate_cap, 4 x lpr_1y)
+    velocity_windows: tuple[int, ...]  # the days of the velocity counts its fraud checks read (none: no read)
+    fraud_codes: frozenset[str]
 
     def __init__(self, spec: PolicySpec, version: str, source_text: str = "") -> None:
         self.spec = spec
@@ -457,6 +603,10 @@ class Policy:
         self.version = version
         self.source_text = source_text  # the YAML it was read from: ships the same policy to batch workers
         self.grades = tuple(spec.limit.revenue_months_by_grade)
+        self._fraud_checks = tuple(_FraudCheck.of(c) for c in spec.fraud_checks)
+        self.fraud_codes = frozenset(c.code for c in spec.fraud_checks)
+        self.velocity_windows = tuple(sorted({d for c in self._fraud_checks for k in c.conditions
+                                              if (d := velocity_days(k.name)) is not None}))
         self._knock_outs = tuple(_Check.of(r) for r in spec.knock_outs)
         self._local_rules = tuple(_Check.of(r) for r in spec.local_rules)
         cycle = spec.term.operating_cycle
@@ -495,7 +645,8 @@ class Policy:
         if x.grade not in self.spec.limit.revenue_months_by_grade:
             raise PolicyError(f"policy {self.version} has no limit or term for grade {x.grade!r}; "
                               f"it covers {list(self.grades)}")
-        hits = [c.hit for c in self._knock_outs if c.fires(x.features)]
+        hits = [c.hit for c in self._fraud_checks if c.fires(x)]  # is the application genuine, before credit
+        hits += [c.hit for c in self._knock_outs if c.fires(x.features)]
         hits += self._score_hits(x.score)
         local = [c for c in self._local_rules if c.fires(x.features)]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from service.scoring.engine import Scored
 from service.scoring.policy import SCORE_REVIEW_BAND, PolicyOutcome
+from service.scoring.raw import MONTHLY_SOURCES
 
 COLUMNS = ("id", "tenant_id", "application_ref", "applicant_ref", "input_digest", "idempotency_key",
            "model_version", "policy_version", "pd", "score", "grade", "decision", "offer", "reasons", "explanation",
@@ -46,7 +47,7 @@ class Explanation:
     points_per_margin: float
     contributions: list[float]  # one per feature, in the model's order (log-odds)
     groups: dict[str, float]  # score points per reason group
-    rule_hits: list[dict]  # the policy rules that fired: code, action, text_en, text_zh
+    rule_hits: list[dict]  # the policy rules that fired: code, action, text_en, text_zh (+ requests: RuleHit)
     recourse: dict | None  # refer and decline: suggestions, combined score, whether they flip the decision
     data_requests: list[str] = field(default_factory=list)  # see data_requests(); absent in older records
     # The score's range and the policy's cut-offs when it was decided (engine.Scale); absent in older records
@@ -56,7 +57,7 @@ class Explanation:
     def from_scored(cls, s: Scored, points_per_margin: float, withheld: list[str]) -> Explanation:
         return cls(base_value=s.base_value, margin=s.margin, points_per_margin=points_per_margin,
                    contributions=[float(c) for c in s.contributions], groups=s.groups,
-                   rule_hits=[h.__dict__ for h in s.outcome.rule_hits],
+                   rule_hits=[h.to_json() for h in s.outcome.rule_hits],
                    recourse=None if s.recourse is None else s.recourse.to_json(),
                    data_requests=data_requests(s.outcome, withheld), scale=s.scale.__dict__)
 
@@ -125,15 +126,25 @@ class DecisionRecord:
 
 
 def data_requests(outcome: PolicyOutcome, withheld: list[str]) -> list[str]:
-    """The sources to ask the applicant for before a person looks at a referral: a referral made only because
-    the score fell in the review band, by an applicant who did not consent to share these sources. With the
-    data, the application is scored again and decided without anyone. A referral by another rule (utility
-    arrears, say) is not something more data settles, and a source the applicant shared but has no records in
-    (a thin file) cannot be asked for: both go to a person."""
+    """The sources to ask the applicant for before a person looks at a referral, in the contract's order: the
+    sources an applicant did not consent to share when the score fell in the review band (with the data, the
+    application is scored again and decided without anyone), and the original records a fraud check's
+    ``request_data`` asks for (bank statements, electricity bills: a person decides once they are in). A referral
+    by any other rule (utility arrears, say) is not something more data settles, and a source the applicant shared
+    but has no records in (a thin file) cannot be asked for: both go to a person."""
     if outcome.decision != "refer":
         return []
-    adverse = {h.code for h in outcome.rule_hits if h.action in ("refer", "decline")}
-    return list(withheld) if adverse == {SCORE_REVIEW_BAND} else []
+    asked: set[str] = set()
+    for h in outcome.rule_hits:
+        if h.action not in ("refer", "decline"):
+            continue
+        if h.requests:
+            asked.update(h.requests)
+        elif h.code == SCORE_REVIEW_BAND and withheld:
+            asked.update(withheld)
+        else:
+            return []
+    return [s for s in MONTHLY_SOURCES if s in asked]
 
 
 def record_digest(row: dict) -> str:

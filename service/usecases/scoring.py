@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.crypto import Keyring
-from service.db import repo
+from service.db import repo, velocity
 from service.db.repo import sha256_hex
 from service.db.tables import AWAITING_DATA, utcnow
 from service.db.writer import DecisionWriter, NewDecisions, NewLink, link_row
@@ -73,7 +73,12 @@ async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: in
             return [replayed]
     if any(p.get("consent_request_id") is not None for p in payloads):  # a read, off the event loop
         payloads = await to_thread.run_sync(_with_grants, rec, tenant_id, payloads, batch)
-    args = (rec, key, engine, policy, tenant_id, actor, payloads, digests, idempotency_key)
+    now = utcnow()
+    keys = [velocity.keys_of(key, p) for p in payloads]
+    counts = None
+    if policy.velocity_windows:  # the policy's fraud checks read them: one grouped query, off the event loop
+        counts = await to_thread.run_sync(_velocity, rec, tenant_id, keys, policy.velocity_windows, now)
+    args = (rec, key, engine, policy, tenant_id, actor, payloads, digests, idempotency_key, now, keys, counts)
     # One application (about a millisecond of CPU) is scored on the event loop, skipping a thread-pool hop; a
     # batch (up to max_batch) goes to a thread, so that the loop keeps answering other requests meanwhile.
     issued, work = _prepare(*args) if len(payloads) == 1 else await to_thread.run_sync(_prepare, *args)
@@ -93,19 +98,23 @@ async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: in
 
 
 def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_id: int, actor: str,
-             payloads: list[dict], digests: list[str],
-             idempotency_key: str | None) -> tuple[list[Issued], NewDecisions]:
-    now = utcnow()
+             payloads: list[dict], digests: list[str], idempotency_key: str | None, now: dt.datetime | None = None,
+             keys: list[velocity.ApplicationKeys] | None = None,
+             counts: list[dict[str, float]] | None = None) -> tuple[list[Issued], NewDecisions]:
+    """The records of ``payloads``, scored; ``counts``: their velocity counts (None: the policy reads none)."""
+    now = now or utcnow()
+    keys = keys or [velocity.keys_of(key, p) for p in payloads]
     expires = now + dt.timedelta(hours=rec.settings.explanation_ttl_hours)
     work = NewDecisions(actor=actor, decisions=[], record_digests=[], consents=[], reviews=[], raw_inputs=[],
                         links=[])
     issued = []
-    for payload, digest in zip(payloads, digests, strict=True):
+    for i, (payload, digest) in enumerate(zip(payloads, digests, strict=True)):
+        facts = {} if counts is None else {"velocity": counts[i]}  # in the record's context too: replay reads it
         allowed = [s for s in MONTHLY_SOURCES if payload["consent"][s]]
         application, profile = payload["application"], payload["profile"]
         raw = raw_for_applicant(profile, {**application, "enterprise_id": profile["enterprise_id"]},
                                 {s: payload["data"][s] for s in allowed})
-        scored = engine.score(raw, policy, allowed_sources=allowed)[0]
+        scored = engine.score(raw, policy, allowed_sources=allowed, facts=[facts] if facts else None)[0]
         record = DecisionRecord.from_scored(
             scored, id=uuid.uuid4().hex, tenant_id=tenant_id, application_ref=keyed(key, application["application_id"]),
             applicant_ref=keyed(key, profile["enterprise_id"]), input_digest=digest, idempotency_key=idempotency_key,
@@ -113,7 +122,7 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
             context={"industry": profile["industry"], "region": profile["region"], "legal_form": profile["legal_form"],
                      "application_date": application["application_date"],
                      "requested_amount": application["requested_amount"], "term_months": application["term_months"],
-                     "purpose": application["purpose"]},
+                     "purpose": application["purpose"], **facts},
             created_at=now, withheld=tuple(s for s in MONTHLY_SOURCES if s not in allowed))
         token = secrets.token_urlsafe(24)
         sealed = rec.keyring.seal(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS), aad=record.id.encode())
@@ -126,13 +135,30 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
         work.reviews.append(None if record.decision != "refer" else {
             "decision_id": record.id, "tenant_id": tenant_id, "status": AWAITING_DATA if asks else "pending",
             "requested_by": "policy", "reviewer": None, "outcome": None, "reason": None,
-            "request_note": f"awaiting data: {', '.join(asks)}" if asks else "referred by the lender policy",
+            "request_note": _review_note(asks, [h.code for h in scored.outcome.rule_hits
+                                                if h.code in policy.fraud_codes]),
             "created_at": now, "decided_at": None})
         work.raw_inputs.append({**refs, "key_id": sealed.key_id, "nonce": sealed.nonce,
                                 "ciphertext": sealed.ciphertext, "created_at": now})
         work.links.append(link_row(record.id, sha256_hex(token), expires))
+        work.velocity_keys += keys[i].rows(tenant_id=tenant_id, decision_id=record.id, decided_at=now)
         issued.append(Issued(record, application["application_id"], token, expires))
     return issued, work
+
+
+def _review_note(asks: list[str], fraud_codes: list[str]) -> str:
+    """What the officer's queue says of a policy referral (the applicant's page never shows it)."""
+    note = f"awaiting data: {', '.join(asks)}" if asks else "referred by the lender policy"
+    return f"{note} (fraud checks: {', '.join(fraud_codes)})" if fraud_codes else note
+
+
+def _velocity(rec: Recorder, tenant_id: int, keys: list[velocity.ApplicationKeys], windows: tuple[int, ...],
+              now: dt.datetime) -> list[dict[str, float]]:
+    try:
+        with rec.read_sessions() as session:
+            return velocity.read(session, tenant_id=tenant_id, applications=keys, windows=windows, now=now)
+    except OperationalError as exc:
+        raise Unavailable("the database is not reachable; nothing was recorded") from exc
 
 
 def _with_grants(rec: Recorder, tenant_id: int, payloads: list[dict], batch: bool) -> list[dict]:
