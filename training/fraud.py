@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 GROUND_TRUTH_FILE = "ground_truth_rings.parquet"
 MIN_PART, MIN_RINGS = 200, 5  # applications in each part, and ring applications in each
 CANARY_ROWS = 4  # real test rows (rings and honest) stored with their probabilities, plus an all-missing row
+# The features an applicant without "links" consent has missing (every other one is unchanged)
+LINK_COLUMNS = np.array([j for j, f in enumerate(CATALOG) if "links" in f.source.split("+")])
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,17 @@ class FraudConfig:
     bagging_freq: int = 1
     lambda_l2: float = 1.0
     num_threads: int = 1
+    # A share of the training rows trains again with the related-party features missing, as they are for an
+    # applicant who did not consent to "links": without it the model learns nothing for them (AUC 0.5).
+    without_links_share: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.valid_share < 0.5 or not 0 < self.test_share < 0.5:
             raise ValueError("valid_share and test_share must be in (0, 0.5)")
         if not 0 < self.target_false_rejection < 0.5:
             raise ValueError("target_false_rejection must be in (0, 0.5)")
+        if not 0 <= self.without_links_share <= 1:
+            raise ValueError("without_links_share must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -137,14 +144,23 @@ def lgb_params(cfg: FraudConfig, scale_pos_weight: float) -> dict:
             "deterministic": True, "force_row_wise": True, "verbose": -1}
 
 
+def without_links(X: np.ndarray) -> np.ndarray:
+    """``X`` as an applicant who did not consent to "links" has it: the related-party features missing."""
+    X = X.copy()
+    X[:, LINK_COLUMNS] = np.nan
+    return X
+
+
 def fit(fs: FraudSet, cfg: FraudConfig, rows: np.ndarray) -> tuple[lgb.Booster, dict]:
     """A fixed number of rounds, no early stopping: a validation part with a few dozen ring applications would
     pick the round count by noise. The rare positives weigh as much as the honest applications together."""
-    y = fs.y[rows]
+    again = np.sort(np.random.default_rng(cfg.seed).choice(rows, int(cfg.without_links_share * len(rows)),
+                                                           replace=False))
+    X, y = np.vstack([fs.X[rows], without_links(fs.X[again])]), np.concatenate([fs.y[rows], fs.y[again]])
     positives = int(y.sum())
     params = lgb_params(cfg, scale_pos_weight=(len(y) - positives) / max(positives, 1))
     categorical = [j for j, f in enumerate(CATALOG) if f.categories]
-    train = lgb.Dataset(fs.X[rows], y, feature_name=list(FEATURE_NAMES), categorical_feature=categorical,
+    train = lgb.Dataset(X, y, feature_name=list(FEATURE_NAMES), categorical_feature=categorical,
                         free_raw_data=False, params={"verbose": -1})
     return lgb.train(params, train, num_boost_round=cfg.num_boost_round), params
 
@@ -218,11 +234,16 @@ def train_fraud(fs: FraudSet, cfg: FraudConfig) -> FraudTrained:
     text = booster.model_to_string()
     model = FraudModel(lgb.Booster(model_str=text), _draft(text, params), version="draft")  # as the service parses it
     p_valid, p_test = model.score(fs.X[split.valid]), model.score(fs.X[split.test])
-    y_valid = fs.y[split.valid]
-    threshold = choose_threshold(p_valid[y_valid == 0], p_valid[y_valid == 1], cfg.target_false_rejection)
+    p_alone = model.score(without_links(fs.X[split.valid]))
+    honest, ring = fs.y[split.valid] == 0, fs.y[split.valid] == 1
+    # One threshold within the target both for applicants with the related-party features and for those without
+    threshold = max(choose_threshold(p[honest], p[ring], cfg.target_false_rejection) for p in (p_valid, p_alone))
     seen = set(fs.ring[split.train][fs.y[split.train] == 1])
     metrics = {"valid": evaluate(fs.y[split.valid], p_valid, threshold, fs.ring[split.valid]),
+               "valid_without_links": evaluate(fs.y[split.valid], p_alone, threshold, fs.ring[split.valid]),
                "test": evaluate(fs.y[split.test], p_test, threshold, fs.ring[split.test], seen),
+               "test_without_links": evaluate(fs.y[split.test], model.score(without_links(fs.X[split.test])),
+                                              threshold, fs.ring[split.test]),
                "importance_gain": _importance(booster)}
     canary = _canary_rows(fs, split.test)
     meta = replace(_draft(text, params), threshold=threshold, target_false_rejection=cfg.target_false_rejection,
