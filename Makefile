@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job: synthetic data (generated once), a default model trained and promoted when the registry has
-# no champion, the firms' related-party graph indexed, a demo tenant with a fresh API key and an example request,
-# then the service on 127.0.0.1:8000.
+# no champion, the firms' related-party graph indexed, the fraud score trained on the planted rings, a demo
+# tenant with a fresh API key and an example request, then the service on 127.0.0.1:8000.
 run: $(STAMP)
 	@test -f $(DATA)/profile.parquet || $(BIN)/smecredit synth --entities 20000 --months 36 --seed 7 --out $(DATA)
 	@test -f models/champion.json || $(BIN)/smecredit train --data $(DATA) --promote
 	@test -f models/graph/CURRENT || $(BIN)/smecredit graph build --data $(DATA)
+	@test -f models/fraud/CURRENT || $(BIN)/smecredit fraud train --data $(DATA)
 	@$(BIN)/smecredit demo
 	$(BIN)/smecredit serve --host 127.0.0.1 --port 8000
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from service.batch.requests import related_for
+from service.scoring.artifacts import CURRENT_FILE
 from service.scoring.bundle import canonical_json
 from service.scoring.features import build_features
 from service.scoring.fraud import (
-    CURRENT_FILE,
     METADATA_FILE,
     MODEL_FILE,
     REGISTRY_FOLDER,

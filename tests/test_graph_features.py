@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from service.batch.requests import related_for
+from service.scoring.artifacts import CURRENT_FILE
 from service.scoring.catalog import FEATURE_NAMES
 from service.scoring.features import build_features
 from service.scoring.graph import (
-    CURRENT_FILE,
     INDEX_FILE,
     REGISTRY_FOLDER,
     GraphError,

@@ -151,26 +151,26 @@ class Bundle:
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         if X.shape == (1, len(self.feature_names)):
-            return self._one_row[_PREDICT_RAW_SCORE].predict(X)
-        return _predict(self.booster, X, _PREDICT_RAW_SCORE, 1)
+            return self._one_row[PREDICT_RAW_SCORE].predict(X)
+        return predict_rows(self.booster, X, PREDICT_RAW_SCORE, 1)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP: one column per feature plus the base value last; each row sums to the margin."""
         if X.shape == (1, len(self.feature_names)):
             return self._one_row[_PREDICT_CONTRIB].predict(X)[None, :]
-        return _predict(self.booster, X, _PREDICT_CONTRIB, X.shape[1] + 1).reshape(len(X), X.shape[1] + 1)
+        return predict_rows(self.booster, X, _PREDICT_CONTRIB, X.shape[1] + 1).reshape(len(X), X.shape[1] + 1)
 
     @functools.cached_property
-    def _one_row(self) -> dict[int, _OneRow]:
-        return {t: _OneRow(self.booster, t, len(self.feature_names)) for t in (_PREDICT_RAW_SCORE, _PREDICT_CONTRIB)}
+    def _one_row(self) -> dict[int, OneRow]:
+        return {t: OneRow(self.booster, t, len(self.feature_names)) for t in (PREDICT_RAW_SCORE, _PREDICT_CONTRIB)}
 
 
-_PREDICT_RAW_SCORE, _PREDICT_CONTRIB = 1, 3  # LightGBM's C_API_PREDICT_RAW_SCORE, C_API_PREDICT_CONTRIB
+PREDICT_RAW_SCORE, _PREDICT_CONTRIB = 1, 3  # LightGBM's C_API_PREDICT_RAW_SCORE, C_API_PREDICT_CONTRIB
 _DTYPE_FLOAT64, _ROW_MAJOR = 1, 1  # C_API_DTYPE_FLOAT64, C_API_IS_ROW_MAJOR
 _ONE_THREAD = ctypes.c_char_p(b"num_threads=1")
 
 
-class _OneRow:
+class OneRow:
     """LightGBM's single-row path (LGBM_BoosterPredictForMatSingleRowFast): the parameters are parsed and the
     predictor built once, here, rather than on every call; LightGBM serialises calls on one booster itself.
     The same trees and the same arithmetic as ``_predict``, about half the cost for one row."""
@@ -196,7 +196,7 @@ class _OneRow:
         return out
 
 
-def _predict(booster: lgb.Booster, X: np.ndarray, predict_type: int, width: int) -> np.ndarray:
+def predict_rows(booster: lgb.Booster, X: np.ndarray, predict_type: int, width: int) -> np.ndarray:
     """``booster.predict(X, raw_score=True / pred_contrib=True, num_threads=1)``, calling the same C function
     (LGBM_BoosterPredictForMat) directly: ``Booster.predict`` builds a predictor and its parameter string on
     every call, about 0.1 ms, which is most of the cost of one row (an engine call makes up to three)."""

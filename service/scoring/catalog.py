@@ -323,7 +323,7 @@ CATALOG: tuple[Feature, ...] = (
     _f("graph_shared_contact_firms", "links", "shared_contacts", 0, "共用地址或电话的企业数",
        "Firms sharing your address or phone",
        "有{value}家其他企业与您登记了相同的地址或联系电话",
-       "{value} other firms registered the same address or contact phone as yours", fmt=_INT),
+       "{value} other firms registered the same address or contact phone as yours", fmt=_INT, actionable=False),
     _f("graph_shared_account_firms", "links", "shared_contacts", 1, "共用收款账户的企业数",
        "Firms sharing your receiving account",
        "有{value}家其他企业使用与您相同的收款账户",
@@ -351,7 +351,7 @@ CATALOG: tuple[Feature, ...] = (
        "Sales to related firms, last 3 months",
        "近3个月{value}的销售开票给了与您共用股东、联系方式或账户，或同时向您供货的企业",
        "{value} of your invoiced sales in the last 3 months went to firms that share an owner, contact details or "
-       "an account with yours, or also supply you", fmt=_PCT),
+       "an account with yours, or also supply you", fmt=_PCT, actionable=False),
     _f("graph_top_customer_share", "links", "related_parties", 1, "第一大客户销售占比（近3个月）",
        "Share of sales to your largest customer, last 3 months",
        "近3个月第一大客户占销售的{value}，客户集中度较高",

@@ -6,29 +6,25 @@ feature names and feature code version, threshold, metrics, the model text's SHA
 fingerprint, canary rows with their expected probabilities). ``load_fraud_model`` refuses a folder whose model
 text is not the bytes ``fraud.json`` names, whose format or feature code is not this service's, or whose
 canary rows no longer score as they did at training time. Published copies live in ``<registry>/fraud/<version>/``
-(the version is derived from ``fraud.json``'s bytes, which name the model's digest) with a ``CURRENT`` pointer;
-``publish_artifact`` / ``current_version`` / ``artifact_folder`` are the generic "content-versioned folder +
-CURRENT pointer" helpers (service/scoring/graph.py publishes its index the same way).
+(the version is derived from ``fraud.json``'s bytes, which name the model's digest) with a ``CURRENT`` pointer
+(artifacts.py, as the graph index).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 
+from service.scoring.artifacts import artifact_folder, current_version, publish_artifact
 from service.scoring.bundle import (
-    _PREDICT_RAW_SCORE,
-    _OneRow,
-    _predict,
+    PREDICT_RAW_SCORE,
+    OneRow,
     canonical_json,
+    predict_rows,
     sha256_bytes,
     stable_numbers,
 )
@@ -37,7 +33,6 @@ from service.scoring.catalog import FEATURE_CODE_VERSION, FEATURE_NAMES
 FORMAT = "smecredit-fraud/1"
 MODEL_FILE, METADATA_FILE = "fraud_model.txt", "fraud.json"
 REGISTRY_FOLDER = "fraud"  # <registry>/fraud/<version>/, CURRENT names the one in use
-CURRENT_FILE = "CURRENT"
 VERSION_PREFIX = "f-"
 CANARY_RTOL, CANARY_ATOL = 1e-9, 1e-12
 
@@ -47,48 +42,6 @@ class FraudModelError(ValueError):
 
 
 # --- content-versioned artifact folders with a CURRENT pointer ---------------------------------------------
-
-
-def publish_artifact(root: Path | str, write: Callable[[Path], str]) -> str:
-    """Write an artifact with ``write(folder) -> version`` into a staging folder under ``root``, move it to
-    ``root/<version>`` (kept as it is when that version exists: the same content) and point ``root/CURRENT`` at
-    it, each step atomic. Old versions stay: a decision names the version it used and its replay loads that one."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
-    try:
-        staging.chmod(0o755)
-        version = write(staging)
-        if not version or "/" in version or version.startswith("."):
-            raise ValueError(f"not a version name: {version!r}")
-        target = root / version
-        if target.exists():
-            shutil.rmtree(staging)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    pointer = root / f".{CURRENT_FILE}.tmp"
-    pointer.write_text(version + "\n")
-    os.replace(pointer, root / CURRENT_FILE)
-    return version
-
-
-def current_version(root: Path | str) -> str | None:
-    """The version ``root/CURRENT`` names, None when nothing was published."""
-    try:
-        return (Path(root) / CURRENT_FILE).read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
-
-def artifact_folder(root: Path | str, version: str, prefix: str) -> Path | None:
-    """``root/version`` when ``version`` is a name of this kind of artifact (``prefix``) and that folder exists."""
-    if not version.startswith(prefix) or "/" in version or version in (".", ".."):
-        return None
-    folder = Path(root) / version
-    return folder if folder.is_dir() else None
 
 
 # --- the artifact --------------------------------------------------------------------------------------------
@@ -162,14 +115,14 @@ class FraudModel:
         self.version = version
         self.threshold = float(metadata.threshold)
         self.feature_names = tuple(metadata.features)
-        self._one_row = _OneRow(booster, _PREDICT_RAW_SCORE, len(self.feature_names))
+        self._one_row = OneRow(booster, PREDICT_RAW_SCORE, len(self.feature_names))
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         if X.shape == (1, len(self.feature_names)):
             return self._one_row.predict(X)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
             raise ValueError(f"X has shape {X.shape}, the fraud model reads {len(self.feature_names)} features")
-        return _predict(self.booster, X, _PREDICT_RAW_SCORE, 1)
+        return predict_rows(self.booster, X, PREDICT_RAW_SCORE, 1)
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """The probability that each application (row of X) belongs to a fraud ring; one predict call."""

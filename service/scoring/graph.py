@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +30,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from service.scoring.artifacts import artifact_folder, current_version, publish_artifact
 from service.scoring.raw import NO_MONTH, RawData, Table, month_index
 
 ENTITY_CLASSES = ("person", "address", "phone", "account")
@@ -244,45 +242,27 @@ class GraphError(ValueError):
 
 
 REGISTRY_FOLDER = "graph"  # <registry>/graph/<version>/ for each published index, CURRENT names the one in use
-CURRENT_FILE = "CURRENT"
+VERSION_PREFIX = "g-"
 
 
 def publish_graph(index: GraphIndex, registry: Path | str) -> str:
     """Save ``index`` into the registry under its content version and make it the one the service uses. Old
-    versions stay: a decision records the version it was made with, and its replay loads that one."""
-    root = Path(registry) / REGISTRY_FOLDER
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_made(root)))
-    staging.chmod(0o755)
-    manifest = index.save(staging)
-    version = f"g-{manifest['sha256'][:16]}"
-    target = root / version
-    if target.exists():
-        shutil.rmtree(staging)
-    else:
-        os.replace(staging, target)
-    pointer = root / f".{CURRENT_FILE}.tmp"
-    pointer.write_text(version + "\n")
-    os.replace(pointer, root / CURRENT_FILE)
-    return version
-
-
-def _made(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    versions stay: a decision records the version it was made with."""
+    return publish_artifact(Path(registry) / REGISTRY_FOLDER,
+                            lambda folder: VERSION_PREFIX + index.save(folder)["sha256"][:16])
 
 
 def registry_graph(registry: Path | str, version: str | None = None) -> GraphIndex | None:
     """The index published as ``version`` (None: the current one), or None when none was published: no graph
-    features then. A version named but missing is an error (a decision's replay needs exactly it)."""
+    features then. A version named but missing is an error."""
     root = Path(registry) / REGISTRY_FOLDER
+    version = version or current_version(root)
     if version is None:
-        try:
-            version = (root / CURRENT_FILE).read_text().strip()
-        except FileNotFoundError:
-            return None
-    if not version.startswith("g-") or "/" in version or not (root / version).is_dir():
+        return None
+    folder = artifact_folder(root, version, VERSION_PREFIX)
+    if folder is None:
         raise GraphError(f"no graph index {version!r} in {root}")
-    return load_graph(root / version)
+    return load_graph(folder)
 
 
 def load_graph(folder: Path | str) -> GraphIndex:
@@ -301,7 +281,7 @@ def load_graph(folder: Path | str) -> GraphIndex:
     arrays["ids"] = arrays["ids"].astype(object)
     arrays["entity_keys"] = arrays["entity_keys"].astype(object)
     return GraphIndex(**arrays, first_month=int(manifest["first_month"]), group_first=int(manifest["group_first"]),
-                      version=f"g-{manifest['sha256'][:16]}")
+                      version=VERSION_PREFIX + manifest["sha256"][:16])
 
 
 # ---------------------------------------------------------------------------------------------------------
