@@ -14,14 +14,14 @@ import pytest
 import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
 
 from service import audit
 from service.db import repo
 from service.db.session import make_engine, migrate
 from service.db.tables import Base, Decision, Review, VelocityKey
-from service.db.velocity import ApplicationKeys, counts, keys_of, read
+from service.db.velocity import ApplicationKeys, counts, forget_links, keys_of, read
 from service.pseudonyms import keyed, tenant_key
 from service.scoring.catalog import BY_NAME
 from service.scoring.policy import Policy, PolicyError, PolicyInput, RuleHit
@@ -511,5 +511,29 @@ def test_the_read_is_one_index_range(tmp_path: Path) -> None:
         with engine.connect() as conn:
             plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
         assert "USING INDEX ix_velocity_keys_lookup" in plan and "SCAN velocity_keys" not in plan, plan
+    finally:
+        engine.dispose()
+
+
+def test_withdrawn_links_consent_forgets_the_link_keys(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/forget.db")
+    try:
+        migrate(engine)
+        now = dt.datetime.now(dt.UTC)
+        mine = ApplicationKeys("F1", "inventory", (("owner", "P"), ("account", "AC")))
+        theirs = ApplicationKeys("F2", "inventory", (("account", "AC"),))
+        with Session(engine) as s, s.begin():
+            s.add(repo.get_or_create_tenant(s, name="t"))
+            tenant = repo.get_tenant_by_name(s, name="t").id
+            s.execute(insert(VelocityKey), [*mine.rows(tenant_id=tenant, decision_id="d1", decided_at=now),
+                                            *theirs.rows(tenant_id=tenant, decision_id="d2", decided_at=now)])
+        with Session(engine) as s, s.begin():
+            assert forget_links(s, tenant_id=tenant, applicant_ref="F1") == 2
+        with Session(engine) as s:
+            left = s.execute(select(VelocityKey.applicant_ref, VelocityKey.kind).order_by(VelocityKey.id)).all()
+            assert [tuple(r) for r in left] == [("F1", "firm"), ("F2", "firm"), ("F2", "account")]
+            # a later application of F1 naming the same account still sees F2's, and F1 counts as before
+            (c,) = read(s, tenant_id=tenant, applications=[mine], windows=(30,), now=now)
+            assert (c["velocity_firm_30d"], c["velocity_account_30d"], c["velocity_owner_30d"]) == (2, 1, 0)
     finally:
         engine.dispose()

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
 from service.db.tables import VelocityKey
@@ -76,6 +76,14 @@ def read(session: Session, *, tenant_id: int, applications: Sequence[Application
                  .group_by(vk.key, vk.applicant_ref, vk.purpose))
     found = [(row[0], row[1], row[2], tuple(int(n) for n in row[3:])) for row in session.execute(statement)]
     return counts(found, applications, windows)
+
+
+def forget_links(session: Session, *, tenant_id: int, applicant_ref: str) -> int:
+    """Delete the owner, phone and account keys an applicant's decisions stored (its links consent withdrawn);
+    its firm keys stay, as its decisions do. Returns the rows deleted; the caller commits."""
+    return session.execute(delete(VelocityKey).where(
+        VelocityKey.tenant_id == tenant_id, VelocityKey.applicant_ref == applicant_ref,
+        VelocityKey.kind != "firm")).rowcount
 
 
 Found = tuple[str, str, str, tuple[int, ...]]  # key, applicant_ref, purpose, applications in each window
