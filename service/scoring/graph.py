@@ -25,13 +25,29 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from service.scoring.artifacts import artifact_folder, current_version, publish_artifact
-from service.scoring.raw import NO_MONTH, RawData, Table, month_index
+from service.scoring.months import NO_MONTH, month_index
+
+Table = dict[str, np.ndarray]
+
+
+class Population(Protocol):
+    """What the index is built from: a validated folder (raw.RawData), which imports this module."""
+
+    profile: Table
+    applications: Table
+    monthly: dict[str, Table]
+    book: Table | None
+    links: dict[str, Table] | None
+
+    @property
+    def n_enterprises(self) -> int: ...
 
 ENTITY_CLASSES = ("person", "address", "phone", "account")
 KIND_CLASS = {"owner": 0, "legal_rep": 0, "address": 1, "phone": 2, "account": 3}  # a person owns or represents
@@ -332,7 +348,7 @@ class EventLog:
         return out[0], out[1]
 
 
-def build_index(data: RawData, events: EventLog | None = None) -> GraphIndex:
+def build_index(data: Population, events: EventLog | None = None) -> GraphIndex:
     """The index of every firm in ``data`` (``events``: already gathered, e.g. by a streamed reader; else from
     ``data.monthly`` and ``data.book``)."""
     prof, links = data.profile, data.links or {}

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.scoring import encoding
+from service.scoring.graph import build_index
+from service.scoring.months import NO_MONTH, month_index, month_start
 
 log = logging.getLogger("smecredit.contract")
 
@@ -513,18 +515,6 @@ class Found:
     def raise_if_any(self) -> None:
         if self.problems:
             raise ContractError.of(self.problems, self.totals)
-
-
-NO_MONTH = np.iinfo(np.int64).min  # month index of an empty month cell (NaT), e.g. a loan's missing default_month
-
-
-def month_index(dates: np.ndarray) -> np.ndarray:
-    """Calendar months since 1970-01 for datetime64 values (month-start arithmetic in integers)."""
-    return dates.astype("datetime64[M]").astype(np.int64)
-
-
-def month_start(index: np.ndarray | int) -> np.ndarray:
-    return np.asarray(index).astype("datetime64[M]").astype("datetime64[D]")
 
 
 @dataclass
@@ -1189,8 +1179,6 @@ def load_folder(folder: Path | str, *, today: dt.date | None = None) -> RawData:
     present = {n: tables[n] for n in LINK_SOURCES if n in tables}
     data.links = present or None
     if data.links is not None:  # the population's graph, for the related-party features of every application
-        from service.scoring.graph import build_index  # graph.py builds on this module
-
         data.graph = build_index(data)
     return data
 
