@@ -16,7 +16,8 @@ from lightgbm.basic import LightGBMError
 from service.errors import RateLimited, Unavailable
 from service.scoring.bundle import Bundle, BundleError, load_bundle
 from service.scoring.engine import Engine
-from service.scoring.graph import registry_graph
+from service.scoring.fraud import FraudModelError, registry_fraud_model
+from service.scoring.graph import GraphError, registry_graph
 from service.scoring.policy import Policy, PolicyError, load_policy
 from service.scoring.registry import Registry, RegistryError
 
@@ -128,12 +129,14 @@ class Champion:
         return self._engine
 
 
-_LOAD_ERRORS = (BundleError, RegistryError, LightGBMError, OSError, ValueError, KeyError, TypeError)
+_LOAD_ERRORS = (BundleError, RegistryError, GraphError, FraudModelError, LightGBMError, OSError, ValueError, KeyError,
+                TypeError)
 
 
 def _load_engine(registry: Path, version: str) -> Engine:
     # path() refuses anything but a version; the graph index (smecredit graph build) is checked as it loads
-    return Engine(load_bundle(Registry(registry).path(version)), graph=registry_graph(registry))
+    return Engine(load_bundle(Registry(registry).path(version)), graph=registry_graph(registry),
+                  fraud=registry_fraud_model(registry))
 
 
 class BundleCache:

@@ -23,6 +23,7 @@ from service.batch.requests import request_for
 from service.config import Environment, Settings
 from service.db import repo
 from service.main import create_app, start
+from service.scoring.graph import publish_graph
 from service.scoring.raw import load_folder
 from service.scoring.registry import Registry
 from training.config import load_config
@@ -49,6 +50,7 @@ def champion_registry(small_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     registry = Registry(root)
     result = train(from_folder(small_dir), load_config(None), registry)
     registry.promote(result.version, by="tests", reason="champion for API tests")
+    publish_graph(load_folder(small_dir).graph, root)  # as make run does: the service matches applicants on it
     return root
 
 

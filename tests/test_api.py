@@ -11,7 +11,9 @@ from service.batch.requests import request_for
 from service.batch.score import score_folder
 from service.openapi_doc import openapi_json
 from service.runtime import DEFAULT_POLICY
+from service.scoring.catalog import FEATURE_NAMES
 from service.scoring.policy import load_policy
+from service.scoring.raw import MONTHLY_SOURCES
 from service.scoring.registry import Registry
 from tests.api_fixtures import Api, body_with, error_of
 
@@ -31,7 +33,7 @@ class TestCreateScore:
         assert len(d["reasons"]) <= 4
         for reason in d["reasons"]:
             assert reason["text_zh"] and reason["text_en"] and reason["impact_points"] < 0
-        assert d["sources_used"] == [s for s, ok in example_request["consent"].items() if ok]
+        assert d["sources_used"] == [s for s in MONTHLY_SOURCES if example_request["consent"][s]]  # links: no month
         assert d["policy_version"].startswith("default@")
         assert d["explanation"]["url"].endswith("/v1/explanations/" + d["explanation"]["token"])
 
@@ -229,7 +231,7 @@ class TestModels:
         champion = Registry(champion_registry).champion()
         assert [m["version"] for m in models if m["champion"]] == [champion]
         detail = api.client.get(f"/v1/models/{champion}", headers=api.headers("score")).json()
-        assert len(detail["features"]) == 58 and 0.5 < detail["metrics"]["auc"] < 1
+        assert len(detail["features"]) == len(FEATURE_NAMES) and 0.5 < detail["metrics"]["auc"] < 1
         assert api.client.get("/v1/models/m0000", headers=api.headers()).status_code == 404
 
     def test_promote_needs_the_platform_scope(self, api: Api, champion_registry: Path) -> None:
@@ -264,8 +266,9 @@ def test_committed_example_is_a_valid_request() -> None:
 
     body = json.loads((ROOT / "openapi" / "examples" / "score_request.json").read_text(encoding="utf-8"))
     request = ScoreRequest.model_validate(body)
-    for source, granted in request.consent.model_dump().items():
-        assert granted == bool(getattr(request.data, source)), source
+    for source in MONTHLY_SOURCES:
+        assert getattr(request.consent, source) == bool(getattr(request.data, source)), source
+    assert request.consent.links is True and request.related is not None and request.related.links  # the graph
     assert len(request.data.tax) >= 12
 
 

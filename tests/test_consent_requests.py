@@ -57,6 +57,7 @@ def under_request(example: dict, created: dict, drop: tuple[str, ...] = ()) -> d
     """The example score request naming the consent request instead of carrying the lender's consent."""
     body = copy.deepcopy(example)
     del body["consent"]
+    body.pop("related", None)  # the applicant's page asks about the monthly sources, not related-party records
     body["consent_request_id"] = created["id"]
     for source in drop:
         body["data"][source] = []
@@ -373,7 +374,7 @@ class TestScoringUnderAConsentRequest:
         assert r.status_code == 422 and error_of(r)["detail"] == (
             "body.consent: give exactly one of consent (the lender's record) and consent_request_id (the "
             "applicant's own answers)")
-        neither = {k: v for k, v in example_request.items() if k != "consent"}
+        neither = {k: v for k, v in example_request.items() if k not in ("consent", "related")}
         assert error_of(api.score(neither))["detail"].endswith("; neither was given")
         r = api.score({**neither, "consent_request_id": "not-an-id"})
         assert error_of(r)["detail"] == "body.consent_request_id: String should match pattern '^[0-9a-f]{32}$'"

@@ -87,7 +87,8 @@ class TestLoading:
          "bank.yaml: fraud_checks[0].severity: unknown key"),
         ([check(feature="velocity_firms_30d", op=">=", value=3)],
          "bank.yaml: fraud_checks[0].feature: unknown feature 'velocity_firms_30d'; a fraud check reads a feature of "
-         "the catalogue (docs/features.md) or a velocity count velocity_<firm|owner|phone|account|purposes>_<days>d"),
+         "the catalogue (docs/features.md), a velocity count velocity_<firm|owner|phone|account|purposes>_<days>d or "
+         "the fraud model's fraud_score or fraud_flag"),
         ([check(feature="graph_ring_score", op=">=", value=0.5)],
          "bank.yaml: fraud_checks[0].feature: unknown feature 'graph_ring_score'"),
         ([check(feature="velocity_firm_30d", op=">=", value=3, action="block")],

@@ -39,6 +39,7 @@ from service.scoring.explain import (
     suggestions_note,
 )
 from service.scoring.features import FeatureMatrix, build_features, monthly_revenue
+from service.scoring.fraud import FraudModel
 from service.scoring.graph import GraphIndex
 from service.scoring.policy import Policy, PolicyInput, PolicyOutcome
 from service.scoring.raw import MONTHLY_SOURCES, RawData
@@ -72,6 +73,7 @@ class Scored:
     outcome: PolicyOutcome
     recourse: Recourse | None  # refer and decline only
     scale: Scale  # one object shared by every row decided together
+    fraud: dict[str, float] | None = None  # the fraud model's fraud_score and fraud_flag; None without a model
 
 
 BLOCK_ROWS = 4096  # rows decided together: one TreeSHAP call, one re-scoring call per block
@@ -110,11 +112,12 @@ class Engine:
     """A loaded champion bundle, ready to score; immutable, so a promotion swaps engines, never mutates one.
     LightGBM or scorecard: both give ``contributions`` (base value last, row sum = margin) and ``margin``."""
 
-    def __init__(self, bundle: AnyBundle, graph: GraphIndex | None = None) -> None:
+    def __init__(self, bundle: AnyBundle, graph: GraphIndex | None = None, fraud: FraudModel | None = None) -> None:
         if bundle.kind != "catalog":
             raise ValueError(f"bundle {bundle.version} is a '{bundle.kind}' model; applications need a catalog model")
         self.bundle = bundle
         self.graph = graph  # the lender's related-party graph for online applicants (a folder brings its own)
+        self.fraud = fraud  # the fraud score the policy's fraud checks may read (fraud_score, fraud_flag)
         self.version = bundle.version
         self.names = bundle.feature_names
         self.points_per_margin = bundle.scorer.points_per_margin
@@ -136,6 +139,10 @@ class Engine:
             contexts = application_contexts(raw, rows)
             if facts is not None:
                 contexts = [{**c, **facts[i]} for c, i in zip(contexts, rows.tolist(), strict=True)]
+            if self.fraud is not None:  # one predict call per block; kept in the context, as replay needs it
+                p = self.fraud.score(X).tolist()
+                contexts = [{**c, "fraud": {"fraud_score": q, "fraud_flag": float(q >= self.fraud.threshold)}}
+                            for c, q in zip(contexts, p, strict=True)]
             out += self.decide_many(X, self.bundle.contributions(X), contexts, policy,
                                     sources_of(fm.sources_used[start:start + BLOCK_ROWS]))
         return out
@@ -169,7 +176,7 @@ class Engine:
                        base_value=float(contrib[i, -1]), contributions=contrib[i, :-1], points=points[i], pd=pd_[i],
                        score=score_[i], grade=str(grade_[i]), reasons=tuple(reasons.get(i, ())),
                        groups=dict(zip(GROUP_NAMES, row_totals, strict=True)), outcome=outcomes[i],
-                       recourse=recourse.get(i), scale=scale)
+                       recourse=recourse.get(i), scale=scale, fraud=contexts[i].get("fraud"))
                 for i, row_totals in enumerate(totals.tolist())]
 
     def _policy_decide(self, X: np.ndarray, margin: np.ndarray, contexts: list[dict], policy: Policy,

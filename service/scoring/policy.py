@@ -52,6 +52,10 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 VELOCITY_KINDS = ("firm", "owner", "phone", "account", "purposes")
 _VELOCITY_NAME = re.compile(rf"^velocity_({'|'.join(VELOCITY_KINDS)})_([0-9]+)d$")
 MAX_VELOCITY_DAYS = 365
+# The fraud model's outputs a fraud check may read (service/scoring/fraud.py; missing when none is published):
+# fraud_score, the probability that the application belongs to a fraud ring, and fraud_flag, 1 at or above the
+# model's own threshold (chosen for at most 2% of honest applications flagged), else 0.
+FRAUD_INPUTS = ("fraud_score", "fraud_flag")
 INDUSTRY_MEDIAN = "industry_median"
 BUILT_IN_CODES = frozenset(
     {"SCORE_BELOW_CUTOFF", "SCORE_REVIEW_BAND", "REVENUE_UNKNOWN", "CAPACITY_BELOW_MIN_LIMIT", "PRICE_ABOVE_CAP"})
@@ -81,6 +85,7 @@ class PolicyInput:
     monthly_revenue: float | None  # average over the last 12 months (CNY); None if unknown
     # Read by the fraud checks only; the defaults keep older callers and recorded contexts valid.
     velocity: Mapping[str, float] = field(default_factory=dict)  # velocity_<kind>_<N>d, from the decision records
+    fraud: Mapping[str, float] = field(default_factory=dict)  # FRAUD_INPUTS, from the fraud model
     sector: Mapping[str, float] = field(default_factory=dict)  # the bundle's medians for this industry
 
     def __post_init__(self) -> None:
@@ -160,9 +165,11 @@ def _check_input(name: str) -> str:
         if not 1 <= int(match.group(2)) <= MAX_VELOCITY_DAYS:
             raise ValueError(f"a velocity window is 1 to {MAX_VELOCITY_DAYS} days, got {name!r}")
         return name
-    if name not in BY_NAME:
-        raise ValueError(f"unknown feature {name!r}; a fraud check reads a feature of the catalogue (docs/features.md) "
-                         f"or a velocity count velocity_<{'|'.join(VELOCITY_KINDS)}>_<days>d")
+    if name not in BY_NAME and name not in FRAUD_INPUTS:
+        raise ValueError(f"unknown feature {name!r}; a fraud check reads a feature of the catalogue "
+                         f"(docs/features.md), a velocity count "
+                         f"velocity_<{'|'.join(VELOCITY_KINDS)}>_<days>d or the fraud model's "
+                         f"{' or '.join(FRAUD_INPUTS)}")
     return name
 
 
@@ -192,7 +199,8 @@ def _relative_fits(feature: str | None, relative_to: str | None) -> None:
     if relative_to is None or feature is None:
         return
     if feature not in BY_NAME:
-        raise ValueError(f"relative_to compares a feature with its industry median; {feature!r} is a velocity count")
+        kind = "the fraud model's output" if feature in FRAUD_INPUTS else "a velocity count"
+        raise ValueError(f"relative_to compares a feature with its industry median; {feature!r} is {kind}")
     if BY_NAME[feature].categories:
         raise ValueError(f"relative_to needs a numeric feature; {feature!r} is categorical (no median)")
 
@@ -539,21 +547,34 @@ class _Check:
         return x is not None and not math.isnan(x) and self.test(x, self.value)  # missing data never fires
 
 
+def _velocity(x: PolicyInput) -> Mapping[str, float]:
+    return x.velocity
+
+
+def _fraud(x: PolicyInput) -> Mapping[str, float]:
+    return x.fraud
+
+
+def _features(x: PolicyInput) -> Mapping[str, float]:
+    return x.features
+
+
 @dataclass(frozen=True)
 class _Condition:
     name: str
     test: Callable[[float, float], bool]
     value: float
-    velocity: bool  # read from PolicyInput.velocity, not the features
+    read: Callable[[PolicyInput], Mapping[str, float]]  # the features, the velocity counts or the fraud model's
     relative: bool  # value x the industry median
 
     @classmethod
     def of(cls, c: Condition) -> _Condition:
-        return cls(c.feature, _OPS[c.op], c.value, velocity_days(c.feature) is not None,
-                   c.relative_to == INDUSTRY_MEDIAN)
+        read = (_velocity if velocity_days(c.feature) is not None else _fraud if c.feature in FRAUD_INPUTS
+                else _features)
+        return cls(c.feature, _OPS[c.op], c.value, read, c.relative_to == INDUSTRY_MEDIAN)
 
     def holds(self, x: PolicyInput) -> bool:
-        v = (x.velocity if self.velocity else x.features).get(self.name)
+        v = self.read(x).get(self.name)
         if v is None or math.isnan(v):
             return False  # missing data never fires
         if not self.relative:

@@ -111,10 +111,16 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
     for i, (payload, digest) in enumerate(zip(payloads, digests, strict=True)):
         facts = {} if counts is None else {"velocity": counts[i]}  # in the record's context too: replay reads it
         allowed = [s for s in MONTHLY_SOURCES if payload["consent"][s]]
+        links = payload["consent"].get("links") is True  # the related-party graph, with its own consent
         application, profile = payload["application"], payload["profile"]
         raw = raw_for_applicant(profile, {**application, "enterprise_id": profile["enterprise_id"]},
                                 {s: payload["data"][s] for s in allowed})
-        scored = engine.score(raw, policy, allowed_sources=allowed, facts=[facts] if facts else None)[0]
+        if links and payload.get("related") is not None:
+            raw.related = {profile["enterprise_id"]: payload["related"]}
+        scored = engine.score(raw, policy, allowed_sources=allowed + ["links"] * links,
+                              facts=[facts] if facts else None)[0]
+        if scored.fraud is not None:
+            facts = {**facts, "fraud": scored.fraud}
         record = DecisionRecord.from_scored(
             scored, id=uuid.uuid4().hex, tenant_id=tenant_id, application_ref=keyed(key, application["application_id"]),
             applicant_ref=keyed(key, profile["enterprise_id"]), input_digest=digest, idempotency_key=idempotency_key,
