@@ -13,10 +13,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from service.scoring.raw import LINK_SOURCES, ContractError, RawData, load_folder
+from service.scoring.raw import LINK_SOURCES, ContractError, RawData, load_folder, month_index
 from tests.conftest import to_csv
 from training import synth
-from training.synth import GROUND_TRUTH_FILE, RING_SIZES, RING_WINDOW_DAYS, SynthConfig, write
+from training.synth import (
+    FIRMS_PER_RING,
+    GROUND_TRUTH_FILE,
+    RING_BURST_DAYS,
+    RING_SIZES,
+    RING_WINDOW_DAYS,
+    SynthConfig,
+    parse_shock,
+    write,
+)
 
 LINK_FILES = [f"{name}.parquet" for name in LINK_SOURCES]
 
@@ -350,6 +359,238 @@ class TestGenerator:
         in_ring_invoices = np.isin(c["enterprise_row"], members) & np.isin(c["counterparty_row"], members)
         assert in_ring_invoices.sum() > 0
         assert not (np.isin(c["enterprise_row"], others) & np.isin(c["counterparty_row"], members)).any()
+
+
+@pytest.fixture(scope="module")
+def mid(mid_dir: Path) -> RawData:
+    return load_folder(mid_dir)
+
+
+@pytest.fixture(scope="module")
+def no_contagion(tmp_path_factory: pytest.TempPathFactory) -> RawData:
+    """The reference set's arguments (20,000 firms, 36 months, seed 7) with contagion off: the same links, rings
+    and visible distress, so only contagion differs."""
+    out = tmp_path_factory.mktemp("links") / "no_contagion"
+    write(SynthConfig(entities=20_000, months=36, seed=7, contagion=0.0), out)
+    return load_folder(out)
+
+
+def ring_of(data: RawData, folder: Path) -> np.ndarray:
+    """The planted ring of each enterprise (its number), -1 for honest firms."""
+    truth = pq.read_table(folder / GROUND_TRUTH_FILE).to_pydict()
+    row = {e: i for i, e in enumerate(data.profile["enterprise_id"])}
+    numbers = {r: k for k, r in enumerate(sorted(set(truth["ring_id"])))}
+    out = np.full(data.n_enterprises, -1)
+    for e, r in zip(truth["enterprise_id"], truth["ring_id"], strict=True):
+        out[row[e]] = numbers[r]
+    return out
+
+
+class TestRingsAct:
+    """Planted rings behave like rings in the reference set (20,000 firms): inflated sales, bursts, bust-outs."""
+
+    def test_enough_rings_to_measure_detection(self, mid_dir: Path, mid: RawData) -> None:
+        ring = ring_of(mid, mid_dir)
+        assert ring.max() + 1 == 20_000 // FIRMS_PER_RING + 1
+        assert (ring[mid.applications["enterprise_row"]] >= 0).sum() >= 300
+
+    def test_members_declare_far_more_than_their_inflows_and_power_show(self, mid_dir: Path, mid: RawData) -> None:
+        ring = ring_of(mid, mid_dir) >= 0
+        tax, pay, power = (mid.monthly[s] for s in ("tax", "payments", "utilities"))
+        key = tax["enterprise_row"] * 10_000 + tax["month"]
+        n = mid.n_enterprises
+
+        def per_firm(other: dict[str, np.ndarray], field: str) -> tuple[np.ndarray, np.ndarray]:
+            """Declared sales and ``field`` summed over the months both files have."""
+            _, at, ao = np.intersect1d(key, other["enterprise_row"] * 10_000 + other["month"], return_indices=True)
+            firm = tax["enterprise_row"][at]
+            return np.bincount(firm, tax["declared_sales"][at], n), np.bincount(firm, other[field][ao], n)
+
+        sales, inflow = per_firm(pay, "inflow")
+        ratio = sales / np.where(inflow > 0, inflow, np.nan)
+        assert np.isfinite(ratio[ring]).sum() >= 150
+        honest_median, ring_median = np.nanmedian(ratio[~ring]), np.nanmedian(ratio[ring])
+        assert ring_median > 3.0 and ring_median > 2.5 * honest_median, (ring_median, honest_median)
+        assert np.nanquantile(ratio[ring], 0.1) > np.nanmedian(ratio[~ring]) * 2
+        sales, kwh = per_firm(power, "electricity_kwh")
+        kwh_per_sales = kwh / np.where(sales > 0, sales, np.nan)
+        industry = mid.profile["industry"]
+        against_sector = np.full(n, np.nan)
+        for code in np.unique(industry):
+            of = industry == code
+            against_sector[of] = kwh_per_sales[of] / np.nanmedian(kwh_per_sales[of & ~ring])
+        assert np.nanmedian(against_sector[ring]) < 0.35, np.nanmedian(against_sector[ring])
+
+    def test_circular_invoices_carry_most_of_a_members_sales(self, mid_dir: Path, mid: RawData) -> None:
+        ring = ring_of(mid, mid_dir)
+        c = mid.links["counterparties"]
+        in_ring = (ring[c["enterprise_row"]] >= 0) & (ring[np.maximum(c["counterparty_row"], 0)]
+                                                        == ring[c["enterprise_row"]]) & (c["counterparty_row"] >= 0)
+        assert c["share"][in_ring].mean() > 0.6
+        assert c["share"][~in_ring & (c["counterparty_row"] >= 0)].mean() < 0.4
+
+    def test_members_apply_in_a_burst_and_bust_out(self, mid_dir: Path, mid: RawData) -> None:
+        ring = ring_of(mid, mid_dir)
+        apps, book = mid.applications, mid.book
+        of_app = ring[apps["enterprise_row"]]
+        assert len(set(apps["application_id"])) == len(apps["application_id"])
+        per_firm = np.bincount(apps["enterprise_row"], minlength=mid.n_enterprises)
+        assert (per_firm[ring >= 0] >= 1).all()  # every member applies
+        assert 0.2 < (per_firm[ring >= 0] >= 2).mean() < 0.5  # some twice
+        days = apps["application_date"].astype(np.int64)
+        spans = np.array([np.ptp(days[of_app == k]) for k in range(ring.max() + 1)])
+        assert spans.max() <= RING_BURST_DAYS + 7, spans.max()
+        honest_spans = [np.ptp(days[apps["enterprise_row"] == f]) for f in np.flatnonzero(per_firm >= 2)[:2000]]
+        assert np.median(honest_spans) > 90  # an honest firm's second application comes months later
+        y = apps["defaulted_12m"]
+        assert 0.5 < y[of_app >= 0].mean() < 0.8, y[of_app >= 0].mean()
+        assert y[of_app < 0].mean() < 0.04
+        busted = (ring[book["enterprise_row"]] >= 0) & (book["status"] == "defaulted")
+        assert busted.sum() >= 50
+        assert (book["default_month"][busted] - book["origination_month"][busted] == 3).all()  # nothing repaid
+
+
+def _within_groups(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j), i != j, of positions with the same group."""
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    first = np.searchsorted(g, g, side="left")
+    size = np.searchsorted(g, g, side="right") - first
+    i = np.repeat(np.arange(len(g)), size)
+    j = np.repeat(first, size) + np.arange(len(i)) - np.repeat(np.cumsum(size) - size, size)
+    keep = i != j
+    return order[i[keep]], order[j[keep]]
+
+
+def close_neighbours(data: RawData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(firm, neighbour, month known) for firms sharing an owner or legal representative, guarantees (either side)
+    and main customers (the firm's, in the data), from the link files."""
+    links, g, c = (data.links[n] for n in ("links", "guarantees", "counterparties"))
+    firm, other, known = [], [], []
+    for kind in ("owner", "legal_rep"):
+        of = np.flatnonzero(links["kind"] == kind)
+        i, j = _within_groups(np.unique(links["ref"][of], return_inverse=True)[1].reshape(-1))
+        since = month_index(links["since"][of])
+        firm.append(links["enterprise_row"][of][i])
+        other.append(links["enterprise_row"][of][j])
+        known.append(np.maximum(since[i], since[j]))
+    start = month_index(g["start"])
+    firm += [g["guarantor_row"], g["borrower_row"]]
+    other += [g["borrower_row"], g["guarantor_row"]]
+    known += [start, start]
+    in_data = c["counterparty_row"] >= 0
+    customer = in_data & (c["role"] == "customer")  # the firm sells to the counterparty
+    supplier = in_data & (c["role"] == "supplier")  # the counterparty sells to the firm
+    firm += [c["enterprise_row"][customer], c["counterparty_row"][supplier]]
+    other += [c["counterparty_row"][customer], c["enterprise_row"][supplier]]
+    known += [c["month"][customer], c["month"][supplier]]
+    return np.concatenate(firm), np.concatenate(other), np.concatenate(known)
+
+
+def _months_with(data: RawData, source: str, hit: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per firm, the running count of months (from the first month of ``source``) where ``hit`` holds."""
+    t = data.monthly[source]
+    first, last = int(t["month"].min()), int(t["month"].max())
+    dense = np.zeros((data.n_enterprises, last - first + 1), dtype=np.int64)
+    dense[t["enterprise_row"][hit], t["month"][hit] - first] = 1
+    return np.concatenate([np.zeros((data.n_enterprises, 1), np.int64), dense.cumsum(axis=1)], axis=1), first
+
+
+def _in_year_before(counts: tuple[np.ndarray, int], firms: np.ndarray, month: np.ndarray) -> np.ndarray:
+    """Whether each firm had such a month in the 12 months before ``month``."""
+    cum, first = counts
+    hi = np.clip(month - first, 0, cum.shape[1] - 1)
+    lo = np.clip(month - 12 - first, 0, cum.shape[1] - 1)
+    return cum[firms, hi] > cum[firms, lo]
+
+
+def contagion_lift(data: RawData, ring: np.ndarray) -> tuple[float, float, int]:
+    """For honest firms' applications: the default rate of those with a close neighbour in bureau default
+    (worst_dpd >= 90) in the 12 months before, over the others' (raw), and the Mantel-Haenszel odds ratio over
+    strata of the firm's own history in those 12 months (its own bureau default and arrears, tax and utility
+    arrears, whether the bureau knows it); and how many applications had such a neighbour."""
+    bureau, tax, power = (data.monthly[s] for s in ("bureau", "tax", "utilities"))
+    in_default = _months_with(data, "bureau", bureau["worst_dpd"] >= 90)
+    apps = data.applications
+    firm, month = apps["enterprise_row"], month_index(apps["application_date"])
+    a, b, known = close_neighbours(data)
+    order = np.argsort(a, kind="stable")
+    a, b, known = a[order], b[order], known[order]
+    lo, hi = np.searchsorted(a, firm, side="left"), np.searchsorted(a, firm, side="right")
+    app = np.repeat(np.arange(len(firm)), hi - lo)
+    pair = np.repeat(lo, hi - lo) + np.arange(len(app)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo)
+    seen = (known[pair] < month[app]) & _in_year_before(in_default, b[pair], month[app])
+    exposed = np.bincount(app[seen], minlength=len(firm)) > 0
+    own = [_in_year_before(in_default, firm, month),
+           _in_year_before(_months_with(data, "bureau", bureau["worst_dpd"] >= 30), firm, month),
+           _in_year_before(_months_with(data, "bureau", np.ones(len(bureau["month"]), bool)), firm, month),
+           _in_year_before(_months_with(data, "tax", tax["tax_arrears"] > 0), firm, month),
+           _in_year_before(_months_with(data, "utilities", power["utility_arrears"] > 0), firm, month)]
+    stratum = sum(x.astype(np.int64) << k for k, x in enumerate(own))
+    honest = ring[firm] < 0
+    y = apps["defaulted_12m"] == 1
+    raw = y[honest & exposed].mean() / y[honest & ~exposed].mean()
+    num = den = 0.0
+    for k in np.unique(stratum[honest]):
+        s = honest & (stratum == k)
+        hit_bad, hit_good = (s & exposed & y).sum(), (s & exposed & ~y).sum()
+        other_bad, other_good = (s & ~exposed & y).sum(), (s & ~exposed & ~y).sum()
+        total = s.sum()
+        num += hit_bad * other_good / total
+        den += hit_good * other_bad / total
+    return float(raw), float(num / den), int((honest & exposed).sum())
+
+
+class TestContagion:
+    def test_a_close_neighbours_default_predicts_beyond_the_firms_own_history(
+            self, mid_dir: Path, mid: RawData, no_contagion: RawData) -> None:
+        # The control has the same links, rings and visible distress: whatever lift it shows comes from firms
+        # being alike (province, family), not from contagion, and it must be about none.
+        ring = ring_of(mid, mid_dir)
+        raw, stratified, exposed = contagion_lift(mid, ring)
+        raw_0, stratified_0, exposed_0 = contagion_lift(no_contagion, ring)
+        assert exposed >= 500 and exposed_0 >= 500
+        assert raw >= 1.8 and stratified >= 1.4, (raw, stratified)
+        assert raw_0 < 1.3 and stratified_0 < 1.25, (raw_0, stratified_0)
+
+
+class TestShocksWithLinks:
+    def test_a_shock_reaches_its_firms_and_through_contagion_their_linked_firms_only(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        seen: list[synth._Edges] = []
+        real = synth._contagion
+
+        def spy(edges: synth._Edges, distressed: np.ndarray) -> np.ndarray:
+            seen.append(edges)
+            return real(edges, distressed)
+
+        monkeypatch.setattr(synth, "_contagion", spy)
+        shocked = SynthConfig(entities=2500, months=24, seed=11, shocks=(parse_shock("region=east,from=2025-04,"
+                                                                                     "revenue=-0.4"),))
+        write(SynthConfig(entities=2500, months=24, seed=11), tmp_path / "base")
+        write(shocked, tmp_path / "shocked")
+        write(shocked, tmp_path / "again")
+        assert digests(tmp_path / "again") == digests(tmp_path / "shocked")
+        a, b = load_folder(tmp_path / "base"), load_folder(tmp_path / "shocked")
+        edges = seen[0]  # one chunk: the same links in every run
+        east = a.profile["region"] == "east"
+        reached = east.copy()
+        reached[edges.dst[east[edges.src]]] = True
+        assert (reached & ~east).sum() >= 20
+
+        assert (a.applications["application_id"] == b.applications["application_id"]).all()
+        changed = a.applications["defaulted_12m"] != b.applications["defaulted_12m"]
+        assert changed.sum() >= 20
+        assert not changed[~reached[a.applications["enterprise_row"]]].any()
+        beyond = 0
+        for source, field in (("payments", "inflow"), ("tax", "declared_sales"), ("bureau", "worst_dpd")):
+            ta, tb = a.monthly[source], b.monthly[source]
+            assert (ta["enterprise_row"] == tb["enterprise_row"]).all() and (ta["month"] == tb["month"]).all()
+            alone = ~reached[ta["enterprise_row"]]
+            np.testing.assert_array_equal(ta[field][alone], tb[field][alone])
+            linked_elsewhere = (reached & ~east)[ta["enterprise_row"]]
+            beyond += int((ta[field][linked_elsewhere] != tb[field][linked_elsewhere]).sum())
+        assert beyond > 0  # contagion carried the shock out of its region
 
 
 def _month(index: int) -> np.datetime64:

@@ -115,8 +115,8 @@ _MISSING_MONTH = {"east": 0.02, "central": 0.04, "west": 0.08, "northeast": 0.04
 SOURCES = ("tax", "payments", "utilities", "social_insurance", "bureau")
 
 DEFAULT_INTERCEPT = -6.1  # sets the overall 12-month default rate near 3.5% (see tests/test_synth.py)
-LINKED_INTERCEPT = -6.75  # the same when links act (busted rings and contagion add defaults of their own)
-CONTAGION = 1.5  # health a firm loses per unit of exposure to its linked firms' distress (see _contagion)
+LINKED_INTERCEPT = -6.85  # the same when links act (busted rings and contagion add defaults of their own)
+CONTAGION = 1.2  # health a firm loses per unit of exposure to its linked firms' distress (see _contagion)
 # The generator's stand-in for the lender's past underwriting (no model exists at generation time): approve when
 # a noisy view of the firm's health in the last complete month before the application clears this cut-off.
 APPROVAL_CUTOFF = -1.0
@@ -834,7 +834,7 @@ HUBS_PER_PROVINCE = 5
 # the distress that spreads is the one before contagion.
 DISTRESS_HEALTH = -2.3
 DISTRESS_RESET = 6  # months without distress after which distress is news again
-CONTAGION_PEAK = 4  # months from a hit's arrival to its strongest; it has halved some 8 months later
+CONTAGION_PEAK = 6  # months from a hit's arrival to its strongest; it has halved a year after that
 CONTAGION_CAP = 1.5
 W_OWNER = 1.0  # firms of one owner or legal representative, both ways
 W_GUARANTOR = 1.2  # the borrower fails: its guarantor pays
