@@ -159,3 +159,24 @@ def test_planted_rings_are_stopped_and_explained(fraud_api: Api, small_dir: Path
     result = audit.replay(record, registry=fraud_registry, policy_dirs=[DEFAULT_POLICY.parent])
     assert result.differences == [] and result.scored.outcome.decision == decision
     assert Registry(fraud_registry).champion() is not None
+
+
+def test_withdrawing_links_consent_deletes_the_kept_references(api: Api, small_raw: RawData) -> None:
+    from sqlalchemy import func, select
+
+    from service.db.tables import VelocityKey
+
+    body = request_for(small_raw, application_ids(small_raw, _busiest(small_raw, 1))[0])
+    ref = api.score(body).json()["applicant_ref"]
+
+    def kinds() -> dict[str, int]:
+        with api.client.app.state.sessions() as session:
+            return dict(session.execute(select(VelocityKey.kind, func.count()).where(
+                VelocityKey.applicant_ref == ref).group_by(VelocityKey.kind)).all())
+
+    before = kinds()
+    assert before.get("firm") == 1 and sum(before.values()) > 1  # owner, phone and account keys were kept
+    r = api.client.post(f"/v1/applicants/{ref}/consents/revoke", headers=api.headers("score"),
+                        json={"sources": ["links"], "reason": "applicant withdrew related-party consent"})
+    assert r.status_code == 200, r.text
+    assert kinds() == {"firm": 1}  # the firm's own application count stays, as its decision does

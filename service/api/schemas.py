@@ -445,8 +445,10 @@ class PromoteIn(Strict):
 
 
 class RevokeIn(Strict):
-    sources: list[Literal["tax", "payments", "utilities", "social_insurance", "bureau"]] = Field(
-        default_factory=lambda: ["tax", "payments", "utilities", "social_insurance", "bureau"], min_length=1)
+    sources: list[Literal["tax", "payments", "utilities", "social_insurance", "bureau", "links"]] = Field(
+        default_factory=lambda: ["tax", "payments", "utilities", "social_insurance", "bureau", "links"], min_length=1,
+        description="links: the related-party records; withdrawing it also deletes the keyed owner, phone and "
+                    "account references kept for the velocity checks")
     reason: str = Field("withdrawn by the applicant", min_length=3, max_length=500)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from service.crypto import Keyring, KeyringError, Sealed
+from service.db import velocity
 from service.db.tables import (
     OPEN_REVIEWS,
     ApiKey,
@@ -232,13 +233,17 @@ def revoke_consent(session: Session, *, tenant_id: int, applicant_ref: str, sour
                                                       Review.request_note.is_not(None))))
     for review in notes:
         review.request_note = None
+    # The related-party consent also covers the keyed owner, phone and account references the velocity checks keep.
+    links_forgotten = velocity.forget_links(session, tenant_id=tenant_id, applicant_ref=applicant_ref) \
+        if "links" in sources else 0
     withdrawals = [Consent(tenant_id=tenant_id, applicant_ref=applicant_ref, source=source, granted=False)
                    for source in sources]
     session.add_all(withdrawals)
     session.flush()
     append_audit(session, tenant_id=tenant_id, actor=actor, action="consent.revoked", subject=applicant_ref,
                  payload={"sources": sources, "reason": reason, "raw_rows_purged": purged,
-                          "notes_purged": len(notes)}, rows=[*withdrawals, *notes, *also_seal])
+                          "notes_purged": len(notes), "link_keys_deleted": links_forgotten},
+                 rows=[*withdrawals, *notes, *also_seal])
     return purged
 
 
