@@ -339,9 +339,9 @@ CATALOG: tuple[Feature, ...] = (
        "Firms linked to yours made {value} loan applications in the last 30 days", fmt=_INT, actionable=False),
     _f("graph_neighbour_defaults_12m", "links", "related_parties", 1, "关联企业近12个月违约数",
        "Linked firms that defaulted, last 12 months",
-       "与您共用股东、联系方式、账户或存在担保、交易关系的企业中，有{value}家在近12个月内违约",
-       "{value} firms that share an owner, contact details or an account with yours, or guarantee or trade with "
-       "it, defaulted in the last 12 months", fmt=_INT, actionable=False),
+       "与您共用股东、联系电话、账户或存在担保、交易关系的企业中，有{value}家在近12个月内违约",
+       "{value} firms that share an owner, a phone or an account with yours, or guarantee or trade with it, "
+       "defaulted in the last 12 months", fmt=_INT, actionable=False),
     _f("graph_neighbour_arrears_12m", "links", "related_parties", 1, "关联企业近12个月欠款数",
        "Linked firms in arrears, last 12 months",
        "与您相关联的企业中，有{value}家在近12个月内出现逾期或欠缴",

@@ -511,9 +511,11 @@ def graph_features(index: GraphIndex, rows: FirmRows, *, firm: np.ndarray, regis
     r_ok = (index.t_month[lister] < month[r_app]) & (index.t_month[lister] >= month[r_app] - EVENT_MONTHS)
     r_app, r_firm = r_app[r_ok], index.t_firm[lister][r_ok]
 
-    # Every linked firm once per application.
-    all_app = np.concatenate([p_app, g_app, tr_app, r_app])
-    all_firm = np.concatenate([p_firm, g_firm, tr_firm, r_firm])
+    # Every linked firm once per application, for defaults and arrears: not through a shared address alone (a
+    # business centre registers hundreds of unrelated firms; trouble does not travel through a building).
+    close = p_class != ADDRESS
+    all_app = np.concatenate([p_app[close], g_app, tr_app, r_app])
+    all_firm = np.concatenate([p_firm[close], g_firm, tr_firm, r_firm])
     pair = np.unique(all_app * index.n_firms + all_firm)
     l_app, l_firm = pair // max(index.n_firms, 1), pair % max(index.n_firms, 1)
     hi = np.clip(month[l_app] - index.first_month, 0, index.default_cum.shape[1] - 1)
