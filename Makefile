@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_batch.py --sizes 100000 1000000
 	$(BIN)/python benchmarks/bench_service.py
 	$(BIN)/python benchmarks/bench_portfolio.py --sizes 100000 1000000
+	$(BIN)/python benchmarks/bench_graph.py
 
 clean:
 	rm -rf $(VENV) data build *.egg-info .pytest_cache .ruff_cache
