@@ -18,18 +18,25 @@ the arguments.
 Links between firms (``links=True``, the default) come from a stream of their own, drawn from the profile
 alone: families and groups sharing an owner, shared business-centre addresses, guarantees (circles among
 them), main customers and suppliers, and planted fraud rings (young firms of one province sharing a phone, an
-address and a receiving account, invoicing each other in a circle). With ``link_effects`` (the default) they
-change the operating data and outcomes:
+address and a receiving account, invoicing each other in a circle). Neither side is a caricature: some families
+are new firms one owner registered within weeks (NEW_GROUPS_PER_RING), families may share the owner's phone or
+one receiving account (FAMILY_PHONE, FAMILY_ACCOUNT), some trade with each other (RELATED_TRADE, sometimes both
+ways) and some supply-chain customers also supply the firm (RECIPROCAL), while some rings hide: RING_HIDE
+invoice shells outside the data instead of each other, RING_OWN_PHONES give each member its own phone and share
+only the receiving account and/or the address, RING_ROUND_TRIP cycle cash so that their inflows follow their
+declared sales, and RING_FRONT take in an older firm of the province (FRONT_YEARS earlier) that lends the ring
+its history and acts for it only from the ring's start. With ``link_effects`` (the default) they change the
+operating data and outcomes:
 
 * contagion: a linked firm's fall into distress (health below DISTRESS_HEALTH) lowers a firm's health 1-3
   months later, building up over CONTAGION_PEAK months and then fading, by CONTAGION x the link's weight
   (owner, guarantee, main customer or supplier in the data); one round, from the distress before contagion;
 * distress shows, without a draw: in a distressed month the bureau reports 90 days past due (never otherwise),
   tax and utility arrears are owed and the social-insurance payment is missed;
-* rings act: members declare 2.5-4 times their revenue while their payments follow their real activity and
-  their electricity RING_KWH times what their sector uses for it; all apply within RING_BURST_DAYS (some
-  twice), ask for what their declared sales would carry, and RING_BUST_OUT of their applications default at
-  once (no instalment paid);
+* rings act: members declare 2.5-4 times their revenue while their payments follow their real activity (or,
+  cycled, the declared sales) and their electricity RING_KWH times what their sector uses for it; all apply
+  within RING_BURST_DAYS (some twice), ask for what their declared sales would carry, and RING_BUST_OUT of
+  their applications default at once (no instalment paid);
 * LINKED_INTERCEPT replaces DEFAULT_INTERCEPT, so that the overall default rate stays near 3.5%.
 
 Poisson draws consume a number of random bits that depends on the rate, so once contagion changes a firm's
@@ -496,10 +503,15 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
     inflator = rng.random(n) < np.where(company, 0.06, 0.02)
     pay_share = np.clip(rng.beta(8, 2, n) - 0.2 * (~company & np.isin(industry, ["F", "H", "O"])), 0.3, 0.98)
     declare = np.where(inflator, rng.uniform(2.0, 3.2, n), np.clip(rng.normal(0.92, 0.08, n), 0.6, 1.1))
-    if act:
+    honest_declare = declare
+    ring_on = np.zeros((n, 1), dtype=bool)  # (n, horizon) with links acting: the months a firm acts for a ring
+    if act:  # a front acts from its ring's start, its own years before look like any firm's
+        ring_on = in_ring[:, None] & (np.arange(horizon)[None, :] >= links.ring_from[:, None])
         declare = np.where(in_ring, links.declare, declare)
 
     inflow = revenue * pay_share[:, None] * rng.lognormal(0, 0.10, (n, horizon))
+    if act:  # cash cycled round a ring: its inflows follow the declared sales, only power use shows the truth
+        inflow = np.where(ring_on & links.round_trip[:, None], inflow * declare[:, None], inflow)
     if shocks:  # diverted receipts: outflow, transactions, counterparties and refunds follow the inflow
         inflow = inflow * hit.receipts
     outflow = inflow * np.clip(0.93 - 0.06 * health + rng.normal(0, 0.05, (n, horizon)), 0.3, 1.6)
@@ -509,7 +521,8 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
                                                           * np.exp(0.15 * health)))
     refunds = inflow * np.clip(0.01 + 0.03 * _sigmoid(-1.5 * health - 1) + rng.normal(0, 0.004, (n, horizon)), 0, 0.5)
 
-    sales = revenue * declare[:, None] * rng.lognormal(0, 0.06, (n, horizon))
+    declared = np.where(ring_on, declare[:, None], honest_declare[:, None]) if act else declare[:, None]
+    sales = revenue * declared * rng.lognormal(0, 0.06, (n, horizon))
     vat_rate = np.where(company, rng.choice([0.03, 0.045, 0.06], n), 0.01)
     vat_paid = sales * vat_rate[:, None] * rng.lognormal(0, 0.1, (n, horizon))
     invoice_share = np.clip(np.array([ind[c][4] for c in industry]) + rng.normal(0, 0.1, n), 0.05, 1.0)
@@ -534,16 +547,17 @@ def _generate(cfg: SynthConfig, chunk_index: int, first_id: int, n: int, rng: np
             grade_at[:, t] = grade_at[:, t - 1]
 
     kwh_per = np.array([ind[c][3] for c in industry]) * rng.lognormal(0, 0.35, n)
+    kwh_per = kwh_per[:, None]
     if act:
-        kwh_per = np.where(in_ring, RING_KWH * kwh_per, kwh_per)
+        kwh_per = np.where(ring_on, RING_KWH * kwh_per, kwh_per)
     elec_season = np.array(_ELEC_SEASON)[moy]
     activity = np.concatenate([revenue[:, :1], revenue[:, :-1]], axis=1)  # metered a month behind sales
     kwh_noise = rng.lognormal(0, 0.10, (n, horizon))
     if shocks:  # a given electricity change replaces what the activity change would have done
-        kwh = np.where(alive, (500 + kwh_per[:, None] * (activity / 10_000) ** 0.9 * elec_season * kwh_noise
+        kwh = np.where(alive, (500 + kwh_per * (activity / 10_000) ** 0.9 * elec_season * kwh_noise
                                * hit.activity) * hit.electricity, 0.0)
     else:
-        kwh = np.where(alive, 500 + kwh_per[:, None] * (activity / 10_000) ** 0.9 * elec_season * kwh_noise, 0.0)
+        kwh = np.where(alive, 500 + kwh_per * (activity / 10_000) ** 0.9 * elec_season * kwh_noise, 0.0)
     price = np.where(west, 0.55, 0.75) + rng.uniform(0, 0.15, n)
     bill = kwh * price[:, None]
     days_late = np.where(rng.random((n, horizon)) < _sigmoid(-3.0 - 1.6 * lag1),
@@ -821,6 +835,20 @@ RING_INVOICE_SHARE = (0.6, 0.85)  # share of a member's sales (purchases) invoic
 RING_BURST_DAYS = 30  # every member applies within this many days of the ring's first application
 RING_REPEAT = 0.35  # share of members that apply again (another product) within a week
 RING_BUST_OUT = 0.65  # probability that a ring member's application defaults (it borrows and vanishes)
+RING_HIDE = 0.4  # share of rings that never invoice each other: they inflate sales with invoices to outside shells
+RING_OWN_PHONES = 0.3  # share of rings with a phone per member, sharing only the receiving account and/or address
+RING_ROUND_TRIP = 0.3  # share of rings that cycle cash among themselves so their inflows follow the declared sales
+RING_FRONT = 0.2  # share of rings with an older "front" firm that lends the ring its history
+FRONT_YEARS = (2, 8)  # a front registered this many years before the ring's first young member
+RELATED_TRADE = 0.3  # share of families and groups whose firms are each other's main customer and supplier
+RELATED_SHARE = (0.1, 0.5)  # share of the seller's sales (the buyer's purchases) going to the related firm
+RELATED_BOTH_WAYS = 0.4  # of those pairs, the share trading in both directions
+RECIPROCAL = 0.1  # share of honest main customers in the data that also supply the firm (a supply chain's loop)
+RECIPROCAL_SHARE = (0.05, 0.3)
+NEW_GROUPS_PER_RING = 0.5  # honest groups of new firms one owner registers within weeks, per planted ring
+FAMILY_PHONE = 0.5  # share of families and groups reached at the owner's phone
+FAMILY_ACCOUNT = 0.3  # share of families and groups receiving payments on one account (often the owner's)
+MAX_SHARE = 0.85  # one firm's main customers (suppliers) take at most this share of its sales (purchases)
 FAMILY_SHARE = 0.08  # firms in a family or group sharing an owner
 CIRCLE_SHARE = 0.015  # firms in a guarantee circle (互保/联保)
 HUB_SHARE = 0.03  # firms registered at a shared business-centre address (集中注册地): innocent sharing
@@ -890,6 +918,8 @@ class _LinkStructure:
     ring_apps: np.ndarray  # (n,) applications of each ring member (0 elsewhere)
     ring_app_date: np.ndarray  # their dates, by firm and then in date order
     ring_bust: np.ndarray  # whether each of them defaults, same order
+    round_trip: np.ndarray  # (n,) members of rings whose inflows follow their declared sales (cash cycled)
+    ring_from: np.ndarray  # (n,) first simulated month a member acts for its ring (a front's later; 0 elsewhere)
 
 
 def _rings(rng: np.random.Generator, reg_date: np.ndarray, province: np.ndarray, young: np.ndarray,
@@ -940,37 +970,78 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
             "timedelta64[D]")
 
     # --- fraud rings: young firms of one province, registered within weeks of each other, able to apply --
+    # Some hide: no invoices to each other (shells outside the data instead), a phone per member, or an older
+    # front firm of the province (appended last; it acts for the ring from the ring's start, ring_from).
     young = np.flatnonzero((reg_m >= start + cfg.months - 36) & (earliest < cfg.months))
     rings = _rings(rng, reg_date, province, young, n // FIRMS_PER_RING + (n >= 150))
     ring_of = np.full(n, -1)
     for k, members in enumerate(rings):
         ring_of[members] = k
+    hides = rng.random(len(rings)) < RING_HIDE
+    own_phones = rng.random(len(rings)) < RING_OWN_PHONES
+    shares_of = rng.integers(0, 3, len(rings))  # with own phones: 0 account, 1 address, 2 both
+    has_front = rng.random(len(rings)) < RING_FRONT
+    round_trip = np.zeros(n, dtype=bool)
+    ring_from = np.zeros(n, dtype=np.int64)
+    fronts = np.full(len(rings), -1)
+    for k, members in enumerate(rings):
+        if not has_front[k]:
+            continue
+        first_reg = reg_date[members].min()
+        age = (first_reg - reg_date).astype(np.int64)
+        pool = np.flatnonzero((ring_of < 0) & (province == province[members[0]])
+                              & (age >= 365 * FRONT_YEARS[0]) & (age <= 365 * FRONT_YEARS[1]))
+        if not len(pool):
+            continue
+        front = int(pool[rng.integers(0, len(pool))])
+        if len(members) >= RING_SIZES[1]:  # the ring keeps its size: the front replaces its last young member
+            ring_of[members[-1]] = -1
+            members = members[:-1]
+        rings[k] = np.append(members, front)
+        ring_of[front], fronts[k] = k, front
+        ring_from[front] = max(0, int(month_index(first_reg)) - start)
     honest = np.flatnonzero(ring_of < 0)
 
     # --- families and groups sharing an owner; business-centre addresses ---------------------------------
-    families = _groups(rng, honest[rng.random(len(honest)) < FAMILY_SHARE], province, (2, 4))
+    # Some groups are new firms one owner registered within weeks, as a ring's are (drawn the same way).
+    starting = _rings(rng, reg_date, province, young[ring_of[young] < 0], int(NEW_GROUPS_PER_RING * len(rings)))
+    in_new = np.zeros(n, dtype=bool)
+    for group in starting:
+        in_new[group] = True
+    families = starting + _groups(rng, honest[(rng.random(len(honest)) < FAMILY_SHARE) & ~in_new[honest]],
+                                  province, (2, 4))
     owner_key = np.array([f"person {g}" for g in gid], dtype=object)
     address_key = np.array([f"address {g}" for g in gid], dtype=object)
+    phone_key = np.array([f"phone {g}" for g in gid], dtype=object)
+    account_key = np.array([f"account {g}" for g in gid], dtype=object)
     for group in families:
         owner_key[group] = owner_key[group[0]]
         if rng.random() < 0.4:  # the group's firms sit at one address
             address_key[group] = address_key[group[0]]
+        if rng.random() < FAMILY_PHONE:
+            phone_key[group] = phone_key[group[0]]
+        if rng.random() < FAMILY_ACCOUNT:
+            account_key[group] = account_key[group[0]]
     hub = honest[rng.random(len(honest)) < HUB_SHARE]
     address_key[hub] = [f"hub {p} {k}" for p, k in
                         zip(province[hub], rng.integers(0, HUBS_PER_PROVINCE, len(hub)), strict=True)]
     manager = company & (rng.random(n) < 0.3)  # a hired legal representative, not the owner
     rep_key = np.where(manager, [f"manager {g}" for g in gid], owner_key)
-    phone_key = np.array([f"phone {g}" for g in gid], dtype=object)
-    account_key = np.array([f"account {g}" for g in gid], dtype=object)
     has_phone = rng.random(n) < 0.97
     second_account = company & (rng.random(n) < 0.25)
     moved = rng.random(n) < 0.10  # a later address (the earlier row stays: links are point in time)
     new_phone = rng.random(n) < 0.05
-    for members in rings:  # nominee owners, but one phone, address and receiving account
+    joined: list[tuple[int, str, str, np.datetime64]] = []  # a front's contact points added when the ring starts
+    for k, members in enumerate(rings):  # nominee owners, but one phone, address and receiving account
         head = gid[members[0]]
-        phone_key[members] = f"ring phone {head}"
-        address_key[members] = f"ring address {head}"
-        account_key[members] = f"ring account {head}"
+        young_ones = members[members != fronts[k]]
+        shared = {"phone": not own_phones[k], "address": not own_phones[k] or shares_of[k] >= 1,
+                  "account": not own_phones[k] or shares_of[k] != 1}
+        for kind, keys in (("phone", phone_key), ("address", address_key), ("account", account_key)):
+            if shared[kind]:
+                keys[young_ones] = f"ring {kind} {head}"
+                if fronts[k] >= 0:
+                    joined.append((int(fronts[k]), kind, f"ring {kind} {head}", reg_date[young_ones].min()))
         has_phone[members], second_account[members], moved[members], new_phone[members] = True, False, False, False
     soon = reg_date + rng.integers(0, 15, n).astype("timedelta64[D]")
     soon = np.minimum(soon, np.maximum(last_day, reg_date))
@@ -987,6 +1058,12 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
         (np.flatnonzero(new_phone), "phone", np.array([f"phone2 {g}" for g in gid[new_phone]], dtype=object),
          day_between(reg_date[new_phone])),
     ]
+    for kind in ("phone", "address", "account"):
+        rows = [j for j in joined if j[1] == kind]
+        if rows:
+            link_rows.append((np.array([j[0] for j in rows], dtype=np.int64), kind,
+                              np.array([j[2] for j in rows], dtype=object),
+                              np.array([j[3] for j in rows], dtype="datetime64[D]")))
 
     # --- guarantees: within families, circles, one-offs, and inside some rings ----------------------------
     pairs: list[tuple[int, int]] = []
@@ -1017,7 +1094,23 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
 
     # --- main customers and suppliers from invoices; circular invoicing inside rings ----------------------
     # Honest firms that report counterparties show them in the months they file tax returns (_link_tables).
+    # Honest firms trade with related firms too: family firms as each other's main customer and supplier, and a
+    # supply chain's customer that also supplies the firm. Hiding rings invoice shells outside the data.
     rel_firm, rel_cp, rel_partner, rel_role, rel_share, rel_from, rel_ring = [], [], [], [], [], [], []
+    had: set[tuple[int, str, str]] = set()
+
+    def relate(f: int, cp: str, partner: int, role: str, share: float, since: int, ring: bool) -> None:
+        if (f, cp, role) in had:
+            return  # the same partner twice
+        had.add((f, cp, role))
+        rel_firm.append(f)
+        rel_cp.append(cp)
+        rel_partner.append(partner)
+        rel_role.append(role)
+        rel_share.append(share)
+        rel_from.append(since)
+        rel_ring.append(ring)
+
     reporting = honest[rng.random(len(honest)) < np.where(company[honest], 0.35, 0.15)]
     for f in reporting:
         for role in ("customer", "supplier"):
@@ -1030,29 +1123,41 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
                 if cp in rel_cp[len(rel_cp) - j:]:
                     continue  # the same partner drawn twice
                 since = max(reg_m[f], reg_m[partners[j]] if in_data[j] else reg_m[f]) + int(rng.integers(0, 12))
-                rel_firm.append(f)
-                rel_cp.append(cp)
-                rel_partner.append(partners[j] if in_data[j] else -1)
-                rel_role.append(role)
-                rel_share.append(shares[j])
-                rel_from.append(since)
-                rel_ring.append(False)
-    for members in rings:
+                relate(int(f), cp, int(partners[j]) if in_data[j] else -1, role, float(shares[j]), since, False)
+                if in_data[j] and role == "customer" and rng.random() < RECIPROCAL:  # the customer supplies too
+                    relate(int(f), cp, int(partners[j]), "supplier", rng.uniform(*RECIPROCAL_SHARE), since, False)
+    for group in families:
+        if len(group) < 2 or rng.random() >= RELATED_TRADE:
+            continue
+        a, b = (int(x) for x in rng.permutation(group)[:2])  # a sells to b: a's customer, b's supplier
+        for seller, buyer in ((a, b), (b, a)) if rng.random() < RELATED_BOTH_WAYS else ((a, b),):
+            since = max(reg_m[seller], reg_m[buyer]) + int(rng.integers(0, 12))
+            share = rng.uniform(*RELATED_SHARE)
+            relate(seller, ids[buyer], buyer, "customer", share, since, False)
+            relate(buyer, ids[seller], seller, "supplier", share, since, False)
+    for k, members in enumerate(rings):
+        since_ring = int(reg_m[members[members != fronts[k]]].max())
+        if hides[k]:  # sales invoiced to two or three shells outside the data, shared by the ring's members
+            shells = ["X" + _ref(seed, f"shell {gid[members[0]]} {j}") for j in range(int(rng.integers(2, 4)))]
+            for f in members:
+                picked = rng.permutation(len(shells))[: int(rng.integers(1, 3))]
+                for j, w in zip(picked, rng.dirichlet(np.ones(len(picked))) * rng.uniform(*RING_INVOICE_SHARE),
+                                strict=True):
+                    relate(int(f), shells[j], -1, "customer", float(w), max(int(reg_m[f]), since_ring), True)
+            continue
         for a, b in zip(members, np.roll(members, -1), strict=True):  # a sells to b: a's customer, b's supplier
-            since = max(reg_m[a], reg_m[b])
+            since = max(reg_m[a], reg_m[b], since_ring if fronts[k] in (a, b) else 0)
             share = rng.uniform(*RING_INVOICE_SHARE)
-            for f, cp, role in ((a, b, "customer"), (b, a, "supplier")):
-                rel_firm.append(f)
-                rel_cp.append(ids[cp])
-                rel_partner.append(cp)
-                rel_role.append(role)
-                rel_share.append(share)
-                rel_from.append(since)
-                rel_ring.append(True)
+            relate(int(a), ids[b], int(b), "customer", share, since, True)
+            relate(int(b), ids[a], int(a), "supplier", share, since, True)
     relations = {"firm": np.array(rel_firm, dtype=np.int64), "counterparty_id": np.array(rel_cp, dtype=object),
                  "partner": np.array(rel_partner, dtype=np.int64), "role": np.array(rel_role, dtype=object),
                  "share": np.array(rel_share, dtype=np.float64), "since": np.array(rel_from, dtype=np.int64),
                  "ring": np.array(rel_ring, dtype=bool)}
+    if len(rel_firm):  # a firm's main customers (suppliers) together take at most MAX_SHARE
+        _, slot = np.unique(relations["firm"] * 2 + (relations["role"] == "customer"), return_inverse=True)
+        total = np.bincount(slot.reshape(-1), relations["share"])
+        relations["share"] = relations["share"] * np.minimum(1.0, MAX_SHARE / total)[slot.reshape(-1)]
 
     # --- contagion links: owners, guarantees and counterparties in the data, between honest firms ----------
     src, dst, weight, first, last = [], [], [], [], []
@@ -1094,6 +1199,7 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
     cap = month_start(start + cfg.months) + np.timedelta64(27, "D")  # applications reach the month after the data
     for members in rings:
         declare[members] = rng.uniform(*RING_DECLARE, len(members))
+        round_trip[members] = rng.random() < RING_ROUND_TRIP
         lo = int(earliest[members].max())
         hi = max(lo, min(cfg.months, int(reg_m[members].max()) - start + 18))  # busting out within ~1.5 years
         burst = month_start(start + int(rng.integers(lo, hi + 1))) + np.timedelta64(int(rng.integers(0, 28)), "D")
@@ -1108,7 +1214,8 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
     ring_bust = rng.random(len(ring_app_date)) < RING_BUST_OUT
     return _LinkStructure(rings=rings, ring_of=ring_of, link_rows=link_rows, guarantees=guarantees,
                           relations=relations, edges=edges, declare=declare, ring_apps=ring_apps,
-                          ring_app_date=ring_app_date, ring_bust=ring_bust)
+                          ring_app_date=ring_app_date, ring_bust=ring_bust, ring_from=ring_from,
+                          round_trip=round_trip)
 
 
 def _contagion(edges: _Edges, distressed: np.ndarray) -> np.ndarray:
