@@ -50,7 +50,18 @@ def champion_registry(small_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     registry = Registry(root)
     result = train(from_folder(small_dir), load_config(None), registry)
     registry.promote(result.version, by="tests", reason="champion for API tests")
-    publish_graph(load_folder(small_dir).graph, root)  # as make run does: the service matches applicants on it
+    return root
+
+
+@pytest.fixture(scope="session")
+def linked_registry(linked_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A champion trained on linked firms, with their graph published as make run does (the service matches
+    online applicants against it)."""
+    root = tmp_path_factory.mktemp("linked-models")
+    registry = Registry(root)
+    result = train(from_folder(linked_dir), load_config(None), registry)
+    registry.promote(result.version, by="tests", reason="champion for the graph tests")
+    publish_graph(load_folder(linked_dir).graph, root)
     return root
 
 

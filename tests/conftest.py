@@ -14,8 +14,11 @@ from training.synth import SynthConfig, write
 pytest_plugins = ["tests.api_fixtures"]
 
 
-def make_synth(folder: Path, entities: int, months: int = 36, seed: int = 7) -> Path:
-    write(SynthConfig(entities=entities, months=months, seed=seed), folder)
+def make_synth(folder: Path, entities: int, months: int = 36, seed: int = 7, links: bool = False) -> Path:
+    """A synthetic folder. Without ``links`` (the default here) the firms are unlinked: no link files, no
+    contagion, no fraud rings, the data every test before the graph was written for; the graph, fraud and
+    contagion tests ask for ``links`` (``linked_dir``), as `make run` does."""
+    write(SynthConfig(entities=entities, months=months, seed=seed, links=links), folder)
     return folder
 
 
@@ -35,6 +38,17 @@ def small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_raw(small_dir: Path) -> RawData:
     return load_folder(small_dir)
+
+
+@pytest.fixture(scope="session")
+def linked_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3,000 firms with links, guarantees, trade, contagion and planted fraud rings (ground truth)."""
+    return make_synth(tmp_path_factory.mktemp("synth") / "linked", entities=3000, links=True)
+
+
+@pytest.fixture(scope="session")
+def linked_raw(linked_dir: Path) -> RawData:
+    return load_folder(linked_dir)
 
 
 @pytest.fixture(scope="session")

@@ -140,10 +140,11 @@ class TestParity:
 
 class TestConsentAndProtectedFields:
     def test_a_withheld_source_is_never_read(self, small_raw: RawData) -> None:
-        allowed = [s for s in MONTHLY_SOURCES if s != "payments"]
+        allowed = [s for s in (*MONTHLY_SOURCES, "links") if s != "payments"]
         full = build_features(small_raw)
         limited = build_features(small_raw, allowed_sources=allowed)
-        revenue_fallback = {"loan_to_revenue", "elec_intensity_change_12m", "xsrc_elec_per_revenue_12m"}
+        revenue_fallback = {"loan_to_revenue", "elec_intensity_change_12m", "xsrc_elec_per_revenue_12m",
+                            "graph_guarantee_exposure"}
         for name in set(features_of_source("payments")) - revenue_fallback:  # these use declared sales instead
             assert np.isnan(limited.column(name)).all(), name
         assert not limited.sources_used[:, MONTHLY_SOURCES.index("payments")].any()
@@ -157,7 +158,8 @@ class TestConsentAndProtectedFields:
         rng = np.random.default_rng(1)
         profile["owner_age"] = rng.permutation(profile["owner_age"])
         profile["owner_gender"] = np.where(profile["owner_gender"] == "female", "male", "female").astype(object)
-        swapped = RawData(profile=profile, applications=small_raw.applications, monthly=small_raw.monthly)
+        swapped = RawData(profile=profile, applications=small_raw.applications, monthly=small_raw.monthly,
+                          links=small_raw.links, graph=small_raw.graph)
         np.testing.assert_array_equal(build_features(swapped).values, build_features(small_raw).values)
 
     def test_missing_sources_match_the_data(self, small_raw: RawData) -> None:

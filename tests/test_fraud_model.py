@@ -32,7 +32,7 @@ CFG = FraudConfig(seed=7)
 
 @pytest.fixture(scope="module")
 def fraud_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synth(tmp_path_factory.mktemp("fraud") / "synth", entities=6000, seed=11)
+    return make_synth(tmp_path_factory.mktemp("fraud") / "synth", entities=6000, seed=11, links=True)
 
 
 @pytest.fixture(scope="module")

@@ -39,12 +39,21 @@ def application_ids(data: RawData, rows: np.ndarray) -> list[str]:
     return [str(a) for a in data.applications["application_id"][rows]]
 
 
+@pytest.fixture()
+def api(database_url: str, linked_registry: Path) -> Iterator[Api]:
+    """The API on the champion of linked firms, their graph published."""
+    a = make_api(database_url, linked_registry)
+    with a.client:
+        yield a
+    a.client.app.state.engine.dispose()
+
+
 class TestOnline:
-    def test_an_applicant_scored_online_gets_the_batch_graph_features(self, api: Api, small_raw: RawData) -> None:
-        rows = _busiest(small_raw, 6)
-        batch = build_features(small_raw).values
-        for i, application_id in zip(rows, application_ids(small_raw, rows), strict=True):
-            body = request_for(small_raw, application_id)
+    def test_an_applicant_scored_online_gets_the_batch_graph_features(self, api: Api, linked_raw: RawData) -> None:
+        rows = _busiest(linked_raw, 6)
+        batch = build_features(linked_raw).values
+        for i, application_id in zip(rows, application_ids(linked_raw, rows), strict=True):
+            body = request_for(linked_raw, application_id)
             assert body["consent"]["links"] is True and body["related"]["links"]
             r = api.score(body)
             assert r.status_code == 200, r.text
@@ -57,9 +66,9 @@ class TestOnline:
             assert same(features_of(snapshot(api, api.score(body).json()["decision_id"]))[GRAPH], batch[i, GRAPH])
 
     def test_without_links_consent_no_graph_feature_and_related_is_refused(self, api: Api,
-                                                                          small_raw: RawData) -> None:
-        application_id = application_ids(small_raw, _busiest(small_raw, 1))[0]
-        body = request_for(small_raw, application_id)
+                                                                          linked_raw: RawData) -> None:
+        application_id = application_ids(linked_raw, _busiest(linked_raw, 1))[0]
+        body = request_for(linked_raw, application_id)
         body["consent"]["links"] = False
         r = api.score(body)
         assert r.status_code == 422 and error_of(r)["detail"] == (
@@ -70,8 +79,8 @@ class TestOnline:
         assert r.status_code == 200, r.text
         assert np.isnan(features_of(snapshot(api, r.json()["decision_id"]))[GRAPH]).all()
 
-    def test_related_records_must_be_about_the_applicant(self, api: Api, small_raw: RawData) -> None:
-        body = request_for(small_raw, application_ids(small_raw, _busiest(small_raw, 1))[0])
+    def test_related_records_must_be_about_the_applicant(self, api: Api, linked_raw: RawData) -> None:
+        body = request_for(linked_raw, application_ids(linked_raw, _busiest(linked_raw, 1))[0])
         me = body["profile"]["enterprise_id"]
         body["related"]["guarantees"] = [{"guarantor_id": "E-OTHER-1", "borrower_id": "E-OTHER-2", "amount": 1e5,
                                           "start": "2020-01-01", "end": None}]
@@ -95,10 +104,10 @@ class TestOnline:
 
 
 @pytest.fixture(scope="module")
-def fraud_registry(champion_registry: Path, small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fraud_registry(linked_registry: Path, linked_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The champion registry with a fraud model trained on the small folder's planted rings."""
     root = tmp_path_factory.mktemp("fraud-registry")
-    for item in champion_registry.iterdir():
+    for item in linked_registry.iterdir():
         target = root / item.name
         if item.is_dir():
             import shutil
@@ -107,7 +116,7 @@ def fraud_registry(champion_registry: Path, small_dir: Path, tmp_path_factory: p
         else:
             target.write_bytes(item.read_bytes())
     # 3,000 firms hold a dozen rings: wider validation and test months keep five ring applications in each
-    train_from_folder(small_dir, FraudConfig(seed=7, valid_share=0.3, test_share=0.25), registry=root)
+    train_from_folder(linked_dir, FraudConfig(seed=7, valid_share=0.25, test_share=0.35), registry=root)
     return root
 
 
@@ -119,18 +128,18 @@ def fraud_api(fraud_registry: Path, tmp_path: Path) -> Iterator[Api]:
     a.client.app.state.engine.dispose()
 
 
-def test_planted_rings_are_stopped_and_explained(fraud_api: Api, small_dir: Path, small_raw: RawData,
+def test_planted_rings_are_stopped_and_explained(fraud_api: Api, linked_dir: Path, linked_raw: RawData,
                                                  fraud_registry: Path) -> None:
-    truth = set(pq.read_table(small_dir / GROUND_TRUTH_FILE)["enterprise_id"].to_pylist())
-    apps = small_raw.applications
-    firm = small_raw.profile["enterprise_id"][apps["enterprise_row"]]
+    truth = set(pq.read_table(linked_dir / GROUND_TRUTH_FILE)["enterprise_id"].to_pylist())
+    apps = linked_raw.applications
+    firm = linked_raw.profile["enterprise_id"][apps["enterprise_row"]]
     ring = np.array([e in truth for e in firm])
     latest = np.argsort(apps["application_date"])[::-1]  # the fraud model's test months
     rings = [i for i in latest if ring[i]][:8]
     honest = [i for i in latest if not ring[i]][:40]
     codes = {}
     for i in rings + honest:
-        r = fraud_api.score(request_for(small_raw, str(apps["application_id"][i])))
+        r = fraud_api.score(request_for(linked_raw, str(apps["application_id"][i])))
         assert r.status_code == 200, r.text
         body = r.json()
         hits = {h["code"] for h in body["rule_hits"]}
@@ -161,12 +170,12 @@ def test_planted_rings_are_stopped_and_explained(fraud_api: Api, small_dir: Path
     assert Registry(fraud_registry).champion() is not None
 
 
-def test_withdrawing_links_consent_deletes_the_kept_references(api: Api, small_raw: RawData) -> None:
+def test_withdrawing_links_consent_deletes_the_kept_references(api: Api, linked_raw: RawData) -> None:
     from sqlalchemy import func, select
 
     from service.db.tables import VelocityKey
 
-    body = request_for(small_raw, application_ids(small_raw, _busiest(small_raw, 1))[0])
+    body = request_for(linked_raw, application_ids(linked_raw, _busiest(linked_raw, 1))[0])
     ref = api.score(body).json()["applicant_ref"]
 
     def kinds() -> dict[str, int]:
@@ -180,3 +189,45 @@ def test_withdrawing_links_consent_deletes_the_kept_references(api: Api, small_r
                         json={"sources": ["links"], "reason": "applicant withdrew related-party consent"})
     assert r.status_code == 200, r.text
     assert kinds() == {"firm": 1}  # the firm's own application count stays, as its decision does
+
+
+def test_a_firms_default_raises_the_scores_of_its_linked_firms(linked_registry: Path, linked_raw: RawData) -> None:
+    """Contagion: the same applicants, the same model, one linked firm (a shared owner) defaulting the month
+    before each application: no PD falls (the feature is monotone) and most rise."""
+    from service.scoring.bundle import load_bundle
+    from service.scoring.engine import Engine
+    from service.scoring.graph import PERSON, build_index
+    from service.scoring.months import month_index
+    from service.scoring.policy import load_policy
+
+    engine = Engine(load_bundle(linked_registry / Registry(linked_registry).champion()))
+    policy = load_policy(DEFAULT_POLICY)
+    index, apps = linked_raw.graph, linked_raw.applications
+    # A partner for each firm that shares an owner or legal representative with another firm.
+    partner = np.full(linked_raw.n_enterprises, -1)
+    for e in np.flatnonzero(index.entity_class == PERSON):
+        members = np.unique(index.link_firm[index.entity_order[index.entity_ptr[e]:index.entity_ptr[e + 1]]])
+        if len(members) >= 2:
+            partner[members] = np.roll(members, 1)
+    X = build_features(linked_raw).values
+    calm = X[:, FEATURE_NAMES.index("graph_neighbour_defaults_12m")] == 0
+    rows = np.flatnonzero((partner[apps["enterprise_row"]] >= 0) & calm)[:150]
+    assert len(rows) >= 30
+    bureau = dict(linked_raw.monthly["bureau"])
+    month = month_index(apps["application_date"][rows]) - 1
+    added = {"enterprise_row": partner[apps["enterprise_row"][rows]], "month": month,
+             "worst_dpd": np.full(len(rows), 120.0)}
+    monthly = dict(linked_raw.monthly)
+    monthly["bureau"] = {k: np.concatenate([v, added.get(k, np.zeros(len(rows), dtype=v.dtype))])
+                         for k, v in bureau.items()}
+    changed = RawData(profile=linked_raw.profile, applications=apps, monthly=monthly, book=linked_raw.book,
+                      links=linked_raw.links)
+    changed.graph = build_index(changed)
+    # Where the shared owner was recorded before the application month, the partner is a neighbour by then.
+    linked = build_features(changed.select(rows)).values[:, FEATURE_NAMES.index("graph_neighbour_defaults_12m")] >= 1
+    assert linked.mean() > 0.8
+    rows = rows[linked]
+    before = np.array([s.pd for s in engine.score(linked_raw.select(rows), policy)])
+    after = np.array([s.pd for s in engine.score(changed.select(rows), policy)])
+    assert (after >= before - 1e-12).all()
+    assert np.mean(after > before) >= 0.5 and after.mean() > 1.1 * before.mean(), (before.mean(), after.mean())

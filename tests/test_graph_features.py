@@ -95,25 +95,25 @@ def _with_links_around(data: RawData, rows: np.ndarray, partners: np.ndarray, *,
 class TestPointInTime:
     @pytest.fixture(scope="class")
     @classmethod
-    def chosen(cls, small_raw: RawData) -> tuple[np.ndarray, np.ndarray]:
-        rows = one_month_of_applications(small_raw, 60)
+    def chosen(cls, linked_raw: RawData) -> tuple[np.ndarray, np.ndarray]:
+        rows = one_month_of_applications(linked_raw, 60)
         assert len(rows) >= 20
-        firms = small_raw.applications["enterprise_row"][rows]
+        firms = linked_raw.applications["enterprise_row"][rows]
         # Each partner: an established firm that is none of the chosen applicants.
-        others = np.setdiff1d(np.flatnonzero(small_raw.profile["registration_date"]
+        others = np.setdiff1d(np.flatnonzero(linked_raw.profile["registration_date"]
                                               < np.datetime64("2020-01-01")), firms)
         return rows, others[:len(rows)]
 
-    def test_records_from_the_application_month_on_change_nothing(self, small_raw: RawData, chosen) -> None:
+    def test_records_from_the_application_month_on_change_nothing(self, linked_raw: RawData, chosen) -> None:
         rows, partners = chosen
-        base = build_features(small_raw).values[rows]
-        later = _with_links_around(small_raw, rows, partners, earlier=False)
+        base = build_features(linked_raw).values[rows]
+        later = _with_links_around(linked_raw, rows, partners, earlier=False)
         assert same(build_features(later).values[rows], base)
 
-    def test_the_same_records_a_month_earlier_count(self, small_raw: RawData, chosen) -> None:
+    def test_the_same_records_a_month_earlier_count(self, linked_raw: RawData, chosen) -> None:
         rows, partners = chosen
-        base = build_features(small_raw).values[rows]
-        earlier = build_features(_with_links_around(small_raw, rows, partners, earlier=True)).values[rows]
+        base = build_features(linked_raw).values[rows]
+        earlier = build_features(_with_links_around(linked_raw, rows, partners, earlier=True)).values[rows]
         column = {name: FEATURE_NAMES.index(name) for name in FEATURE_NAMES}
         moved = {name: float(np.mean(earlier[:, j] != base[:, j])) for name, j in column.items()
                  if name.startswith("graph_")}
@@ -147,15 +147,15 @@ def _busiest(data: RawData, count: int) -> np.ndarray:
     return np.argsort(-weight[data.applications["enterprise_row"]], kind="stable")[:count]
 
 
-def test_one_applicant_with_its_request_rows_equals_the_batch(small_raw: RawData) -> None:
-    rows = _busiest(small_raw, 150)
-    batch = build_features(small_raw).values
+def test_one_applicant_with_its_request_rows_equals_the_batch(linked_raw: RawData) -> None:
+    rows = _busiest(linked_raw, 150)
+    batch = build_features(linked_raw).values
     assert (batch[rows][:, GRAPH] != 0).any(axis=0).sum() >= 8  # the sample exercises most graph features
-    apps, ids = small_raw.applications, small_raw.profile["enterprise_id"]
+    apps, ids = linked_raw.applications, linked_raw.profile["enterprise_id"]
     for i in rows:
         ent = int(apps["enterprise_row"][i])
-        one = small_raw.select(np.array([i]))
-        related = {ids[ent]: related_for(small_raw, ent, str(apps["application_date"][i]))}
+        one = linked_raw.select(np.array([i]))
+        related = {ids[ent]: related_for(linked_raw, ent, str(apps["application_date"][i]))}
         alone = build_features(dataclasses.replace(one, related=related)).values[0]
         assert same(alone, batch[i]), [FEATURE_NAMES[j] for j in np.flatnonzero(~((alone == batch[i])
                                                                                   | np.isnan(alone)))]
@@ -163,18 +163,18 @@ def test_one_applicant_with_its_request_rows_equals_the_batch(small_raw: RawData
         assert same(from_index, batch[i])
 
 
-def test_an_applicant_the_index_does_not_know_is_matched_on_its_refs(small_raw: RawData) -> None:
-    links = small_raw.links["links"]
+def test_an_applicant_the_index_does_not_know_is_matched_on_its_refs(linked_raw: RawData) -> None:
+    links = linked_raw.links["links"]
     refs, counts = np.unique(links["ref"][links["kind"] == "phone"], return_counts=True)
     shared = refs[counts >= 3][0]
     holders = np.unique(links["enterprise_row"][links["ref"] == shared])
-    i = int(np.flatnonzero(small_raw.applications["enterprise_row"] == holders[0])[-1])
-    one = small_raw.select(np.array([i]))
+    i = int(np.flatnonzero(linked_raw.applications["enterprise_row"] == holders[0])[-1])
+    one = linked_raw.select(np.array([i]))
     newcomer = dict(one.profile, enterprise_id=np.array(["NEW-FIRM"], dtype=object))
     related = {"NEW-FIRM": {"links": [{"kind": "phone", "ref": shared, "since": "2000-01-01"}]}}
     f = dict(zip(FEATURE_NAMES, build_features(dataclasses.replace(one, profile=newcomer, related=related)
                                                ).values[0], strict=True))
-    date = small_raw.applications["application_date"][i]
+    date = linked_raw.applications["application_date"][i]
     since = links["since"][(links["ref"] == shared)]
     assert f["graph_shared_contact_firms"] == int((since < month_start(month_index(np.array([date]))[0])).sum())
     assert f["graph_group_size"] == 1 and f["graph_shared_account_firms"] == 0
@@ -184,9 +184,9 @@ def test_an_applicant_the_index_does_not_know_is_matched_on_its_refs(small_raw: 
 # Consent and artifacts
 
 
-def test_without_links_consent_no_graph_feature_is_used(small_raw: RawData) -> None:
-    rows = _busiest(small_raw, 20)
-    one = small_raw.select(rows)
+def test_without_links_consent_no_graph_feature_is_used(linked_raw: RawData) -> None:
+    rows = _busiest(linked_raw, 20)
+    one = linked_raw.select(rows)
     assert not np.isnan(build_features(one, allowed_sources=[*MONTHLY_SOURCES, "links"]).values[:, GRAPH]).all()
     without = build_features(one, allowed_sources=list(MONTHLY_SOURCES)).values
     assert np.isnan(without[:, GRAPH]).all()
@@ -194,14 +194,14 @@ def test_without_links_consent_no_graph_feature_is_used(small_raw: RawData) -> N
                 build_features(one).values[:, [j for j in range(len(FEATURE_NAMES)) if j not in GRAPH]])
 
 
-def test_a_published_index_loads_to_the_same_features_and_a_changed_one_is_refused(small_raw: RawData,
+def test_a_published_index_loads_to_the_same_features_and_a_changed_one_is_refused(linked_raw: RawData,
                                                                                   tmp_path: Path) -> None:
-    version = publish_graph(small_raw.graph, tmp_path)
-    assert publish_graph(small_raw.graph, tmp_path) == version  # same data, same bytes, same version
+    version = publish_graph(linked_raw.graph, tmp_path)
+    assert publish_graph(linked_raw.graph, tmp_path) == version  # same data, same bytes, same version
     loaded = registry_graph(tmp_path)
     assert loaded is not None and loaded.version == version
-    rows = _busiest(small_raw, 50)
-    one = small_raw.select(rows)
+    rows = _busiest(linked_raw, 50)
+    one = linked_raw.select(rows)
     assert same(build_features(dataclasses.replace(one, graph=loaded)).values, build_features(one).values)
     index = tmp_path / REGISTRY_FOLDER / version / INDEX_FILE
     data = bytearray(index.read_bytes())

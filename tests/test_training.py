@@ -393,7 +393,8 @@ class TestWithheldSources:
             assert len(expected_rows) < 0.5 * len(ts.y)  # not every row, as before
             had = ts.sources_used[split.train, MONTHLY_SOURCES.index(source)].sum()
             assert len(picks[source]) == int(cfg.source_masking_rate * had)
-            everything = build_all(data, allowed_sources=[s for s in MONTHLY_SOURCES if s != source]).values
+            everything = build_all(data, allowed_sources=[s for s in (*MONTHLY_SOURCES, "links")
+                                                          if s != source]).values
             np.testing.assert_array_equal(ts.withheld.take(source, expected_rows), everything[expected_rows])
 
     def test_rows_asked_for_later_are_built_on_demand(self, small_dir: Path) -> None:
@@ -403,7 +404,7 @@ class TestWithheldSources:
         ts = from_folder(small_dir)
         rows = np.array([3, 50, 700])
         everything = build_all(load_folder(small_dir), allowed_sources=["tax", "utilities", "social_insurance",
-                                                                        "bureau"]).values
+                                                                        "bureau", "links"]).values
         np.testing.assert_array_equal(ts.withheld.take("payments", rows), everything[rows])
         np.testing.assert_array_equal(ts.withheld.take("payments", rows[::-1]), everything[rows[::-1]])
         assert list(ts.withheld.rows) == ["payments"]
