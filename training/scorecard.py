@@ -64,12 +64,15 @@ def fit_scorecard(X: np.ndarray, y: np.ndarray, features: list[dict], *, max_bin
         warnings.filterwarnings("ignore", module="optbinning")
         # Bin once to choose the characteristics (a feature's bins do not depend on the others), then fit the
         # Scorecard on them: re-binning for every wrong-signed coefficient cost seconds each.
-        first = process(keys)
-        woe = first.fit_transform(frame, y, metric_missing="empirical", metric_special="empirical")
+        # A feature with no value at all (its source absent from the data: no link files, say) cannot be binned.
+        present = [k for j, k in enumerate(keys) if not np.isnan(X[:, j]).all()]
+        first = process(present)
+        woe = first.fit_transform(frame[present], y, metric_missing="empirical", metric_special="empirical")
         summary = first.summary()
-        iv = {k: float(v) for k, v in zip(summary["name"], summary["iv"], strict=True)}
+        iv = {k: 0.0 for k in keys} | {k: float(v) for k, v in zip(summary["name"], summary["iv"], strict=True)}
         kept = list(first.get_support(names=True))
-        dropped = {k: f"information value {iv[k]:.4f} < {MIN_IV}" for k in keys if k not in kept}
+        dropped = {k: "no values in the training data" if k not in present else
+                   f"information value {iv[k]:.4f} < {MIN_IV}" for k in keys if k not in kept}
         while kept:
             coefficients = dict(zip(kept, regression().fit(woe[kept], y).coef_.ravel().tolist(), strict=True))
             worst = max(kept, key=lambda k: coefficients[k])
