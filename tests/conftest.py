@@ -58,5 +58,5 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mid_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The issues' reference data set: 20,000 enterprises, 36 months, seed 7."""
-    return make_synth(tmp_path_factory.mktemp("synth") / "mid", entities=20_000)
+    """The issues' reference data set, as `make run` makes it: 20,000 linked enterprises, 36 months, seed 7."""
+    return make_synth(tmp_path_factory.mktemp("synth") / "mid", entities=20_000, links=True)

@@ -179,10 +179,11 @@ class TestSynthBook:
 @pytest.fixture(scope="module")
 def shocked_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[RawData, RawData, str]:
     root = tmp_path_factory.mktemp("shock")
-    base = SynthConfig(entities=2500, months=24, seed=11)
+    # Unlinked firms: with links, contagion carries the shock on to linked firms (tests/test_links.py shows it)
+    base = SynthConfig(entities=2500, months=24, seed=11, links=False)
     spec = "region=east,from=2025-04,revenue=-0.4,electricity=-0.3,payment_delay=+10,contributions=-0.5"
     write(base, root / "base")
-    write(SynthConfig(entities=2500, months=24, seed=11, shocks=(parse_shock(spec),)), root / "shocked")
+    write(SynthConfig(entities=2500, months=24, seed=11, shocks=(parse_shock(spec),), links=False), root / "shocked")
     return load_folder(root / "base"), load_folder(root / "shocked"), "2025-04"
 
 
@@ -237,7 +238,7 @@ class TestShocks:
             "tax": "f9b891a1d44214da4c2c37e97eb835fc12632167829d5a1b75ed213f895792f5",
             "utilities": "9ebeccfb33d5d824ea6d8869b2a94c75281cc4c9b4c264ad15cb957c0985f4b1",
         }
-        write(SynthConfig(entities=300, months=24, seed=3), tmp_path / "now")
+        write(SynthConfig(entities=300, months=24, seed=3, links=False), tmp_path / "now")
         for name, digest in before.items():
             t = pq.read_table(tmp_path / "now" / f"{name}.parquet")
             content = json.dumps({"schema": str(t.schema), "data": t.to_pydict()}, default=str).encode()
@@ -246,8 +247,8 @@ class TestShocks:
 
     def test_a_signals_only_shock_moves_signals_not_defaults(self, tmp_path: Path) -> None:
         spec = "region=west,from=2025-01,contributions=-1,late_filing=0.5"
-        write(SynthConfig(entities=800, months=24, seed=2), tmp_path / "a")
-        write(SynthConfig(entities=800, months=24, seed=2, shocks=(parse_shock(spec),)), tmp_path / "b")
+        write(SynthConfig(entities=800, months=24, seed=2, links=False), tmp_path / "a")
+        write(SynthConfig(entities=800, months=24, seed=2, shocks=(parse_shock(spec),), links=False), tmp_path / "b")
         a, b = load_folder(tmp_path / "a"), load_folder(tmp_path / "b")
         first = month_index(np.array(["2025-01"], dtype="datetime64[M]"))[0]
         si_a, si_b = a.monthly["social_insurance"], b.monthly["social_insurance"]

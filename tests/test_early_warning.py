@@ -29,8 +29,9 @@ GRADES = tuple("ABCDEFG")
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("early-warning")
-    write(SynthConfig(entities=4000, seed=7), root / "plain")
-    write(SynthConfig(entities=4000, seed=7, shocks=(parse_shock(SHOCK),)), root / "shocked")
+    # Unlinked firms: ring bust-outs cannot be warned of, and contagion would carry the shock beyond its region
+    write(SynthConfig(entities=4000, seed=7, links=False), root / "plain")
+    write(SynthConfig(entities=4000, seed=7, shocks=(parse_shock(SHOCK),), links=False), root / "shocked")
     return {"plain": root / "plain", "shocked": root / "shocked"}
 
 

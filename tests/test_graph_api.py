@@ -191,43 +191,43 @@ def test_withdrawing_links_consent_deletes_the_kept_references(api: Api, linked_
     assert kinds() == {"firm": 1}  # the firm's own application count stays, as its decision does
 
 
-def test_a_firms_default_raises_the_scores_of_its_linked_firms(linked_registry: Path, linked_raw: RawData) -> None:
-    """Contagion: the same applicants, the same model, one linked firm (a shared owner) defaulting the month
-    before each application: no PD falls (the feature is monotone) and most rise."""
+def test_a_firms_default_raises_the_scores_of_its_linked_firms(mid_dir: Path,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Contagion: the same applicants and model, scored with the graph as it is and with the firms that defaulted
+    taken out of its events (their own data untouched): the neighbours' trouble raises every PD it moves, and
+    moves most of them. On the 20,000 linked firms of `make run` (3,000 hold too few such applicants for the
+    model to learn it: bench_graph.py measures the same on 20,000)."""
     from service.scoring.bundle import load_bundle
     from service.scoring.engine import Engine
-    from service.scoring.graph import PERSON, build_index
-    from service.scoring.months import month_index
+    from service.scoring.graph import EventLog, build_index
     from service.scoring.policy import load_policy
+    from service.scoring.raw import load_folder
+    from training.config import load_config
+    from training.dataset import from_folder
+    from training.pipeline import train
 
-    engine = Engine(load_bundle(linked_registry / Registry(linked_registry).champion()))
+    registry = Registry(tmp_path_factory.mktemp("contagion-models"))
+    version = train(from_folder(mid_dir), load_config(None), registry).version
+    engine = Engine(load_bundle(registry.root / version))
     policy = load_policy(DEFAULT_POLICY)
-    index, apps = linked_raw.graph, linked_raw.applications
-    # A partner for each firm that shares an owner or legal representative with another firm.
-    partner = np.full(linked_raw.n_enterprises, -1)
-    for e in np.flatnonzero(index.entity_class == PERSON):
-        members = np.unique(index.link_firm[index.entity_order[index.entity_ptr[e]:index.entity_ptr[e + 1]]])
-        if len(members) >= 2:
-            partner[members] = np.roll(members, 1)
+    linked_raw = load_folder(mid_dir)
     X = build_features(linked_raw).values
-    calm = X[:, FEATURE_NAMES.index("graph_neighbour_defaults_12m")] == 0
-    rows = np.flatnonzero((partner[apps["enterprise_row"]] >= 0) & calm)[:150]
-    assert len(rows) >= 30
-    bureau = dict(linked_raw.monthly["bureau"])
-    month = month_index(apps["application_date"][rows]) - 1
-    added = {"enterprise_row": partner[apps["enterprise_row"][rows]], "month": month,
-             "worst_dpd": np.full(len(rows), 120.0)}
-    monthly = dict(linked_raw.monthly)
-    monthly["bureau"] = {k: np.concatenate([v, added.get(k, np.zeros(len(rows), dtype=v.dtype))])
-                         for k, v in bureau.items()}
-    changed = RawData(profile=linked_raw.profile, applications=apps, monthly=monthly, book=linked_raw.book,
-                      links=linked_raw.links)
-    changed.graph = build_index(changed)
-    # Where the shared owner was recorded before the application month, the partner is a neighbour by then.
-    linked = build_features(changed.select(rows)).values[:, FEATURE_NAMES.index("graph_neighbour_defaults_12m")] >= 1
-    assert linked.mean() > 0.8
-    rows = rows[linked]
-    before = np.array([s.pd for s in engine.score(linked_raw.select(rows), policy)])
-    after = np.array([s.pd for s in engine.score(changed.select(rows), policy)])
-    assert (after >= before - 1e-12).all()
-    assert np.mean(after > before) >= 0.5 and after.mean() > 1.1 * before.mean(), (before.mean(), after.mean())
+    rows = np.flatnonzero(X[:, FEATURE_NAMES.index("graph_neighbour_defaults_12m")] > 0)[::4]
+    assert len(rows) >= 100
+    bureau = linked_raw.monthly["bureau"]
+    defaulted = np.zeros(linked_raw.n_enterprises, dtype=bool)
+    defaulted[bureau["enterprise_row"][bureau["worst_dpd"] >= 90]] = True
+    events = EventLog()
+    for source, table in linked_raw.monthly.items():
+        keep = ~defaulted[table["enterprise_row"]]
+        events.add_monthly(source, {k: v[keep] for k, v in table.items()})
+    calm = RawData(profile=linked_raw.profile, applications=linked_raw.applications, monthly=linked_raw.monthly,
+                   book=linked_raw.book, links=linked_raw.links)
+    calm.graph = build_index(calm, events)
+    calm_x = build_features(calm.select(rows)).values
+    assert (calm_x[:, FEATURE_NAMES.index("graph_neighbour_defaults_12m")] == 0).all()
+    as_is = np.array([s.pd for s in engine.score(linked_raw.select(rows), policy)])
+    without = np.array([s.pd for s in engine.score(calm.select(rows), policy)])
+    assert (as_is >= without - 1e-12).all()  # monotone: a neighbour's trouble never lowers a PD
+    assert np.mean(as_is > without) >= 0.5 and np.median(as_is / without) > 1.1, (
+        np.mean(as_is > without), np.median(as_is / without))

@@ -37,9 +37,9 @@ POLICY = load_policy(DEFAULT_POLICY)
 @pytest.fixture(scope="module")
 def folders(small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lines")
-    out = {"plain": small_dir}  # small_dir is SynthConfig(entities=3000, seed=7) without shocks
+    out = {"plain": small_dir}  # small_dir is SynthConfig(entities=3000, seed=7, links=False) without shocks
     for name, spec in SHOCKS.items():
-        write(SynthConfig(entities=3000, seed=7, shocks=(parse_shock(spec),)), root / name)
+        write(SynthConfig(entities=3000, seed=7, shocks=(parse_shock(spec),), links=False), root / name)
         out[name] = root / name
     return out
 

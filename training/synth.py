@@ -28,8 +28,8 @@ declared sales, and RING_FRONT take in an older firm of the province (FRONT_YEAR
 its history and acts for it only from the ring's start. With ``link_effects`` (the default) they change the
 operating data and outcomes:
 
-* contagion: a linked firm's fall into distress (health below DISTRESS_HEALTH) lowers a firm's health 1-3
-  months later, building up over CONTAGION_PEAK months and then fading, by CONTAGION x the link's weight
+* contagion: a linked firm's fall into distress (health below DISTRESS_HEALTH) lowers a firm's health 3-9
+  months later (CONTAGION_LAG), building up over CONTAGION_PEAK months and then fading, by CONTAGION x the link's weight
   (owner, guarantee, main customer or supplier in the data); one round, from the distress before contagion;
 * distress shows, without a draw: in a distressed month the bureau reports 90 days past due (never otherwise),
   tax and utility arrears are owed and the social-insurance payment is missed;
@@ -123,7 +123,7 @@ SOURCES = ("tax", "payments", "utilities", "social_insurance", "bureau")
 
 DEFAULT_INTERCEPT = -6.1  # sets the overall 12-month default rate near 3.5% (see tests/test_synth.py)
 LINKED_INTERCEPT = -6.85  # the same when links act (busted rings and contagion add defaults of their own)
-CONTAGION = 1.2  # health a firm loses per unit of exposure to its linked firms' distress (see _contagion)
+CONTAGION = 2.0  # health a firm loses per unit of exposure to its linked firms' distress (see _contagion)
 # The generator's stand-in for the lender's past underwriting (no model exists at generation time): approve when
 # a noisy view of the firm's health in the last complete month before the application clears this cut-off.
 APPROVAL_CUTOFF = -1.0
@@ -863,6 +863,9 @@ HUBS_PER_PROVINCE = 5
 DISTRESS_HEALTH = -2.3
 DISTRESS_RESET = 6  # months without distress after which distress is news again
 CONTAGION_PEAK = 6  # months from a hit's arrival to its strongest; it has halved a year after that
+# Months from a linked firm's fall into distress to the hit's arrival: a called guarantee, unpaid invoices and a
+# strained owner take a season to reach the firm's own accounts, so a neighbour's default leads its own data.
+CONTAGION_LAG = (3, 9)
 CONTAGION_CAP = 1.5
 W_OWNER = 1.0  # firms of one owner or legal representative, both ways
 W_GUARANTOR = 1.2  # the borrower fails: its guarantor pays
@@ -1189,7 +1192,7 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
     add(r["firm"][real], r["partner"][real], np.where(customer, W_SUPPLIER, W_CUSTOMER), since, forever)
     e_src = np.concatenate(src).astype(np.int64)
     edges = _Edges(src=e_src, dst=np.concatenate(dst).astype(np.int64), weight=np.concatenate(weight),
-                   lag=rng.integers(1, 4, len(e_src)), first=np.concatenate(first).astype(np.int64),
+                   lag=rng.integers(CONTAGION_LAG[0], CONTAGION_LAG[1] + 1, len(e_src)), first=np.concatenate(first).astype(np.int64),
                    last=np.concatenate(last).astype(np.int64))
 
     # --- ring behaviour: inflated sales, a burst of applications, and the bust-out -------------------------
