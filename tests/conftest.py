@@ -53,7 +53,7 @@ def linked_raw(linked_dir: Path) -> RawData:
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synth(tmp_path_factory.mktemp("synth") / "tiny", entities=60, months=24)
+    return make_synth(tmp_path_factory.mktemp("synth") / "tiny", entities=60, months=24, links=True)  # every file
 
 
 @pytest.fixture(scope="session")

@@ -58,8 +58,8 @@ def test_no_feature_reads_a_protected_field() -> None:
         assert not any(p in f.name for p in ("owner", "gender")), f.name
 
 
-def test_builder_computes_exactly_the_catalogue(small_raw) -> None:
-    fm = build_features(small_raw)
+def test_builder_computes_exactly_the_catalogue(linked_raw) -> None:
+    fm = build_features(linked_raw)  # linked firms: the graph features need the link files
     assert fm.names == FEATURE_NAMES
     # every feature carries information somewhere (none constant or all-missing)
     for j, name in enumerate(FEATURE_NAMES):

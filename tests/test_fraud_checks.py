@@ -33,6 +33,15 @@ DEFAULT_TEXT = DEFAULT_PATH.read_text(encoding="utf-8")
 NEUTRAL_EN, NEUTRAL_ZH = "we need to confirm this application with you", "我们需要与您核实本次申请"
 
 
+@pytest.fixture(scope="module")
+def example_request(linked_raw) -> dict:  # noqa: ANN001
+    """The example request of a linked firm: with its related records and links consent, whose owner, phone and
+    account become velocity keys."""
+    from service.batch.requests import request_for
+
+    return request_for(linked_raw)
+
+
 def check(**fields: Any) -> dict[str, Any]:
     return {"code": "CHECK", "action": "refer", "text_en": NEUTRAL_EN, "text_zh": NEUTRAL_ZH, **fields}
 

@@ -31,6 +31,7 @@ from service.scoring.catalog import CATALOG, FEATURE_NAMES
 from service.scoring.fraud import FraudMetadata, FraudModel, publish_fraud_model, write_artifact
 from service.scoring.raw import CONTRACT, find_file
 from training.dataset import fingerprint_files, mapper_for
+from training.pipeline import Split
 from training.stream import StreamedFolder
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,6 @@ def fraud_set(folder: Path | str, *, client: object | None = None) -> FraudSet:
     log.info("fraud set: %d applications, %d from %d rings", n, int(y.sum()), len(set(ring[y == 1])))
     return FraudSet(X=X, y=y, dates=apps["application_date"].astype("datetime64[D]"), ring=ring,
                     fingerprint=fingerprint)
-
-
-@dataclass(frozen=True)
-class Split:
-    train: np.ndarray
-    valid: np.ndarray
-    test: np.ndarray
-    description: dict
 
 
 def time_split(fs: FraudSet, cfg: FraudConfig) -> Split:

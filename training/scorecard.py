@@ -69,7 +69,7 @@ def fit_scorecard(X: np.ndarray, y: np.ndarray, features: list[dict], *, max_bin
         first = process(present)
         woe = first.fit_transform(frame[present], y, metric_missing="empirical", metric_special="empirical")
         summary = first.summary()
-        iv = {k: 0.0 for k in keys} | {k: float(v) for k, v in zip(summary["name"], summary["iv"], strict=True)}
+        iv = dict.fromkeys(keys, 0.0) | {k: float(v) for k, v in zip(summary["name"], summary["iv"], strict=True)}
         kept = list(first.get_support(names=True))
         dropped = {k: "no values in the training data" if k not in present else
                    f"information value {iv[k]:.4f} < {MIN_IV}" for k in keys if k not in kept}

@@ -1192,8 +1192,8 @@ def _link_structure(rng: np.random.Generator, cfg: SynthConfig, *, first_id: int
     add(r["firm"][real], r["partner"][real], np.where(customer, W_SUPPLIER, W_CUSTOMER), since, forever)
     e_src = np.concatenate(src).astype(np.int64)
     edges = _Edges(src=e_src, dst=np.concatenate(dst).astype(np.int64), weight=np.concatenate(weight),
-                   lag=rng.integers(CONTAGION_LAG[0], CONTAGION_LAG[1] + 1, len(e_src)), first=np.concatenate(first).astype(np.int64),
-                   last=np.concatenate(last).astype(np.int64))
+                   lag=rng.integers(CONTAGION_LAG[0], CONTAGION_LAG[1] + 1, len(e_src)),
+                   first=np.concatenate(first).astype(np.int64), last=np.concatenate(last).astype(np.int64))
 
     # --- ring behaviour: inflated sales, a burst of applications, and the bust-out -------------------------
     declare = np.ones(n)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from service.scoring.catalog import WINDOW_MONTHS
+from service.scoring.graph import EVENT_MONTHS
 from service.scoring.raw import CONTRACT, MONTHLY_SOURCES, RawData, month_index, month_start
 
 
@@ -73,7 +74,8 @@ def request_for(data: RawData, application_id: str | None = None) -> dict:
 
 
 def related_for(data: RawData, ent: int, before: str) -> dict:
-    """The enterprise's rows of the link files recorded before the date ``before``: a request's ``related``."""
+    """The enterprise's rows of the link files recorded before the date ``before``: a request's ``related`` (trade
+    of the 12 months the graph features read)."""
     links = data.links or {}
     day, month = np.datetime64(before, "D"), month_index(np.array([before], dtype="datetime64[D]"))[0]
     out: dict[str, list[dict]] = {"links": [], "guarantees": [], "counterparties": []}
@@ -91,5 +93,5 @@ def related_for(data: RawData, ent: int, before: str) -> dict:
                                   "counterparty_id": str(t["counterparty_id"][r]), "role": str(t["role"][r]),
                                   "share": float(t["share"][r])}
                                  for r in np.flatnonzero((t["enterprise_row"] == ent) & (t["month"] < month)
-                                                         & (t["month"] >= month - WINDOW_MONTHS))]
+                                                         & (t["month"] >= month - EVENT_MONTHS))]
     return out

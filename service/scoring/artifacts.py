@@ -55,3 +55,15 @@ def artifact_folder(root: Path | str, version: str, prefix: str) -> Path | None:
         return None
     folder = Path(root) / version
     return folder if folder.is_dir() else None
+
+
+def published(root: Path | str, version: str | None, prefix: str, error: type[Exception], what: str) -> Path | None:
+    """The folder of ``version`` (None: the one CURRENT names) under ``root``, or None when nothing was published;
+    ``error`` naming ``what`` when a version is named but is not there (a replay needs exactly that one)."""
+    version = version or current_version(root)
+    if version is None:
+        return None
+    folder = artifact_folder(root, version, prefix)
+    if folder is None:
+        raise error(f"no {what} {version!r} in {root}")
+    return folder

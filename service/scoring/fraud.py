@@ -19,7 +19,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from service.scoring.artifacts import artifact_folder, current_version, publish_artifact
+from service.scoring.artifacts import publish_artifact, published
 from service.scoring.bundle import (
     PREDICT_RAW_SCORE,
     OneRow,
@@ -175,13 +175,9 @@ def publish_fraud_model(registry: Path | str, model_text: str, metadata: FraudMe
 def registry_fraud_model(registry: Path | str, version: str | None = None) -> FraudModel | None:
     """The fraud model published as ``version`` (None: the current one), or None when none was published (no
     fraud score then). A version named but missing, or whose files are not its content, is an error."""
-    root = Path(registry) / REGISTRY_FOLDER
-    version = version or current_version(root)
-    if version is None:
-        return None
-    folder = artifact_folder(root, version, VERSION_PREFIX)
+    folder = published(Path(registry) / REGISTRY_FOLDER, version, VERSION_PREFIX, FraudModelError, "fraud model")
     if folder is None:
-        raise FraudModelError(f"no fraud model {version!r} in {root}")
+        return None
     model = load_fraud_model(folder)
     if model.version != version:
         raise FraudModelError(f"fraud model {version}: {METADATA_FILE} content implies version {model.version}; "

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from service.scoring.artifacts import artifact_folder, current_version, publish_artifact
+from service.scoring.artifacts import publish_artifact, published
 from service.scoring.months import NO_MONTH, month_index
 
 Table = dict[str, np.ndarray]
@@ -271,14 +271,8 @@ def publish_graph(index: GraphIndex, registry: Path | str) -> str:
 def registry_graph(registry: Path | str, version: str | None = None) -> GraphIndex | None:
     """The index published as ``version`` (None: the current one), or None when none was published: no graph
     features then. A version named but missing is an error."""
-    root = Path(registry) / REGISTRY_FOLDER
-    version = version or current_version(root)
-    if version is None:
-        return None
-    folder = artifact_folder(root, version, VERSION_PREFIX)
-    if folder is None:
-        raise GraphError(f"no graph index {version!r} in {root}")
-    return load_graph(folder)
+    folder = published(Path(registry) / REGISTRY_FOLDER, version, VERSION_PREFIX, GraphError, "graph index")
+    return None if folder is None else load_graph(folder)
 
 
 def load_graph(folder: Path | str) -> GraphIndex:

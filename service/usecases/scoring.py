@@ -136,7 +136,8 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
         work.decisions.append(record.row())
         work.record_digests.append(record.digest())
         work.consents.append([{**refs, "source": source, "granted": granted, "recorded_at": now}
-                              for source, granted in sorted(payload["consent"].items())])
+                              for source, granted in sorted(payload["consent"].items())
+                              if granted is not None])  # links: not asked about, not recorded
         asks = record.explanation.data_requests  # a referral more data would settle waits for it, not for a person
         work.reviews.append(None if record.decision != "refer" else {
             "decision_id": record.id, "tenant_id": tenant_id, "status": AWAITING_DATA if asks else "pending",
