@@ -53,8 +53,6 @@ ENTITY_CLASSES = ("person", "address", "phone", "account")
 KIND_CLASS = {"owner": 0, "legal_rep": 0, "address": 1, "phone": 2, "account": 3}  # a person owns or represents
 PERSON, ADDRESS, PHONE, ACCOUNT = range(4)
 CONTACT = (ADDRESS, PHONE)
-GUARANTEE = 4  # the class of a pair linked by a guarantee; 5: by trade
-TRADE = 5
 CUSTOMER, SUPPLIER = 0, 1
 GIVES, RECEIVES = 0, 1  # the firm's side of a guarantee
 NO_END = np.iinfo(np.int64).max  # a guarantee still in force
@@ -114,11 +112,6 @@ class FirmRows:
     t_role: np.ndarray  # CUSTOMER or SUPPLIER
     t_month: np.ndarray
     t_share: np.ndarray
-
-    @staticmethod
-    def empty() -> FirmRows:
-        i, f = np.empty(0, np.int64), np.empty(0, np.float64)
-        return FirmRows(i, i, i, i, i, i, i, f, i, i, i, i, i, i, f)
 
 
 @dataclass(frozen=True)
@@ -470,7 +463,7 @@ def applicant_rows(index: GraphIndex, enterprise_ids: np.ndarray, related: dict[
 def graph_features(index: GraphIndex, rows: FirmRows, *, firm: np.ndarray, registered: np.ndarray,
                    application_day: np.ndarray) -> np.ndarray:
     """(len(GRAPH_FEATURES), n) for n applications: ``firm`` each applicant's index row (-1 when the index does
-    not know it), ``registered`` and ``application_day`` as day numbers, ``rows`` their own link rows."""
+    not know it), ``registered`` and ``application_day`` their dates (datetime64[D]), ``rows`` their own rows."""
     n = len(firm)
     out = np.full((len(GRAPH_FEATURES), n), np.nan)
     if not n:
