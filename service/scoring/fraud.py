@@ -19,7 +19,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from service.scoring.artifacts import publish_artifact, published
+from service.scoring.artifacts import current_version, publish_artifact, published
 from service.scoring.bundle import (
     PREDICT_RAW_SCORE,
     OneRow,
@@ -175,8 +175,10 @@ def publish_fraud_model(registry: Path | str, model_text: str, metadata: FraudMe
 def registry_fraud_model(registry: Path | str, version: str | None = None) -> FraudModel | None:
     """The fraud model published as ``version`` (None: the current one), or None when none was published (no
     fraud score then). A version named but missing, or whose files are not its content, is an error."""
-    folder = published(Path(registry) / REGISTRY_FOLDER, version, VERSION_PREFIX, FraudModelError, "fraud model")
-    if folder is None:
+    root = Path(registry) / REGISTRY_FOLDER
+    version = version or current_version(root)
+    folder = published(root, version, VERSION_PREFIX, FraudModelError, "fraud model")
+    if folder is None or version is None:
         return None
     model = load_fraud_model(folder)
     if model.version != version:
