@@ -547,3 +547,26 @@ def test_withdrawn_links_consent_forgets_the_link_keys(tmp_path: Path) -> None:
             assert (c["velocity_firm_30d"], c["velocity_account_30d"], c["velocity_owner_30d"]) == (2, 1, 0)
     finally:
         engine.dispose()
+
+
+def test_the_read_costs_the_same_however_often_a_firm_applied(tmp_path: Path) -> None:
+    """Each key's newest READ_CAP rows are read: counts are exact below the cap and stop at it above."""
+    from service.db.velocity import READ_CAP
+
+    engine = make_engine(f"sqlite:///{tmp_path}/cap.db")
+    try:
+        migrate(engine)
+        now = dt.datetime.now(dt.UTC)
+        firm = ApplicationKeys("F1", "inventory", ())
+        with Session(engine) as s, s.begin():
+            s.add(repo.get_or_create_tenant(s, name="t"))
+            tenant = repo.get_tenant_by_name(s, name="t").id
+            for k in range(READ_CAP + 50):
+                s.execute(insert(VelocityKey), firm.rows(tenant_id=tenant, decision_id=f"d{k}",
+                                                         decided_at=now - dt.timedelta(hours=k)))
+        with Session(engine) as s:
+            [seen] = read(s, tenant_id=tenant, applications=[firm], windows=(1, 30), now=now)
+        assert seen["velocity_firm_1d"] == 25 + 1  # exact below the cap: hours 0-24 back (the start counts), this one
+        assert seen["velocity_firm_30d"] == READ_CAP + 1  # 150 in the window: the count stops at the cap
+    finally:
+        engine.dispose()
