@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_explain import per_call_us  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from service.batch.chunks import build_all  # noqa: E402
 from service.runtime import DEFAULT_POLICY  # noqa: E402
@@ -46,16 +47,6 @@ from training.dataset import from_folder  # noqa: E402
 from training.fraud import FraudConfig, train_from_folder  # noqa: E402
 from training.pipeline import train  # noqa: E402
 from training.synth import GROUND_TRUTH_FILE, SynthConfig, write  # noqa: E402
-
-
-def per_call_us(fn, calls: int) -> tuple[float, float]:
-    times = []
-    for k in range(calls):
-        t0 = time.perf_counter()
-        fn(k)
-        times.append(time.perf_counter() - t0)
-    a = np.array(times[20:]) * 1e6
-    return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
 def without_links(folder: Path, out: Path) -> Path:
