@@ -22,7 +22,7 @@ from service.db import repo
 from service.db.tables import AuditEvent, Decision
 from service.scoring.bundle import load_bundle
 from service.scoring.engine import Engine, Scored
-from service.scoring.policy import Policy, load_policy
+from service.scoring.policy import POLICY_FACTS, Policy, load_policy
 from service.scoring.record import Explanation
 
 
@@ -158,7 +158,8 @@ def replay(decision: Decision, *, registry: Path, policy_dirs: list[Path]) -> Re
     if list(decision.features) != list(names):
         raise ValueError(f"decision {decision.id}: its feature snapshot does not match model {engine.version}")
     x = np.array([np.nan if v is None else v for v in decision.features.values()], dtype=np.float64)
-    context = {**decision.context, "application_date": dt.date.fromisoformat(decision.context["application_date"])}
+    context = {k: v for k, v in decision.context.items() if k in POLICY_FACTS} | {
+        "application_date": dt.date.fromisoformat(decision.context["application_date"])}
     scored = engine.decide(x, engine.bundle.contributions(x[None, :])[0], context, policy,
                            tuple(decision.sources_used))
     o = scored.outcome

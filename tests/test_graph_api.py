@@ -77,7 +77,9 @@ class TestOnline:
         del body["related"]
         r = api.score(body)
         assert r.status_code == 200, r.text
-        assert np.isnan(features_of(snapshot(api, r.json()["decision_id"]))[GRAPH]).all()
+        record = snapshot(api, r.json()["decision_id"])
+        assert np.isnan(features_of(record)[GRAPH]).all()
+        assert "graph_version" not in record.context  # no graph was read for it
 
     def test_related_records_must_be_about_the_applicant(self, api: Api, linked_raw: RawData) -> None:
         body = request_for(linked_raw, application_ids(linked_raw, _busiest(linked_raw, 1))[0])
@@ -154,6 +156,11 @@ def test_planted_rings_are_stopped_and_explained(fraud_api: Api, linked_dir: Pat
     decision, hits, decision_id, token = codes[i]
     record = snapshot(fraud_api, decision_id)
     assert 0 <= record.context["fraud"]["fraud_score"] <= 1 and record.context["fraud"]["fraud_flag"] in (0.0, 1.0)
+    # The record names the graph and the fraud model it was decided with, as it names the credit model.
+    served = fraud_api.client.app.state.champion.get()
+    assert (record.context["graph_version"], record.context["fraud_model_version"]) == (
+        served.graph.version, served.fraud.version)
+    assert record.context["graph_version"].startswith("g-") and record.context["fraud_model_version"].startswith("f-")
     # The officer's queue names the checks; the applicant's page gives the neutral reason, no accusation.
     queue = fraud_api.client.get("/v1/reviews", headers=fraud_api.headers("review")).json()
     note = next(item["request_note"] for item in queue["items"] if item["decision_id"] == decision_id) \

@@ -20,7 +20,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,6 +91,11 @@ class PolicyInput:
     def __post_init__(self) -> None:
         if not 0.0 <= self.pd <= 1.0:  # also refuses NaN
             raise ValueError(f"pd must be in [0, 1], got {self.pd}")
+
+
+# The facts of a decision record's context the policy reads (the rest, such as the graph's and the fraud model's
+# versions, is what the record names for the auditor).
+POLICY_FACTS = frozenset(f.name for f in fields(PolicyInput)) - {"pd", "score", "grade", "features"}
 
 
 @dataclass(frozen=True)

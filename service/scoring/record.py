@@ -93,7 +93,7 @@ class DecisionRecord:
     reasons: list[dict]
     explanation: Explanation
     features: dict[str, float | None]  # the snapshot the model saw (None = missing)
-    context: dict  # the application and profile facts the policy used (no identifiers)
+    context: dict  # the facts the policy used (no identifiers), and the graph and fraud model versions read
     sources_used: list[str]
     created_at: dt.datetime
 

@@ -120,7 +120,9 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
         scored = engine.score(raw, policy, allowed_sources=allowed + ["links"] * links,
                               facts=[facts] if facts else None)[0]
         if scored.fraud is not None:
-            facts = {**facts, "fraud": scored.fraud}
+            facts = {**facts, "fraud": scored.fraud, "fraud_model_version": engine.fraud.version}
+        if links and engine.graph is not None:  # which firms' graph the related-party features were read from
+            facts = {**facts, "graph_version": engine.graph.version}
         record = DecisionRecord.from_scored(
             scored, id=uuid.uuid4().hex, tenant_id=tenant_id, application_ref=keyed(key, application["application_id"]),
             applicant_ref=keyed(key, profile["enterprise_id"]), input_digest=digest, idempotency_key=idempotency_key,
