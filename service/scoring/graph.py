@@ -53,6 +53,7 @@ ENTITY_CLASSES = ("person", "address", "phone", "account")
 KIND_CLASS = {"owner": 0, "legal_rep": 0, "address": 1, "phone": 2, "account": 3}  # a person owns or represents
 PERSON, ADDRESS, PHONE, ACCOUNT = range(4)
 CONTACT = (ADDRESS, PHONE)
+IS_CONTACT = np.isin(np.arange(len(ENTITY_CLASSES)), CONTACT)  # by entity class
 CUSTOMER, SUPPLIER = 0, 1
 GIVES, RECEIVES = 0, 1  # the firm's side of a guarantee
 NO_END = np.iinfo(np.int64).max  # a guarantee still in force
@@ -86,6 +87,9 @@ def _csr(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _expand(ptr: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each position i of ``keys``, the positions ptr[keys[i]]..ptr[keys[i]+1]: (which i, position)."""
+    if len(keys) == 1:  # one applicant, online: its range as it is (the general path costs ~15 us more a call)
+        lo, hi = int(ptr[keys[0]]), int(ptr[keys[0] + 1])
+        return np.zeros(hi - lo, dtype=np.int64), np.arange(lo, hi)
     lo, hi = ptr[keys], ptr[keys + 1]
     counts = hi - lo
     which = np.repeat(np.arange(len(keys)), counts)
@@ -452,11 +456,14 @@ def applicant_rows(index: GraphIndex, enterprise_ids: np.ndarray, related: dict[
     given = np.array([related is not None and e in related for e in enterprise_ids], dtype=bool)
     if not given.any():
         return firm, index.own_rows(firm)
-    parts = [index.own_rows(np.where(given, -1, firm))]
+    parts = [] if given.all() else [index.own_rows(np.where(given, -1, firm))]
     for i in np.flatnonzero(given):
         one = index.request_rows(enterprise_ids[i], related[enterprise_ids[i]])  # type: ignore[index]
-        parts.append(FirmRows(*(np.full_like(v, i) if name.endswith("_app") else v
-                                for name, v in zip(FirmRows.__dataclass_fields__, vars(one).values(), strict=True))))
+        parts.append(one if i == 0 else FirmRows(*(
+            np.full_like(v, i) if name.endswith("_app") else v
+            for name, v in zip(FirmRows.__dataclass_fields__, vars(one).values(), strict=True))))
+    if len(parts) == 1:  # one applicant with its own block: its rows name application 0 already
+        return firm, parts[0]
     return firm, FirmRows(*(np.concatenate([vars(p)[name] for p in parts]) for name in FirmRows.__dataclass_fields__))
 
 
@@ -505,15 +512,16 @@ def graph_features(index: GraphIndex, rows: FirmRows, *, firm: np.ndarray, regis
     all_firm = np.concatenate([p_firm[close], g_firm, tr_firm, r_firm])
     pair = np.unique(all_app * index.n_firms + all_firm)
     l_app, l_firm = pair // max(index.n_firms, 1), pair % max(index.n_firms, 1)
-    hi = np.clip(month[l_app] - index.first_month, 0, index.default_cum.shape[1] - 1)
-    lo = np.clip(month[l_app] - EVENT_MONTHS - index.first_month, 0, index.default_cum.shape[1] - 1)
+    last = index.default_cum.shape[1] - 1
+    hi = np.minimum(np.maximum(month[l_app] - index.first_month, 0), last)
+    lo = np.minimum(np.maximum(month[l_app] - EVENT_MONTHS - index.first_month, 0), last)
     defaulted = index.default_cum[l_firm, hi] > index.default_cum[l_firm, lo]
     in_arrears = index.arrears_cum[l_firm, hi] > index.arrears_cum[l_firm, lo]
 
     def distinct(app: np.ndarray, firms: np.ndarray) -> np.ndarray:
         return np.bincount(np.unique(app * index.n_firms + firms) // max(index.n_firms, 1), minlength=n)
 
-    contact = np.isin(p_class, CONTACT)
+    contact = IS_CONTACT[p_class]
     young = (contact | (p_class == ACCOUNT)) & (np.abs(index.registered[p_firm] - reg[p_app]) <= YOUNG_DAYS)
 
     # Applications of firms linked by people, contact points, accounts or guarantees, in the 30 days before.
@@ -526,7 +534,7 @@ def graph_features(index: GraphIndex, rows: FirmRows, *, firm: np.ndarray, regis
     # The group: components of the firms linked by people or guarantees, and of the applicant itself.
     k = month - index.group_first
     in_range = (k >= 0) & (k < index.group_label.shape[0])
-    kk = np.clip(k, 0, index.group_label.shape[0] - 1)
+    kk = np.minimum(np.maximum(k, 0), index.group_label.shape[0] - 1)
     people = np.concatenate([p_app[p_class == PERSON], g_app, np.flatnonzero(firm >= 0)])
     people_firm = np.concatenate([p_firm[p_class == PERSON], g_firm, firm[firm >= 0]])
     lab = index.group_label[kk[people], people_firm].astype(np.int64)
@@ -543,7 +551,7 @@ def graph_features(index: GraphIndex, rows: FirmRows, *, firm: np.ndarray, regis
                                         rows.t_share[sales])
     related = np.unique(np.concatenate([p_app * index.n_firms + p_firm, g_app * index.n_firms + g_firm,
                                         _suppliers(rows, month, index.n_firms)]))
-    to_related = (s_other >= 0) & np.isin(s_app * index.n_firms + s_other, related)
+    to_related = (s_other >= 0) & _sorted_contains(related, s_app * index.n_firms + s_other)
     slot = s_app * (SHARE_MONTHS + 1) + (month[s_app] - s_month)  # (application, month back 1..3)
     months_with = np.bincount(np.unique(slot) // (SHARE_MONTHS + 1), minlength=n)
     top = np.zeros(n * (SHARE_MONTHS + 1))
@@ -567,6 +575,12 @@ def graph_features(index: GraphIndex, rows: FirmRows, *, firm: np.ndarray, regis
         given,
     ]
     return out
+
+
+def _sorted_contains(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """np.isin(x, sorted_values) for distinct sorted values, by binary search (np.isin sorts both again)."""
+    at = np.minimum(np.searchsorted(sorted_values, x), max(len(sorted_values) - 1, 0))
+    return sorted_values[at] == x if len(sorted_values) else np.zeros(len(x), dtype=bool)
 
 
 def _suppliers(rows: FirmRows, month: np.ndarray, n_firms: int) -> np.ndarray:
