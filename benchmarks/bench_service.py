@@ -273,10 +273,8 @@ def bench_pieces(app: FastAPI, key: str, payload: dict, n: int, warmup: int) -> 
     application = {**dumped["application"], "enterprise_id": req.profile.enterprise_id}
 
     def raw():  # noqa: ANN202 - as the use case builds it: with the related block when links are consented
-        built = raw_for_applicant(dumped["profile"], application, {s: dumped["data"][s] for s in allowed})
-        if links:
-            built.related = {req.profile.enterprise_id: dumped["related"]}
-        return built
+        return raw_for_applicant(dumped["profile"], application, {s: dumped["data"][s] for s in allowed},
+                                 dumped["related"] if links else None)
 
     links = dumped["consent"].get("links") is True and dumped.get("related") is not None
     one, sources = raw(), allowed + ["links"] * links

@@ -161,7 +161,8 @@ def create_app(settings: Settings | None = None, *, freeze_heap: bool = False) -
     app.state.writer = DecisionWriter(write_engine, on_commit=metrics.observe_commit)
     metrics.watch(app.state.writer, {"write": write_engine.pool}
                   | ({"read": read_engine.pool} if read_engine is not write_engine else {}))
-    app.state.recorder = Recorder(settings, app.state.keyring, app.state.writer, app.state.read_sessions)
+    app.state.recorder = Recorder(settings, app.state.keyring, app.state.writer, app.state.read_sessions,
+                                  local_reads=read_engine.dialect.name == "sqlite")
     app.state.rate_limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else RateLimiter()
     errors.install(app)
     for module in (scores, decisions, explanations, applicants, models, reviews, health):

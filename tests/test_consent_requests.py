@@ -57,7 +57,7 @@ def under_request(example: dict, created: dict, drop: tuple[str, ...] = ()) -> d
     """The example score request naming the consent request instead of carrying the lender's consent."""
     body = copy.deepcopy(example)
     del body["consent"]
-    body.pop("related", None)  # the applicant's page asks about the monthly sources, not related-party records
+    body.pop("related", None)  # sent only when the request asks for links (tests/test_graph_api.py)
     body["consent_request_id"] = created["id"]
     for source in drop:
         body["data"][source] = []
@@ -105,7 +105,7 @@ class TestCreateConsentRequest:
 
     @pytest.mark.parametrize(("change", "detail"), [
         ({"sources": ["tax", "invoices"]}, "body.sources.1: Input should be 'tax', 'payments', 'utilities', "
-                                           "'social_insurance' or 'bureau'"),
+                                           "'social_insurance', 'bureau' or 'links'"),
         ({"sources": ["tax", "tax"]}, "body.sources: Value error, each source at most once; repeated: tax"),
         ({"sources": []}, "body.sources: List should have at least 1 item after validation, not 0"),
         ({"purpose": " ok "}, "body.purpose: String should have at least 5 characters"),

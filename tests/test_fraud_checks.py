@@ -570,3 +570,32 @@ def test_the_read_costs_the_same_however_often_a_firm_applied(tmp_path: Path) ->
         assert seen["velocity_firm_30d"] == READ_CAP + 1  # 150 in the window: the count stops at the cap
     finally:
         engine.dispose()
+
+
+def test_many_keys_are_read_in_statements_of_a_few_shapes(tmp_path: Path) -> None:
+    """A request may name 500 links and a batch thousands: the keys are read MAX_KEYS at a time (SQLite refuses a
+    compound SELECT of more than 500 terms), each statement padded to a power of two, and every count is right."""
+    from service.db.velocity import MAX_KEYS
+
+    engine = make_engine(f"sqlite:///{tmp_path}/many.db")
+    try:
+        migrate(engine)
+        now = dt.datetime.now(dt.UTC)
+        mine = ApplicationKeys("F1", "inventory", tuple(("phone", f"T{k}") for k in range(150)))
+        # T99 sorts last of the 151 keys, into the third statement: its three applications must be the most seen.
+        theirs = [ApplicationKeys(f"G{k}-{j}", "inventory", (("phone", f"T{k}"),)) for k in (2, 77, 99)
+                  for j in range({2: 1, 77: 2, 99: 3}[k])]
+        with Session(engine) as s, s.begin():
+            s.add(repo.get_or_create_tenant(s, name="t"))
+            tenant = repo.get_tenant_by_name(s, name="t").id
+            for k, a in enumerate(theirs):
+                s.execute(insert(VelocityKey), a.rows(tenant_id=tenant, decision_id=f"d{k}", decided_at=now))
+        statements: list[str] = []
+        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        with Session(engine) as s:
+            [c] = read(s, tenant_id=tenant, applications=[mine], windows=(30,), now=now)
+        assert (c["velocity_firm_30d"], c["velocity_phone_30d"]) == (1, 3)  # the most over its keys
+        reads = [x for x in statements if "velocity_keys" in x]
+        assert [x.count("UNION ALL") + 1 for x in reads] == [MAX_KEYS, MAX_KEYS, 32]  # 151 keys: 64 + 64 + 23
+    finally:
+        engine.dispose()

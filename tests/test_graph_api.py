@@ -18,7 +18,7 @@ from service.db.tables import Decision
 from service.runtime import DEFAULT_POLICY
 from service.scoring.catalog import FEATURE_NAMES
 from service.scoring.features import build_features
-from service.scoring.raw import RawData
+from service.scoring.raw import MONTHLY_SOURCES, RawData, business_today
 from service.scoring.registry import Registry
 from tests.api_fixtures import Api, error_of, make_api
 from tests.test_graph_features import GRAPH, _busiest, same
@@ -196,6 +196,104 @@ def test_withdrawing_links_consent_deletes_the_kept_references(api: Api, linked_
                         json={"sources": ["links"], "reason": "applicant withdrew related-party consent"})
     assert r.status_code == 200, r.text
     assert kinds() == {"firm": 1}  # the firm's own application count stays, as its decision does
+
+
+def test_links_asked_on_the_consent_page_are_used_only_while_granted(api: Api, linked_raw: RawData) -> None:
+    """The applicant's own page asks for links like a monthly source: granted, the related block is scored and
+    the grant recorded; declined, the block is refused naming it and no graph feature is used; withdrawn on the
+    page, the kept owner, phone and account references go, as with the lender's withdrawal."""
+    from sqlalchemy import select
+
+    from service.db.tables import Consent, VelocityKey
+
+    ids = application_ids(linked_raw, _busiest(linked_raw, 2))
+    sources = [*MONTHLY_SOURCES, "links"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    def ask_and_answer(body: dict, links: str) -> dict:
+        created = api.client.post("/v1/consent-requests", headers=api.headers("score"), json={
+            "enterprise_id": body["profile"]["enterprise_id"], "sources": sources, "language": "en",
+            "purpose": "assess this business loan application"}).json()
+        path = f"/v1/explanations/consent/{created['link']['token']}"
+        page = api.client.get(path + "?lang=en").text
+        assert "Related parties" in page and "receiving accounts" in page  # what it holds, in the applicant's terms
+        choices = "&".join(f"{s}={'grant' if s != 'links' else links}" for s in sources)
+        assert api.client.post(path + "?lang=en", content=choices, headers=form,
+                               follow_redirects=False).status_code == 303
+        return {**created, "path": path}
+
+    def under(body: dict, created: dict) -> dict:
+        out = {k: v for k, v in copy.deepcopy(body).items() if k != "consent"}
+        return {**out, "consent_request_id": created["id"]}
+
+    granted_body = request_for(linked_raw, ids[0])
+    granted = ask_and_answer(granted_body, "grant")
+    r = api.score(under(granted_body, granted))
+    assert r.status_code == 200, r.text
+    record = snapshot(api, r.json()["decision_id"])
+    assert not np.isnan(features_of(record)[GRAPH]).all() and "graph_version" in record.context
+    ref = r.json()["applicant_ref"]
+    with api.client.app.state.sessions() as session:
+        assert session.scalar(select(Consent.granted).where(Consent.decision_id == record.id,
+                                                            Consent.source == "links")) is True
+        assert session.scalar(select(VelocityKey.id).where(VelocityKey.applicant_ref == ref,
+                                                           VelocityKey.kind != "firm").limit(1)) is not None
+    r = api.client.post(granted["path"] + "/withdraw?lang=en", content="source=links", headers=form,
+                        follow_redirects=False)
+    assert r.status_code == 303, r.text
+    with api.client.app.state.sessions() as session:
+        assert session.scalar(select(VelocityKey.id).where(VelocityKey.applicant_ref == ref,
+                                                           VelocityKey.kind != "firm").limit(1)) is None
+    r = api.score(under(granted_body, granted))
+    assert r.status_code == 422 and error_of(r)["detail"].startswith(
+        f"body.related: the applicant withdrew links in consent request {granted['id']}")
+
+    declined_body = request_for(linked_raw, ids[1])
+    declined = ask_and_answer(declined_body, "decline")
+    r = api.score(under(declined_body, declined))
+    assert r.status_code == 422
+    assert [e["loc"] for e in error_of(r)["errors"]] == [["body", "related"]]
+    without = {k: v for k, v in under(declined_body, declined).items() if k != "related"}
+    r = api.score(without)
+    assert r.status_code == 200, r.text
+    assert np.isnan(features_of(snapshot(api, r.json()["decision_id"]))[GRAPH]).all()
+
+
+def test_a_rescoring_reads_the_graph_only_when_the_decision_did(database_url: str, linked_registry: Path,
+                                                                 linked_raw: RawData, tmp_path: Path) -> None:
+    """Early warning compares a loan's PD now with the PD of its decision's features: a rescoring must read the
+    related-party features when the decision did (links consent), as of its own month, and not otherwise. A lender
+    whose policy approves nearly anything books the loans (the small model refers most of these applicants)."""
+    from service.db.tables import Rescoring
+    from tests.test_fraud_checks import fraud_api as lenient_api
+    from tests.test_rescore import newest_months
+
+    api = lenient_api(database_url, linked_registry, tmp_path, [])
+
+    def rescored_graph(body: dict) -> np.ndarray:
+        decision = api.score(body, who="fraud").json()
+        assert decision["decision"] == "approve", decision
+        loan = api.client.post("/v1/loans", headers=api.headers("fraud"), json={
+            "decision_id": decision["decision_id"], "loan_reference": f"LN-{decision['decision_id'][:8]}",
+            "product": "revolving_line", "drawn": round(decision["offer"]["limit"] / 2, 2),
+            "origination_date": business_today().isoformat()}).json()
+        r = api.client.post("/v1/monitoring/rescore", headers=api.headers("fraud"), json={"items": [
+            {"loan_id": loan["id"], "consent": body["consent"], "data": newest_months(body)}]})
+        assert r.status_code == 200, r.text
+        with api.client.app.state.sessions() as session:
+            row = session.get(Rescoring, r.json()["items"][0]["id"])
+            return np.array([np.nan if row.features[FEATURE_NAMES[j]] is None else row.features[FEATURE_NAMES[j]]
+                             for j in GRAPH])
+
+    with api.client:
+        body = request_for(linked_raw, application_ids(linked_raw, _busiest(linked_raw, 1))[0])
+        unlinked = {**copy.deepcopy(body), "consent": {**body["consent"], "links": False},
+                    "application": {**body["application"], "application_id": body["application"]["application_id"]
+                                    + "-u"}}
+        del unlinked["related"]
+        assert not np.isnan(rescored_graph(body)).all()
+        assert np.isnan(rescored_graph(unlinked)).all()
+    api.client.app.state.engine.dispose()
 
 
 def test_a_firms_default_raises_the_scores_of_its_linked_firms(mid_dir: Path,

@@ -21,13 +21,13 @@ from service.db.consents import ConsentView
 from service.db.tables import as_utc, utcnow
 from service.deps import ReaderDep, ReadSessionDep, ScorerDep, SessionDep, SettingsDep
 from service.errors import ERROR_RESPONSES, NotFound
-from service.scoring.raw import MONTHLY_SOURCES
+from service.scoring.raw import CONSENT_SOURCES
 from service.usecases import consents as consent_cases
 
 router = APIRouter(route_class=EdgeRoute, prefix="/v1/consent-requests", tags=["consent"], responses=ERROR_RESPONSES)
 PAGE_PATH = "/v1/explanations/consent"  # under the applicant's pages: public, rate-limited per address, untraced
 
-Source = Literal[MONTHLY_SOURCES]  # type: ignore[valid-type]
+Source = Literal[CONSENT_SOURCES]  # type: ignore[valid-type]
 
 
 def _distinct(sources: list[str]) -> list[str]:
@@ -42,7 +42,10 @@ class ConsentRequestIn(Strict):
         description="The applicant's enterprise id, as in score requests; stored only as the lender's keyed "
                     "pseudonym (applicant_ref)")
     sources: Annotated[list[Source], AfterValidator(_distinct)] = Field(
-        min_length=1, description="The data sources to ask for; the applicant grants or declines each separately")
+        min_length=1, description="The data sources to ask for; the applicant grants or declines each separately. "
+                                  "links: the related-party records (owners, representatives, address, phone, "
+                                  "receiving accounts, guarantees, main trading partners), sent in a score "
+                                  "request's `related` block only when granted")
     purpose: Annotated[str, StringConstraints(strip_whitespace=True, min_length=5, max_length=500)] = Field(
         description="What the data is for, in the lender's words, shown to the applicant as written")
     language: Literal["zh", "en"] = Field("zh", description="The page's language (the applicant can switch)")

@@ -190,10 +190,8 @@ def related_problems(profile: BaseModel, consent: ConsentIn | None, related: Rel
     """Related records only with consent to them, and each about this applicant, dated as the contract says."""
     if related is None:
         return []
-    if consent is None:  # the applicant's own page asks about the monthly sources only
-        return [(("related",), "needs consent.links from the lender's consent record; a consent request does not "
-                               "cover related-party records")]
-    if consent.links is not True:
+    # Under a consent request (no consent block) the applicant's grant of links is checked when scoring.
+    if consent is not None and consent.links is not True:
         return [(("related",), "sent without consent (consent.links is not true): do not send related-party "
                                "records the applicant has not agreed to share")]
     me, registered = profile.enterprise_id, profile.registration_date  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from service.pseudonyms import keyed
 # both); a registered address is not one: business centres register hundreds of genuine firms.
 LINK_KINDS = {"owner": "owner", "legal_rep": "owner", "phone": "phone", "account": "account"}
 READ_CAP = 100  # rows read per key: a count stops at 100, far above any policy's threshold
+MAX_KEYS = 64  # keys per statement: SQLite allows 500 terms in a compound SELECT, a batch names thousands
 LINKED = ("owner", "phone", "account")  # velocity_<kind>: applications by other firms that named the same key
 
 
@@ -80,9 +81,6 @@ def read(session: Session, *, tenant_id: int, applications: Sequence[Application
                                                                 **starts, **named})
         found += [(key, applicant, purpose, tuple(int(n) for n in tally)) for key, applicant, purpose, *tally in rows]
     return counts(found, applications, windows)
-
-
-MAX_KEYS = 64  # keys per statement: SQLite allows 500 terms in a compound SELECT, a batch names thousands
 
 
 def _padded(n: int) -> int:

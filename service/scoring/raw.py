@@ -336,6 +336,9 @@ CONTRACT: dict[str, Source] = {
 # a scoring.graph.GraphIndex built from the whole population (``RawData.graph``).
 LINK_SOURCES: tuple[str, ...] = ("links", "guarantees", "counterparties")
 MONTHLY_SOURCES: tuple[str, ...] = tuple(s for s, src in CONTRACT.items() if src.monthly)
+# What an applicant grants or declines one by one: each monthly source, and "links" for the three link files
+# together (the related-party features' source in the catalogue).
+CONSENT_SOURCES: tuple[str, ...] = (*MONTHLY_SOURCES, "links")
 
 Table = dict[str, np.ndarray]
 
@@ -1247,10 +1250,13 @@ def table_from_records(source: Source, rows: list[dict], *, enterprise_row: int 
     return out
 
 
-def raw_for_applicant(profile: dict, application: dict, monthly: dict[str, list[dict]]) -> RawData:
-    """A one-applicant RawData: the online twin of load_folder (rows already validated by the API schema)."""
+def raw_for_applicant(profile: dict, application: dict, monthly: dict[str, list[dict]],
+                      related: dict | None = None) -> RawData:
+    """A one-applicant RawData: the online twin of load_folder (rows already validated by the API schema);
+    ``related``: the request's own link rows (only with its links consent), which the graph features match."""
     return RawData(
         profile=table_from_records(CONTRACT["profile"], [profile]),
         applications=table_from_records(CONTRACT["applications"], [application]),
         monthly={name: table_from_records(CONTRACT[name], rows) for name, rows in monthly.items()},
+        related=None if related is None else {profile["enterprise_id"]: related},
     )

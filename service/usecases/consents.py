@@ -17,7 +17,7 @@ from service.db.consents import ConsentView
 from service.db.tables import ConsentRequest, as_utc, utcnow
 from service.errors import Invalid
 from service.pseudonyms import keyed, tenant_key
-from service.scoring.raw import MONTHLY_SOURCES
+from service.scoring.raw import CONSENT_SOURCES, MONTHLY_SOURCES
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def request_consent(session: Session, *, settings: Settings, tenant_id: int, act
                     sources: list[str], purpose: str, language: str) -> Created:
     """A consent request for the applicant, who is kept only as the lender's keyed pseudonym; the answer window
     is ``explanation_ttl_hours`` (the same lifetime as a decision's page link)."""
-    ordered = [s for s in MONTHLY_SOURCES if s in sources]  # the page lists sources in the contract's order
+    ordered = [s for s in CONSENT_SOURCES if s in sources]  # the page lists sources in the contract's order
     request, token = consents.create_request(
         session, tenant_id=tenant_id, applicant_ref=keyed(tenant_key(settings, tenant_id), enterprise_id),
         sources=ordered, purpose=purpose, language=language, answer_hours=settings.explanation_ttl_hours,
@@ -102,7 +102,8 @@ def consent_for_scoring(session: Session, *, settings: Settings, tenant_id: int,
                         enterprise_id: str, sent: list[str], loc: list[str | int]) -> dict[str, bool]:
     """The consent per source a score request naming ``request_id`` may use: what the applicant granted on their
     page and has not withdrawn. Refused (422) when the request is not this lender's, is for another applicant,
-    is unanswered or past its deadline, or when data was ``sent`` for a source not granted (each named)."""
+    is unanswered or past its deadline, or when data was ``sent`` for a source not granted (each named: the
+    monthly sources under ``data``, links as the ``related`` block)."""
     where = ".".join(str(p) for p in [*loc, "consent_request_id"])
 
     def refuse(msg: str, type_: str) -> Invalid:
@@ -129,9 +130,14 @@ def consent_for_scoring(session: Session, *, settings: Settings, tenant_id: int,
             refused.append((source, f"the applicant {why} {source} in consent request {request_id}"
                             if state is not None else f"{source} {why} in consent request {request_id}"))
     if refused:
-        first = ".".join(str(p) for p in [*loc, "data", refused[0][0]])
+        def where_sent(source: str) -> list[str | int]:
+            return [*loc, "related"] if source == "links" else [*loc, "data", source]
+
+        first = ".".join(str(p) for p in where_sent(refused[0][0]))
         raise Invalid(f"{first}: {refused[0][1]}; do not send data the applicant has not agreed to share",
-                      errors=[{"loc": [*loc, "data", source], "msg": msg, "type": "consent_not_granted"}
+                      errors=[{"loc": where_sent(source), "msg": msg, "type": "consent_not_granted"}
                               for source, msg in refused])
-    return {s: bool((state := page.state(s)) and state.granted) for s in MONTHLY_SOURCES}
+    # A monthly source not asked for is not consented; links not asked for are not recorded either way.
+    return {s: bool(state and state.granted) for s in CONSENT_SOURCES
+            if (state := page.state(s)) is not None or s in MONTHLY_SOURCES}
 

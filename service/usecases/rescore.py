@@ -136,7 +136,12 @@ def _rescore_one(session: Session, *, engine: Engine, policy: Policy, loan: Loan
                    "application_date": as_of.isoformat(), "requested_amount": float(loan.limit),
                    "term_months": int(loan.term_months), "purpose": stored["application"]["purpose"]}
     history = _history(stored, item)
-    raw = raw_for_applicant(stored["profile"], application, history)
+    # The related-party features as the decision read them: with the links consent the request recorded (its
+    # withdrawal purges the stored request), from the lender's graph as of this month; a rescoring without them
+    # would move the PD of every linked firm against the decision's for no change in the firm.
+    links = stored["consent"].get("links") is True
+    raw = raw_for_applicant(stored["profile"], application, history, stored.get("related") if links else None)
+    raw.graph = engine.graph if links else None
     windows = gather_windows(raw, allowed_sources=list(history))
     x_now = build_features(raw, windows=windows).values[0]
     signals = _signals_of(windows, policy)

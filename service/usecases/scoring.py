@@ -53,7 +53,7 @@ class Recorder:
     keyring: Keyring
     writer: DecisionWriter
     read_sessions: sessionmaker[Session]
-
+    local_reads: bool = False  # SQLite: an indexed read of a local file, cheaper than a hop to a thread
 
 async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: int, actor: str,
                  payloads: list[dict], idempotency_key: str | None = None, batch: bool = False) -> list[Issued]:
@@ -76,8 +76,9 @@ async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: in
     now = utcnow()
     keys = [velocity.keys_of(key, p) for p in payloads]
     counts = None
-    if policy.velocity_windows:  # the policy's fraud checks read them: one grouped query, off the event loop
-        counts = await to_thread.run_sync(_velocity, rec, tenant_id, keys, policy.velocity_windows, now)
+    if policy.velocity_windows:  # the policy's fraud checks read them: one grouped query
+        counts = _velocity(rec, tenant_id, keys, policy.velocity_windows, now) if rec.local_reads else \
+            await to_thread.run_sync(_velocity, rec, tenant_id, keys, policy.velocity_windows, now)
     args = (rec, key, engine, policy, tenant_id, actor, payloads, digests, idempotency_key, now, keys, counts)
     # One application (about a millisecond of CPU) is scored on the event loop, skipping a thread-pool hop; a
     # batch (up to max_batch) goes to a thread, so that the loop keeps answering other requests meanwhile.
@@ -114,9 +115,7 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
         links = payload["consent"].get("links") is True  # the related-party graph, with its own consent
         application, profile = payload["application"], payload["profile"]
         raw = raw_for_applicant(profile, {**application, "enterprise_id": profile["enterprise_id"]},
-                                {s: payload["data"][s] for s in allowed})
-        if links and payload.get("related") is not None:
-            raw.related = {profile["enterprise_id"]: payload["related"]}
+                                {s: payload["data"][s] for s in allowed}, payload.get("related") if links else None)
         scored = engine.score(raw, policy, allowed_sources=allowed + ["links"] * links,
                               facts=[facts] if facts else None)[0]
         if scored.fraud is not None:
@@ -178,7 +177,8 @@ def _with_grants(rec: Recorder, tenant_id: int, payloads: list[dict], batch: boo
         with rec.read_sessions() as session:
             return [p if p.get("consent_request_id") is None else {**p, "consent": consents.consent_for_scoring(
                 session, settings=rec.settings, tenant_id=tenant_id, request_id=p["consent_request_id"],
-                enterprise_id=p["profile"]["enterprise_id"], sent=[s for s in MONTHLY_SOURCES if p["data"][s]],
+                enterprise_id=p["profile"]["enterprise_id"],
+                sent=[s for s in MONTHLY_SOURCES if p["data"][s]] + ["links"] * (p.get("related") is not None),
                 loc=["body", "items", i] if batch else ["body"])} for i, p in enumerate(payloads)]
     except OperationalError as exc:
         raise Unavailable("the database is not reachable; nothing was recorded") from exc

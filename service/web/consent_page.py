@@ -30,6 +30,11 @@ WHAT = {  # what each source holds, in the applicant's terms (the data contract'
                          "Monthly insured headcount, contributions paid and missed payments"),
     "bureau": ("征信报告中的在贷笔数、近6个月查询次数和最长逾期天数",
                "From your credit report: open loans, inquiries in the last 6 months, worst days past due"),
+    "links": ("企业的股东和法定代表人、注册地址、联系电话、收款账户（均以化名代码保存）、企业间担保，"
+              "以及发票中的主要客户和供应商；与贷款机构已知的其他企业比对",
+              "Your owners and legal representative, registered address, contact phone, receiving accounts (all kept "
+              "as pseudonymous codes), guarantees between firms, and main customers and suppliers from your "
+              "invoices; matched against the other firms the lender knows"),
 }
 STATUS = {"pending": ("待选择", "Not answered"), "granted": ("已同意", "Granted"), "declined": ("已拒绝", "Declined"),
           "withdrawn": ("已撤回", "Withdrawn")}

@@ -15,7 +15,7 @@ LANGS = ("zh", "en")
 SOURCE_LABELS = {
     "tax": ("税务申报与发票", "Tax filings and invoices"), "payments": ("经营流水", "Business payment flows"),
     "utilities": ("用电与水电缴费", "Electricity use and bills"), "social_insurance": ("社保缴纳", "Social insurance"),
-    "bureau": ("征信记录", "Credit bureau"),
+    "bureau": ("征信记录", "Credit bureau"), "links": ("关联关系", "Related parties"),
 }
 DECISIONS = {"approve": ("已批准", "Approved"),
              "refer": ("转人工审核：信贷人员将与您联系", "Referred: a credit officer will contact you"),
