@@ -296,6 +296,68 @@ def test_a_rescoring_reads_the_graph_only_when_the_decision_did(database_url: st
     api.client.app.state.engine.dispose()
 
 
+def test_a_stored_book_is_stressed_with_the_graph_as_its_folder_is(linked_raw: RawData,
+                                                                   linked_registry: Path) -> None:
+    """Stress from the decisions' stored requests reads the related-party features as the folder's book does (the
+    lender's graph and each request's own rows, with its links consent), and none for a loan whose applicant did
+    not consent: the same features as from the folder, and other PDs once the links are withheld. The scenario
+    keeps the graph (before, the folder's book and the shocked copy both dropped it). The stressed totals of the
+    two paths differ for a reason of their own: the scenario's random draws follow each book's firm order."""
+    from service.monitoring import stress as st
+    from service.scoring.bundle import load_bundle
+    from service.scoring.engine import Engine
+    from service.scoring.graph import registry_graph
+    from service.scoring.policy import load_policy
+    from service.scoring.raw import month_index
+
+    registry = Registry(linked_registry)
+    engine = Engine(load_bundle(registry.path(registry.champion())), graph=registry_graph(linked_registry))
+    policy, config, scenario = load_policy(DEFAULT_POLICY), st.load_config(), st.load_scenario("severe")
+    apps = linked_raw.applications
+    as_of = int(month_index(np.array([np.datetime64("2025-10-01")]))[0])  # the folders' last month of data
+    rows = np.flatnonzero(month_index(apps["application_date"]) == as_of + 1)[:40]
+    n = len(rows)
+    book = {"loan_id": np.array([f"L{a}" for a in apps["application_id"][rows]], dtype=object),
+            "enterprise_id": linked_raw.profile["enterprise_id"][apps["enterprise_row"][rows]],
+            "application_id": apps["application_id"][rows],
+            "product": np.array(["revolving_line", "term_loan"] * n, dtype=object)[:n],
+            "limit": np.full(n, 100_000.0), "drawn": np.full(n, 60_000.0), "outstanding": np.full(n, 50_000.0),
+            "term_months": np.full(n, 12.0), "apr": np.full(n, 0.1), "status": np.array(["current"] * n, dtype=object),
+            "as_of_month": np.full(n, as_of)}
+    requests = [request_for(linked_raw, str(a)) for a in apps["application_id"][rows]]
+    assert all(r["consent"]["links"] for r in requests)
+    # Only loans whose stored data reaches the book date: a request whose data ends earlier is scored as of then,
+    # unlike the folder's book (tests/test_stress.py), which is not what this test is about.
+    full = st.loans_from_requests(requests, book, config)[0].shock_end == as_of
+    book = {k: v[full] for k, v in book.items()}
+    requests = [r for r, keep in zip(requests, full, strict=True) if keep]
+    assert len(requests) >= 30
+    stored, _ = st.loans_from_requests(requests, book, config)
+    folder = st.book_loans(linked_raw, book, config)
+    graph = [FEATURE_NAMES.index(n) for n in FEATURE_NAMES if n.startswith("graph_")]
+    np.testing.assert_array_equal(st.book_features(engine, stored.raw, stored.links_withheld).values,
+                                  st.book_features(engine, folder.raw).values)
+    shocked, _ = st.apply_scenario(folder.raw, scenario, folder.shock_end)
+    assert (shocked.graph, shocked.links) == (folder.raw.graph, folder.raw.links)
+    kept = [j for j in graph if FEATURE_NAMES[j] != "graph_guarantee_exposure"]  # exposure is per revenue
+    np.testing.assert_array_equal(st.book_features(engine, shocked).values[:, kept],
+                                  st.book_features(engine, folder.raw).values[:, kept])
+
+    from_stored = st.stress_book(engine, policy, stored, scenario, config)
+    from_folder = st.stress_book(engine, policy, folder, scenario, config)
+    assert (from_stored.totals.pd_baseline, from_stored.totals.decline_baseline) == (
+        from_folder.totals.pd_baseline, from_folder.totals.decline_baseline)
+
+    withheld = [{**{k: v for k, v in r.items() if k != "related"}, "consent": {**r["consent"], "links": False}}
+                for r in requests]
+    unlinked, _ = st.loans_from_requests(withheld, book, config)
+    assert unlinked.links_withheld.all() and not stored.links_withheld.any()
+    assert np.isnan(st.book_features(engine, unlinked.raw, unlinked.links_withheld).values[:, graph]).all()
+    assert not np.isnan(st.book_features(engine, stored.raw, stored.links_withheld).values[:, graph]).all()
+    assert st.stress_book(engine, policy, unlinked, scenario, config).totals.pd_baseline != \
+        from_stored.totals.pd_baseline
+
+
 def test_a_firms_default_raises_the_scores_of_its_linked_firms(mid_dir: Path,
                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
     """Contagion: the same applicants and model, scored with the graph as it is and with the firms that defaulted

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,8 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.batch.chunks import build_all
-from service.scoring.catalog import GROUPS
+from service.scoring.catalog import CATALOG, GROUPS
 from service.scoring.engine import Engine, Scored
+from service.scoring.features import FeatureMatrix
 from service.scoring.policy import Policy, config_errors
 from service.scoring.raw import (
     INDUSTRIES,
@@ -185,6 +186,9 @@ class BookLoans:
     industry: np.ndarray
     region: np.ndarray
     not_live: dict[str, int]  # status -> loans left out (repaid, defaulted)
+    # Per application row, the loans whose applicant did not consent to links (stored requests): no related-party
+    # feature for them. None: a folder's book, whose own graph covers every firm.
+    links_withheld: np.ndarray | None = None
 
 
 def _as_of(book: Table, file: str) -> int:
@@ -255,8 +259,9 @@ def book_loans(data: RawData, book: Table, config: StressConfig, *, file: str = 
             purpose[k] = p if p in PURPOSES else "working_capital"
     end = np.full(len(rows), as_of, dtype=np.int64)
     applications = _as_applications(book, rows, end, ent, data.profile["enterprise_id"][ent], purpose)
-    raw = RawData(profile=data.profile, applications=applications, monthly=data.monthly).select(
-        np.arange(len(rows)))
+    # The folder's related-party graph stays with the book (it was dropped before: no loan had graph features).
+    raw = RawData(profile=data.profile, applications=applications, monthly=data.monthly, links=data.links,
+                  graph=data.graph).select(np.arange(len(rows)))
     return _assemble(raw, book, rows, as_of, np.full(raw.n_enterprises, as_of, dtype=np.int64), config, not_live)
 
 
@@ -278,7 +283,10 @@ def loans_from_requests(requests: list[dict | None], book: Table, config: Stress
         consent = req.get("consent", {})
         monthly = {s: req.get("data", {}).get(s) or [] for s in MONTHLY_SOURCES if consent.get(s)}
         application = {**req["application"], "enterprise_id": req["profile"]["enterprise_id"]}
-        pieces.append(raw_for_applicant(req["profile"], application, monthly))
+        pieces.append(raw_for_applicant(req["profile"], application, monthly,
+                                        req.get("related") if consent.get("links") is True else None))
+    withheld = np.array([requests[r].get("consent", {}).get("links") is not True for r in rows])
+    related = {e: rel for p in pieces for e, rel in (p.related or {}).items()}
     profile = {k: np.concatenate([p.profile[k] for p in pieces]) for k in pieces[0].profile}
     monthly_all: dict[str, Table] = {}
     for source in MONTHLY_SOURCES:
@@ -297,8 +305,8 @@ def loans_from_requests(requests: list[dict | None], book: Table, config: Stress
     end = np.where(newest > np.iinfo(np.int64).min, np.minimum(newest, as_of), as_of)
     ent = np.arange(len(rows), dtype=np.int64)
     applications = _as_applications(book, rows, end, ent, profile["enterprise_id"], purpose)
-    raw = RawData(profile=profile, applications=applications, monthly=monthly_all)
-    return _assemble(raw, book, rows, as_of, end, config, not_live), missing
+    raw = RawData(profile=profile, applications=applications, monthly=monthly_all, related=related or None)
+    return replace(_assemble(raw, book, rows, as_of, end, config, not_live), links_withheld=withheld), missing
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -394,7 +402,7 @@ def apply_scenario(raw: RawData, scenario: Scenario, end_month: int | np.ndarray
                 column[rows] = value
                 t[field] = column
             monthly["social_insurance"] = t
-    return RawData(profile=raw.profile, applications=raw.applications, monthly=monthly), hit
+    return replace(raw, monthly=monthly), hit  # the links, graph and related rows as they were
 
 
 def stressed_policy(policy: Policy, rates_bp: int) -> Policy:
@@ -653,8 +661,22 @@ def _explain(totals: Totals, segments: list[Segment], drivers: list[Driver], rea
     return lines
 
 
-def _score(engine: Engine, raw: RawData, policy: Policy) -> list[Scored]:
-    return engine.score(raw, policy, fm=build_all(raw))
+def _score(engine: Engine, raw: RawData, policy: Policy, links_withheld: np.ndarray | None = None) -> list[Scored]:
+    return engine.score(raw, policy, fm=book_features(engine, raw, links_withheld))
+
+
+LINK_FEATURES = [j for j, feature in enumerate(CATALOG) if "links" in feature.sources]  # the graph's columns
+
+
+def book_features(engine: Engine, raw: RawData, links_withheld: np.ndarray | None = None) -> FeatureMatrix:
+    """The book's features as its decisions read them: the related-party features from the folder's graph or,
+    for stored requests, the lender's, except for the loans whose applicant did not consent to links."""
+    if raw.graph is None and engine.graph is not None and links_withheld is not None:
+        raw = replace(raw, graph=engine.graph)
+    fm = build_all(raw)
+    if links_withheld is not None and links_withheld.any():
+        fm.values[np.ix_(links_withheld, LINK_FEATURES)] = np.nan
+    return fm
 
 
 def stress_book(engine: Engine, policy: Policy, loans: BookLoans, scenario: Scenario, config: StressConfig, *,
@@ -662,8 +684,8 @@ def stress_book(engine: Engine, policy: Policy, loans: BookLoans, scenario: Scen
     """Score the live loans on the data as it is and under ``scenario``; compare."""
     raw = loans.raw
     stressed_raw, hits = apply_scenario(raw, scenario, loans.shock_end)
-    base = _score(engine, raw, policy)
-    stressed = _score(engine, stressed_raw, stressed_policy(policy, scenario.rates_bp))
+    base = _score(engine, raw, policy, loans.links_withheld)
+    stressed = _score(engine, stressed_raw, stressed_policy(policy, scenario.rates_bp), loans.links_withheld)
     grades = engine.bundle.scorer.grades
     names = list(grades.names)
     pd_b = np.array([s.pd for s in base])
