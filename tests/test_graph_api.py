@@ -358,6 +358,29 @@ def test_a_stored_book_is_stressed_with_the_graph_as_its_folder_is(linked_raw: R
         from_stored.totals.pd_baseline
 
 
+def test_the_book_is_monitored_with_the_graph_as_of_each_date(linked_raw: RawData, linked_registry: Path) -> None:
+    """`monitor portfolio` scores each loan as of origination and now with the folder's graph, read as of each
+    date (before, the book was scored without it: every linked firm's PD as if it had not consented)."""
+    import dataclasses
+
+    from service.scoring.bundle import load_bundle
+    from service.scoring.engine import Engine
+    from service.scoring.policy import load_policy
+    from service.usecases.portfolio import LossParameters, live_loans, score_book
+
+    registry = Registry(linked_registry)
+    engine = Engine(load_bundle(registry.path(registry.champion())))
+    as_of = int(np.max(linked_raw.book["as_of_month"])) + 1
+    rows = live_loans(linked_raw.book, as_of)
+    args = {"engine": engine, "policy": load_policy(DEFAULT_POLICY), "rows": rows, "as_of_month": as_of,
+            "loss": LossParameters.shipped()}
+    linked = score_book(data=linked_raw, **args)
+    alone = score_book(data=dataclasses.replace(linked_raw, graph=None), **args)
+    graph = [j for j, name in enumerate(engine.names) if name.startswith("graph_")]
+    assert not np.isnan(linked.features_now[:, graph]).all() and np.isnan(alone.features_now[:, graph]).all()
+    assert (linked.pd_now != alone.pd_now).any() and (linked.pd_then != alone.pd_then).any()  # the model reads them
+
+
 def test_a_firms_default_raises_the_scores_of_its_linked_firms(mid_dir: Path,
                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
     """Contagion: the same applicants and model, scored with the graph as it is and with the firms that defaulted

@@ -115,7 +115,7 @@ def _book_piece(piece: RawData, files: dict[str, bytes], version: str, policy_ya
     engine = _engine_from(files, version)
     policy = Policy.from_yaml(policy_yaml, source="policy")
     book = piece.applications
-    part = RawData(profile=piece.profile, applications=book, monthly=piece.monthly, book=book)
+    part = RawData(profile=piece.profile, applications=book, monthly=piece.monthly, book=book, graph=piece.graph)
     scores = score_book(data=part, engine=engine, policy=policy, rows=np.arange(len(book["loan_id"])),
                         as_of_month=as_of_month, loss=loss)
     # Only the per-loan results travel back: the coordinator already holds the data.
@@ -228,11 +228,13 @@ def score_book_distributed(*, data: RawData, bundle_dir: Path, policy: Policy, r
     files, version = _bundle_files(bundle_dir), bundle_dir.name
     loans = {k: v[rows] for k, v in data.book.items()}
     if not rows.size:  # nothing to map: the same empty result, computed here
-        done = [(rows, _book_piece(RawData(profile=data.profile, applications=loans, monthly=data.monthly),
+        done = [(rows, _book_piece(RawData(profile=data.profile, applications=loans, monthly=data.monthly,
+                                           graph=data.graph),
                                    files, version, policy.source_text, as_of_month, loss))]
     else:
         # The selected loans stand in for the applications, so iter_chunks cuts them with their enterprises.
-        pieces = iter_chunks(RawData(profile=data.profile, applications=loans, monthly=data.monthly), chunk)
+        pieces = iter_chunks(RawData(profile=data.profile, applications=loans, monthly=data.monthly,
+                                     graph=data.graph), chunk)
         done = _map_streaming(pieces, address, _book_piece, files, version, policy.source_text, as_of_month, loss,
                               warm=_warm_engine)
     return BookScores(data=data, rows=rows, **_assemble(len(rows), done))

@@ -135,7 +135,9 @@ def score_book(*, data: RawData, engine: Engine, policy: Policy, rows: np.ndarra
         "term_months": np.concatenate([book["term_months"][rows]] * 2).astype(np.int64),
         "purpose": np.array(["working_capital"] * (2 * n), dtype=object),
     }
-    raw = RawData(profile=data.profile, applications=apps, monthly=data.monthly)
+    # The folder's related-party graph, read as of each date: a neighbour's default after origination shows in
+    # the PD now (contagion), as it would in a new decision.
+    raw = RawData(profile=data.profile, applications=apps, monthly=data.monthly, graph=data.graph)
     windows = gather_windows(raw)
     fm = build_features(raw, windows=windows)
     contrib = engine.bundle.contributions(fm.values) if n else np.empty((0, len(engine.names) + 1))
