@@ -55,6 +55,7 @@ class Recorder:
     read_sessions: sessionmaker[Session]
     local_reads: bool = False  # SQLite: an indexed read of a local file, cheaper than a hop to a thread
 
+
 async def decide(rec: Recorder, *, engine: Engine, policy: Policy, tenant_id: int, actor: str,
                  payloads: list[dict], idempotency_key: str | None = None, batch: bool = False) -> list[Issued]:
     """Score and record every payload (a request's JSON, as validated), all or none. A payload that names a
