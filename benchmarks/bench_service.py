@@ -60,7 +60,7 @@ from service.main import create_app  # noqa: E402
 from service.pseudonyms import input_digest, tenant_key  # noqa: E402
 from service.runtime import DEFAULT_POLICY  # noqa: E402
 from service.scoring.features import build_features  # noqa: E402
-from service.scoring.raw import MONTHLY_SOURCES, load_folder, raw_for_applicant  # noqa: E402
+from service.scoring.raw import MONTHLY_SOURCES, consented_related, load_folder, raw_for_applicant  # noqa: E402
 from service.usecases import scoring  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the virtualenv's scripts: smecredit, uvicorn
@@ -274,7 +274,7 @@ def bench_pieces(app: FastAPI, key: str, payload: dict, n: int, warmup: int) -> 
 
     def raw():  # noqa: ANN202 - as the use case builds it: with the related block when links are consented
         return raw_for_applicant(dumped["profile"], application, {s: dumped["data"][s] for s in allowed},
-                                 dumped["related"] if links else None)
+                                 consented_related(dumped))
 
     links = dumped["consent"].get("links") is True and dumped.get("related") is not None
     one, sources = raw(), allowed + ["links"] * links

@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.batch.chunks import build_all
-from service.scoring.catalog import CATALOG, GROUPS
+from service.scoring.catalog import FEATURE_NAMES, GROUPS, features_of_source
 from service.scoring.engine import Engine, Scored
 from service.scoring.features import FeatureMatrix
 from service.scoring.policy import Policy, config_errors
@@ -36,6 +36,7 @@ from service.scoring.raw import (
     ContractError,
     RawData,
     Table,
+    consented_related,
     month_start,
     raw_for_applicant,
     sheet_row,
@@ -283,8 +284,7 @@ def loans_from_requests(requests: list[dict | None], book: Table, config: Stress
         consent = req.get("consent", {})
         monthly = {s: req.get("data", {}).get(s) or [] for s in MONTHLY_SOURCES if consent.get(s)}
         application = {**req["application"], "enterprise_id": req["profile"]["enterprise_id"]}
-        pieces.append(raw_for_applicant(req["profile"], application, monthly,
-                                        req.get("related") if consent.get("links") is True else None))
+        pieces.append(raw_for_applicant(req["profile"], application, monthly, consented_related(req)))
     withheld = np.array([requests[r].get("consent", {}).get("links") is not True for r in rows])
     related = {e: rel for p in pieces for e, rel in (p.related or {}).items()}
     profile = {k: np.concatenate([p.profile[k] for p in pieces]) for k in pieces[0].profile}
@@ -665,7 +665,7 @@ def _score(engine: Engine, raw: RawData, policy: Policy, links_withheld: np.ndar
     return engine.score(raw, policy, fm=book_features(engine, raw, links_withheld))
 
 
-LINK_FEATURES = [j for j, feature in enumerate(CATALOG) if "links" in feature.sources]  # the graph's columns
+LINK_FEATURES = [FEATURE_NAMES.index(name) for name in features_of_source("links")]  # the graph's columns
 
 
 def book_features(engine: Engine, raw: RawData, links_withheld: np.ndarray | None = None) -> FeatureMatrix:

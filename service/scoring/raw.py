@@ -1250,6 +1250,11 @@ def table_from_records(source: Source, rows: list[dict], *, enterprise_row: int 
     return out
 
 
+def consented_related(request: dict) -> dict | None:
+    """A score request's own link rows (``related``), only when its applicant consented to links: else None."""
+    return request.get("related") if (request.get("consent") or {}).get("links") is True else None
+
+
 def raw_for_applicant(profile: dict, application: dict, monthly: dict[str, list[dict]],
                       related: dict | None = None) -> RawData:
     """A one-applicant RawData: the online twin of load_folder (rows already validated by the API schema);

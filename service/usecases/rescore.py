@@ -36,7 +36,7 @@ from service.scoring.engine import Engine
 from service.scoring.explain import Reason, group_points, principal_reasons
 from service.scoring.features import Windows, build_features, gather_windows
 from service.scoring.policy import Policy
-from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant
+from service.scoring.raw import MONTHLY_SOURCES, consented_related, raw_for_applicant
 from service.scoring.signals import SIGNALS, Signals, fire, operating_signals
 from service.usecases.portfolio import LossParameters
 
@@ -140,7 +140,7 @@ def _rescore_one(session: Session, *, engine: Engine, policy: Policy, loan: Loan
     # withdrawal purges the stored request), from the lender's graph as of this month; a rescoring without them
     # would move the PD of every linked firm against the decision's for no change in the firm.
     links = stored["consent"].get("links") is True
-    raw = raw_for_applicant(stored["profile"], application, history, stored.get("related") if links else None)
+    raw = raw_for_applicant(stored["profile"], application, history, consented_related(stored))
     raw.graph = engine.graph if links else None
     windows = gather_windows(raw, allowed_sources=list(history))
     x_now = build_features(raw, windows=windows).values[0]

@@ -29,7 +29,7 @@ from service.errors import Conflict, Invalid, Unavailable
 from service.pseudonyms import input_digest, keyed, legacy_input_digest, tenant_key
 from service.scoring.engine import Engine
 from service.scoring.policy import Policy
-from service.scoring.raw import MONTHLY_SOURCES, raw_for_applicant
+from service.scoring.raw import MONTHLY_SOURCES, consented_related, raw_for_applicant
 from service.scoring.record import DecisionRecord
 from service.usecases import consents
 
@@ -116,7 +116,7 @@ def _prepare(rec: Recorder, key: bytes, engine: Engine, policy: Policy, tenant_i
         links = payload["consent"].get("links") is True  # the related-party graph, with its own consent
         application, profile = payload["application"], payload["profile"]
         raw = raw_for_applicant(profile, {**application, "enterprise_id": profile["enterprise_id"]},
-                                {s: payload["data"][s] for s in allowed}, payload.get("related") if links else None)
+                                {s: payload["data"][s] for s in allowed}, consented_related(payload))
         scored = engine.score(raw, policy, allowed_sources=allowed + ["links"] * links,
                               facts=[facts] if facts else None)[0]
         if scored.fraud is not None:
